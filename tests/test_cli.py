@@ -1,0 +1,110 @@
+"""The command line: JSON contract, summary, and one-line errors for bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+REQUIRED_KEYS = {
+    "spec",
+    "method",
+    "status",
+    "message",
+    "objective",
+    "lower_bound",
+    "W",
+    "H_mean",
+    "logits",
+    "classifier_gram",
+    "embedding_gram",
+    "classifier_norms",
+    "embedding_norms",
+    "seconds",
+}
+
+
+def test_solve_writes_contract(cli, tmp_path):
+    path = tmp_path / "r.json"
+    code, out, err = cli(
+        "solve", "--counts", "10,10,1,1", "--method", "convex", "--json", str(path)
+    )
+    assert code == 0, err
+    data = json.loads(path.read_text())
+    assert set(data) >= REQUIRED_KEYS
+    assert {"counts", "scales", "margins", "loss", "dim"} <= set(data["spec"])
+    assert abs(data["objective"] - 6.5074855) / 6.5074855 < 1e-6
+    assert data["lower_bound"] <= data["objective"] + 1e-9
+    assert np.shape(data["W"]) == (4, 4) and np.shape(data["H_mean"]) == (4, 4)
+    assert "maj-maj" in out and "lower bound" in out
+
+
+def test_example_level_matches_class_level(cli, tmp_path):
+    grams = {}
+    for level in ("class", "example"):
+        path = tmp_path / f"{level}.json"
+        code, _, err = cli("solve", "--counts", "3,3,1", "--level", level, "--json", str(path))
+        assert code == 0, err
+        data = json.loads(path.read_text())
+        grams[level] = np.array(data["classifier_gram"]), np.array(data["embedding_gram"])
+    for a, b in zip(grams["class"], grams["example"], strict=True):
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-6
+
+
+def test_step_longtail_and_labels_sources(cli, tmp_path):
+    np.save(tmp_path / "y.npy", np.array([0, 0, 0, 1, 2]))
+    for args in (
+        ["--step", "6,10,0.5", "--loss", "cdt", "--gamma", "0.5"],
+        ["--longtail", "5,10", "--n-max", "100", "--loss", "ldt", "--gamma", "1"],
+        ["--labels", str(tmp_path / "y.npy")],
+        ["--counts", "5,3,1", "--scales", "1,2,3", "--margins", "1,1,2"],
+    ):
+        code, out, err = cli("solve", *args)
+        assert code == 0, (args, err)
+        assert "optimal" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--counts", "10,0,1"], "'counts' parameter"),
+        (["--counts", "a,b"], "'counts' parameter"),
+        (["--counts", "5,-2"], "'counts' parameter"),
+        (["--counts", "5,2.5"], "'counts' parameter"),
+        (["--counts", "5"], "at least 2"),
+        (["--counts", "5,5,1,1", "--dim", "1", "--method", "convex"], "'dim' parameter"),
+        (["--step", "5,10,0.5"], "'rho' parameter"),
+        (["--step", "4,0.5,0.5"], "'R' parameter"),
+        (["--step", "4,10"], "'step' parameter"),
+        (["--counts", "5,5", "--scales", "1,1,1"], "'scales' parameter"),
+        (["--counts", "5,5", "--margins", "1,0"], "'margins' parameter"),
+        (["--counts", "5,5", "--margins", "1,inf"], "'margins' parameter"),
+        (["--counts", "5,5", "--scales", "nan,1"], "'scales' parameter"),
+        (["--counts", "50,1", "--loss", "cdt", "--gamma", "1e6"], "'gamma' parameter"),
+        (["--counts", "50,1", "--loss", "cdt", "--gamma", "x"], "'gamma' parameter"),
+        (["--counts", "5,5", "--loss", "hinge"], "'loss' parameter"),
+        (["--counts", "5,5", "--loss", "ldt", "--margins", "1,2"], "'loss' parameter"),
+        (["--counts", "5,5", "--method", "magic"], "--method"),
+        (["--labels", "/nonexistent/labels.npy"], "'labels' parameter"),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, args, match):
+    code, _out, err = cli("solve", *args)
+    assert code == 2
+    assert match.strip("'") in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_bad_label_files(cli, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "float.csv").write_text("0,1,2.5\n")
+    for name in ("empty.txt", "float.csv"):
+        code, _, err = cli("solve", "--labels", str(tmp_path / name))
+        assert code == 2 and "'labels' parameter" in err
+
+
+def test_no_subcommand_prints_help(cli):
+    code, out, _ = cli()
+    assert code == 2 and "solve" in out

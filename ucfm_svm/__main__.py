@@ -1,0 +1,5 @@
+"""``python -m ucfm_svm`` runs the command-line interface."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,54 @@
+"""Command-line interface: ``ucfm-svm <subcommand> ...``.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the parsed namespace
+carries ``run(args) -> exit code``. Only this package prints and chooses exit codes:
+0 success, 2 bad input, 3 not certified or solver failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import SolverError, SpecError
+from . import solve
+from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
+
+SUBCOMMANDS = (solve,)
+
+
+def build_parser() -> Parser:
+    """The top-level parser with every subcommand registered."""
+    parser = Parser(prog="ucfm-svm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors (already printed)
+        return int(exc.code or 0)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    prog = f"ucfm-svm {args.command}"
+    try:
+        return args.run(args)
+    except SpecError as exc:
+        print_error(prog, exc)
+        return EXIT_USAGE
+    except SolverError as exc:
+        print_error(prog, exc)
+        return EXIT_NOT_CERTIFIED
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

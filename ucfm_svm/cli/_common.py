@@ -1,0 +1,206 @@
+"""Pieces shared by the subcommands: the specification flags and the readable summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+import numpy as np
+
+from .. import geometry
+from ..result import Result
+from ..spec import CUSTOM, LOSSES, Spec, counts_from_labels, longtail_counts, step_counts
+from ..validation import fail, parse_list
+
+#: Exit codes: success, bad input (argparse's own), result not certified or solver failure.
+EXIT_OK, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 2, 3
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``ucfm-svm solve: error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that define a :class:`~ucfm_svm.spec.Spec` (shared by every subcommand)."""
+    counts = parser.add_argument_group("class counts (choose one)")
+    source = counts.add_mutually_exclusive_group(required=True)
+    source.add_argument("--counts", metavar="N1,N2,...", help="explicit class counts")
+    source.add_argument(
+        "--step",
+        metavar="K,R,RHO",
+        help="STEP imbalance: K classes, ratio R, minority fraction RHO",
+    )
+    source.add_argument(
+        "--longtail", metavar="K,IF", help="exponential long tail n_c = int(n_max * IF**(-c/(K-1)))"
+    )
+    source.add_argument(
+        "--labels", metavar="FILE", help="counts of an integer label file (.npy, .txt, .csv)"
+    )
+    counts.add_argument(
+        "--n-min",
+        default=1,
+        metavar="M",
+        help="examples per minority class with --step (default 1)",
+    )
+    counts.add_argument(
+        "--n-max",
+        default=5000,
+        metavar="M",
+        help="examples of the head class with --longtail (default 5000)",
+    )
+    hyper = parser.add_argument_group("loss hyperparameters")
+    hyper.add_argument(
+        "--loss",
+        default=None,
+        metavar="NAME",
+        help="preset: " + ", ".join(LOSSES) + " (default ce)",
+    )
+    hyper.add_argument("--gamma", default=None, metavar="G", help="cdt / ldt / vs exponent")
+    hyper.add_argument("--tau", default=None, metavar="T", help="la / vs offset temperature")
+    hyper.add_argument(
+        "--scales",
+        default=None,
+        metavar="D1,...",
+        help="explicit logit scales Delta_c (instead of a preset)",
+    )
+    hyper.add_argument(
+        "--margins",
+        default=None,
+        metavar="d1,...",
+        help="explicit margins delta_c (instead of a preset)",
+    )
+    parser.add_argument(
+        "--dim", default=None, metavar="D", help="embedding dimension d (default k)"
+    )
+
+
+def spec_from_args(args: argparse.Namespace) -> Spec:
+    """Build the specification from parsed flags; raises ``SpecError`` on bad input."""
+    if args.counts is not None:
+        counts = parse_list("counts", args.counts, int)
+        source = ""
+    elif args.step is not None:
+        parts = parse_list("step", args.step, float)
+        if len(parts) != 3:
+            raise fail("step", "three comma-separated numbers K,R,RHO", args.step)
+        n_min = _number("n_min", args.n_min)
+        counts = step_counts(parts[0], parts[1], parts[2], n_min)
+        source = f"STEP k={parts[0]:g}, R={parts[1]:g}, rho={parts[2]:g}, n_min={n_min:g}"
+    elif args.longtail is not None:
+        parts = parse_list("longtail", args.longtail, float)
+        if len(parts) != 2:
+            raise fail("longtail", "two comma-separated numbers K,IF", args.longtail)
+        n_max = _number("n_max", args.n_max)
+        counts = longtail_counts(parts[0], parts[1], n_max)
+        source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}"
+    else:
+        counts = counts_from_labels(args.labels)
+        source = f"labels {args.labels} (k={len(counts)})"
+    dim = None if args.dim is None else _number("dim", args.dim)
+    gamma = None if args.gamma is None else _number("gamma", args.gamma)
+    tau = None if args.tau is None else _number("tau", args.tau)
+    if args.scales is not None or args.margins is not None:
+        if args.loss is not None:
+            raise fail("loss", "left unset when --scales or --margins are given", args.loss)
+        if gamma is not None or tau is not None:
+            raise fail(
+                "gamma" if gamma is not None else "tau",
+                "left unset when --scales or --margins are given",
+                gamma if gamma is not None else tau,
+            )
+        scales = None if args.scales is None else parse_list("scales", args.scales)
+        margins = None if args.margins is None else parse_list("margins", args.margins)
+        return Spec.custom(counts, scales=scales, margins=margins, dim=dim, source=source)
+    loss = "ce" if args.loss is None else args.loss
+    return Spec.from_loss(counts, loss, gamma=gamma, tau=tau, dim=dim, source=source)
+
+
+def _number(name: str, text: object) -> float:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise fail(name, "a number", text) from None
+
+
+def _fmt_vector(values: np.ndarray) -> str:
+    if values.size <= 12:
+        return " ".join(f"{v:.6g}" for v in values)
+    return (
+        f"min {values.min():.6g}, median {np.median(values):.6g}, max {values.max():.6g}"
+        f" (over {values.size} classes)"
+    )
+
+
+def _cosine_lines(spec: Spec, name: str, gram: np.ndarray) -> list[str]:
+    groups = spec.step_groups()
+    if groups is not None:
+        cos = geometry.grouped_cosines(gram, *groups)
+        text = ", ".join(f"{key} {value:+.6f}" for key, value in cos.items() if np.isfinite(value))
+        return [f"  {name:<12}{text}"]
+    C = geometry.cosines_from_gram(gram)
+    if spec.k <= 8:
+        rows = [" ".join(f"{v:+.4f}" for v in row) for row in C]
+        return [f"  {name}:"] + [f"    {row}" for row in rows]
+    off = C[~np.eye(spec.k, dtype=bool)]
+    return [
+        f"  {name:<12}off-diagonal min {off.min():+.6f}, mean {off.mean():+.6f}, "
+        f"max {off.max():+.6f}"
+    ]
+
+
+def summary(result: Result) -> str:
+    """Readable account of a result: status, objective, certificate, norms and cosines."""
+    spec = result.spec
+    head = (
+        f"{spec.describe()}\n"
+        f"method {result.method}, {result.level} level"
+        + (f", {result.solver}" if result.solver else "")
+        + f", {result.seconds:.3g} s"
+    )
+    lines = [
+        head,
+        f"status       {result.status}: {result.message}",
+        f"objective    {result.objective:.10g}",
+    ]
+    if result.lower_bound is not None:
+        lines.append(
+            f"lower bound  {result.lower_bound:.10g}   gap {result.gap:.3e}"
+            f" (relative {result.rel_gap:.3e})"
+        )
+    else:
+        lines.append("lower bound  none (no certificate)")
+    if result.nc1 is not None:
+        lines.append(f"NC1          {result.nc1:.3e}")
+    if result.classifier_norms is not None:
+        lines.append("norms")
+        lines.append(f"  {'classifiers':<12}{_fmt_vector(result.classifier_norms)}")
+        lines.append(f"  {'embeddings':<12}{_fmt_vector(result.embedding_norms)}")
+    if result.classifier_gram is not None:
+        groups = spec.step_groups()
+        label = "cosines (majority / minority groups)" if groups is not None else "cosines"
+        lines.append(label)
+        lines += _cosine_lines(spec, "classifiers", result.classifier_gram)
+        lines += _cosine_lines(spec, "embeddings", result.embedding_gram)
+    return "\n".join(lines)
+
+
+def print_error(prog: str, exc: Exception) -> None:
+    """One-line error to stderr."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+
+
+__all__ = [
+    "CUSTOM",
+    "EXIT_NOT_CERTIFIED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Parser",
+    "add_spec_arguments",
+    "print_error",
+    "spec_from_args",
+    "summary",
+]

@@ -1,0 +1,59 @@
+"""``ucfm-svm solve``: one UF-CS-SVM, solved and certified, summarized and written as JSON."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..convex import LEVELS, solve_convex
+from ..result import OPTIMAL, Result
+from ..spec import Spec
+from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args, summary
+
+#: Solve methods by name: each takes the specification and the parsed flags.
+METHODS: dict[str, Callable[[Spec, argparse.Namespace], Result]] = {
+    "convex": lambda spec, args: solve_convex(spec, level=args.level, solver=args.solver),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``solve`` subcommand."""
+    p = subparsers.add_parser(
+        "solve",
+        help="solve and certify one UF-CS-SVM",
+        description="Solve the UF-CS-SVM for the given class counts and loss, print its "
+        "certified geometry, and optionally write it as JSON.",
+    )
+    add_spec_arguments(p)
+    p.add_argument(
+        "--method",
+        default="convex",
+        choices=sorted(METHODS),
+        help="solution method (default convex)",
+    )
+    p.add_argument(
+        "--level",
+        default="class",
+        choices=LEVELS,
+        help="class level (k x k, any n) or example level (k x n)",
+    )
+    p.add_argument(
+        "--solver",
+        default=None,
+        choices=["CLARABEL", "SCS"],
+        type=str.upper,
+        help="convex backend (default Clarabel, then SCS)",
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
+    spec = spec_from_args(args)
+    result = METHODS[args.method](spec, args)
+    print(summary(result))
+    if args.json:
+        result.to_json(args.json)
+        print(f"wrote {args.json}")
+    return EXIT_OK if result.status == OPTIMAL else EXIT_NOT_CERTIFIED

@@ -1,0 +1,256 @@
+"""The one result type every method returns, and its JSON form.
+
+A :class:`Result` holds a feasible point of the UF-CS-SVM at the class level (classifiers ``W``,
+class-mean embeddings ``H_mean``), the quantities derived from it, and, where one exists, the
+certified lower bound that makes a claim of global optimality checkable: ``gap = objective -
+lower_bound``. Its status is :data:`OPTIMAL` only when the relative gap is within
+:data:`CERTIFY_RTOL`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import geometry
+from .errors import SpecError
+from .spec import Spec
+
+#: Certified global optimum: a lower bound exists and the relative gap is within tolerance.
+OPTIMAL = "optimal"
+#: A feasible point whose global optimality could not be certified.
+NOT_CERTIFIED = "not certified"
+#: The numerical solver reported reduced accuracy; the numbers are best effort.
+INACCURATE = "inaccurate"
+STATUSES = (OPTIMAL, NOT_CERTIFIED, INACCURATE)
+
+#: Relative gap ``(objective - lower_bound) / objective`` below which optimality is certified.
+CERTIFY_RTOL = 1e-6
+
+_ARRAYS = (
+    "W",
+    "H_mean",
+    "logits",
+    "classifier_gram",
+    "embedding_gram",
+    "classifier_norms",
+    "embedding_norms",
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of one solve (any method, any level).
+
+    Attributes
+    ----------
+    spec : Spec
+    method : str
+        ``"convex"``, ``"nonconvex"``, ``"theory"``, ...
+    level : str
+        ``"class"`` or ``"example"``.
+    status : str
+        One of :data:`STATUSES`.
+    message : str
+        Human-readable account of how the solve ended.
+    objective : float
+        ``1/2 ||W||_F^2 + 1/2 sum_c n_c ||hbar_c||^2`` of the returned (feasible) point.
+    lower_bound : float or None
+        Certified lower bound on the global optimum.
+    W : (k, d) array or None
+    H_mean : (d, k) array or None
+    logits : (k, k) array or None
+        ``Delta W Hbar``; column ``c`` holds the logits of class ``c``.
+    classifier_gram, embedding_gram : (k, k) arrays or None
+        ``W W^T`` and ``Hbar^T Hbar``.
+    classifier_norms, embedding_norms : (k,) arrays or None
+    seconds : float
+        Wall-clock time of the solve.
+    solver : str or None
+        Backend used (e.g. ``"CLARABEL"``).
+    min_margin_ratio : float or None
+        Smallest ``margin / delta`` of the returned point (``>= 1`` means feasible).
+    iterations, nc1, restarts, restart_objectives
+        Filled by iterative and multi-start methods.
+    """
+
+    spec: Spec
+    method: str
+    level: str
+    status: str
+    message: str
+    objective: float
+    lower_bound: float | None
+    W: np.ndarray | None
+    H_mean: np.ndarray | None
+    logits: np.ndarray | None
+    classifier_gram: np.ndarray | None
+    embedding_gram: np.ndarray | None
+    classifier_norms: np.ndarray | None
+    embedding_norms: np.ndarray | None
+    seconds: float
+    solver: str | None = None
+    min_margin_ratio: float | None = None
+    iterations: int | None = None
+    nc1: float | None = None
+    restarts: int | None = None
+    restart_objectives: tuple[float, ...] | None = field(default=None)
+
+    @property
+    def gap(self) -> float | None:
+        """``objective - lower_bound`` (``None`` without a bound)."""
+        if self.lower_bound is None:
+            return None
+        return self.objective - self.lower_bound
+
+    @property
+    def rel_gap(self) -> float | None:
+        """``gap / |objective|`` (``None`` without a bound)."""
+        if self.lower_bound is None:
+            return None
+        return self.gap / max(abs(self.objective), np.finfo(float).tiny)
+
+    @property
+    def certified(self) -> bool:
+        """Whether global optimality is certified (:data:`OPTIMAL`)."""
+        return self.status == OPTIMAL
+
+    @classmethod
+    def from_point(
+        cls,
+        spec: Spec,
+        W: np.ndarray,
+        H_mean: np.ndarray,
+        *,
+        method: str,
+        level: str,
+        lower_bound: float | None,
+        seconds: float,
+        message: str = "",
+        solver: str | None = None,
+        inaccurate: bool = False,
+        rtol: float = CERTIFY_RTOL,
+        **extra: object,
+    ) -> Result:
+        """Build a result from a class-level point ``(W, H_mean)``, deriving everything else.
+
+        The status is :data:`OPTIMAL` iff a lower bound is given, the point is feasible (up to
+        ``rtol`` in the margins) and the relative gap is ``<= rtol``; :data:`INACCURATE` if
+        ``inaccurate``; otherwise :data:`NOT_CERTIFIED`.
+        """
+        logits = geometry.class_logits(spec, W, H_mean)
+        ratio = geometry.min_margin_ratio(spec, logits)
+        objective = geometry.class_objective(spec, W, H_mean)
+        cg = geometry.gram(W)
+        eg = H_mean.T @ H_mean
+        if inaccurate:
+            status = INACCURATE
+        elif (
+            lower_bound is not None
+            and ratio >= 1 - rtol
+            and objective - lower_bound <= rtol * abs(objective)
+        ):
+            status = OPTIMAL
+        else:
+            status = NOT_CERTIFIED
+        if not message:
+            message = _default_message(status, objective, lower_bound, ratio)
+        return cls(
+            spec=spec,
+            method=method,
+            level=level,
+            status=status,
+            message=message,
+            objective=objective,
+            lower_bound=lower_bound,
+            W=W,
+            H_mean=H_mean,
+            logits=logits,
+            classifier_gram=cg,
+            embedding_gram=eg,
+            classifier_norms=geometry.norms_from_gram(cg),
+            embedding_norms=geometry.norms_from_gram(eg),
+            seconds=seconds,
+            solver=solver,
+            min_margin_ratio=ratio,
+            **extra,
+        )
+
+    # --- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary; arrays become nested lists, ``gap`` and ``rel_gap`` are added."""
+        out: dict = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "spec":
+                value = value.to_dict()
+            elif isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = _finite_or_none(value)
+        out["gap"] = _finite_or_none(self.gap)
+        out["rel_gap"] = _finite_or_none(self.rel_gap)
+        return out
+
+    def to_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path``."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Result:
+        """Inverse of :meth:`to_dict` (derived keys ``gap``, ``rel_gap`` are ignored)."""
+        if not isinstance(data, dict) or "spec" not in data:
+            raise SpecError(
+                "The 'result' parameter must be a JSON object written by ucfm-svm. "
+                "Got an object without 'spec' instead."
+            )
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name == "spec":
+                value = Spec.from_dict(value)
+            elif f.name in _ARRAYS and value is not None:
+                value = np.asarray(value, dtype=float)
+            elif f.name == "restart_objectives" and value is not None:
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Result:
+        """Read a result written by :meth:`to_json`."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SpecError(
+                f"The 'result' parameter must be a readable ucfm-svm JSON file. "
+                f"Got {path} ({exc}) instead."
+            ) from None
+        return cls.from_dict(data)
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _default_message(status: str, objective: float, lower_bound: float | None, ratio: float) -> str:
+    if lower_bound is None:
+        return f"feasible point with objective {objective:.10g}; no lower bound to certify it"
+    gap = objective - lower_bound
+    text = f"objective {objective:.10g}, lower bound {lower_bound:.10g}, gap {gap:.2e}"
+    if status == OPTIMAL:
+        return "certified global optimum: " + text
+    if ratio < 1 - CERTIFY_RTOL:
+        return f"infeasible point (smallest margin ratio {ratio:.3g} < 1): " + text
+    return "not certified: " + text

@@ -1,0 +1,455 @@
+"""The problem specification: class counts, SVM-limit hyperparameters and embedding dimension.
+
+A :class:`Spec` is a frozen, validated description of one UF-CS-SVM (THEORY.md section 1)::
+
+    min_{W, H}  1/2 ||W||_F^2 + 1/2 ||H||_F^2
+    s.t.        Delta_{y_i} w_{y_i}^T h_i - Delta_c w_c^T h_i >= delta_{y_i}   (all i, c != y_i)
+
+with ``k`` classes of ``counts`` ``n_c``, multiplicative logit ``scales`` ``Delta_c > 0`` and
+``margins`` ``delta_c > 0``, classifiers ``W`` in ``R^{k x d}`` and embeddings ``H`` in
+``R^{d x n}``.
+
+The counts come from an explicit list, a STEP profile (:func:`step_counts`), the exponential
+long-tail profile (:func:`longtail_counts`) or a labels file (:func:`counts_from_labels`). The
+hyperparameters come from a loss preset (:func:`svm_hyperparameters`) or are given directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecError
+from .validation import (
+    check_counts,
+    check_float,
+    check_int,
+    check_positive_vector,
+    fail,
+)
+
+#: Loss presets and the loss hyperparameters each one accepts.
+LOSSES: dict[str, tuple[str, ...]] = {
+    "ce": (),
+    "wce": (),
+    "la": ("tau",),
+    "ldam": (),
+    "cdt": ("gamma",),
+    "ldt": ("gamma",),
+    "vs": ("gamma", "tau"),
+}
+#: Losses whose Delta and delta in the SVM limit are both 1 (their weights and additive
+#: offsets leave no trace at vanishing regularization, THEORY.md section 1).
+CE_LIMIT_LOSSES = ("ce", "wce", "la", "ldam")
+#: The name recorded for hyperparameters given directly rather than by a preset.
+CUSTOM = "custom"
+
+
+def step_counts(k: int, R: float, rho: float, n_min: int = 1) -> np.ndarray:
+    """Class counts of the STEP imbalance profile (THEORY F6), majority classes first.
+
+    ``k_min = rho * k`` minority classes have ``n_min`` examples each and the other
+    ``k_maj = (1 - rho) * k`` classes have ``R * n_min``.
+
+    Parameters
+    ----------
+    k : int
+        Number of classes, ``k >= 2``.
+    R : float
+        Imbalance ratio ``n_maj / n_min >= 1``; ``R * n_min`` must be a whole number.
+    rho : float
+        Minority ratio in ``(0, 1)``; ``rho * k`` must be a whole number.
+    n_min : int
+        Examples per minority class, ``>= 1``.
+
+    Returns
+    -------
+    numpy.ndarray of shape (k,)
+    """
+    k = check_int("k", k, low=2)
+    R = check_float("R", R, low=1.0)
+    rho = check_float("rho", rho, low=0.0, high=1.0, low_open=True, high_open=True)
+    n_min = check_int("n_min", n_min, low=1)
+    k_min = rho * k
+    if abs(k_min - round(k_min)) > 1e-9 or round(k_min) < 1 or round(k_min) > k - 1:
+        raise fail("rho", f"such that rho * k is a whole number between 1 and {k - 1} (k={k})", rho)
+    n_maj = R * n_min
+    if abs(n_maj - round(n_maj)) > 1e-9 * max(1.0, n_maj):
+        raise fail("R", f"such that R * n_min is a whole number (n_min={n_min})", R)
+    k_min = round(k_min)
+    return np.array([round(n_maj)] * (k - k_min) + [n_min] * k_min, dtype=np.int64)
+
+
+def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.ndarray:
+    """Exponential long-tail counts ``n_c = int(n_max * IF**(-c/(k-1)))``, ``c = 0..k-1``.
+
+    This is the profile of CIFAR-10-LT / CIFAR-100-LT (Cui et al., 2019), head class first.
+    ``imbalance_factor`` (IF) ``= n_max / n_min >= 1``; every class must keep at least one example.
+    """
+    k = check_int("k", k, low=2)
+    imbalance_factor = check_float("imbalance_factor", imbalance_factor, low=1.0)
+    n_max = check_int("n_max", n_max, low=1)
+    c = np.arange(k)
+    counts = np.floor(n_max * imbalance_factor ** (-c / (k - 1)) + 1e-9).astype(np.int64)
+    if counts.min() < 1:
+        raise fail(
+            "imbalance_factor",
+            f"at most n_max={n_max} so that every class keeps an example",
+            imbalance_factor,
+        )
+    return counts
+
+
+def counts_from_labels(path: str | Path) -> np.ndarray:
+    """Class counts of an integer label file: ``.npy`` or ``.txt`` / ``.csv``.
+
+    A text file holds integer labels separated by commas, whitespace or newlines; one
+    non-numeric header line is skipped. Classes are the distinct labels, in increasing order.
+    At least two distinct labels are required.
+    """
+    path = Path(path)
+    name = "labels"
+    if not path.is_file():
+        raise fail(name, "a readable .npy, .txt or .csv file of integer labels", str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            labels = np.load(path, allow_pickle=False)
+        elif suffix in (".txt", ".csv"):
+            labels = _read_text_labels(path)
+        else:
+            raise fail(name, "a file ending in .npy, .txt or .csv", str(path))
+    except SpecError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise fail(
+            name,
+            "a readable .npy, .txt or .csv file of integer labels",
+            f"{path} ({exc.__class__.__name__}: {exc})",
+        ) from None
+    labels = np.asarray(labels).ravel()
+    if labels.size == 0:
+        raise fail(name, "a non-empty file of integer labels", f"{path} (no labels)")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise fail(name, "a file of integer labels", f"{path} (non-integer values)")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iu":
+        raise fail(name, "a file of integer labels", f"{path} (values of type {labels.dtype})")
+    _, counts = np.unique(labels, return_counts=True)
+    if counts.size < 2:
+        raise fail(name, "a file with at least 2 distinct labels", f"{path} ({counts.size} label)")
+    return counts.astype(np.int64)
+
+
+def _read_text_labels(path: Path) -> np.ndarray:
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and lines[0].strip() and not _looks_numeric(lines[0]):
+        text = "\n".join(lines[1:])
+    tokens = text.replace(",", " ").split()
+    try:
+        return np.array(tokens, dtype=np.int64)
+    except ValueError:
+        try:
+            return np.array(tokens, dtype=float)  # caught as non-integer by the caller
+        except ValueError:
+            bad = next(t for t in tokens if not _looks_numeric(t))
+            raise fail("labels", "a file of integer labels", f"{path} (token {bad!r})") from None
+
+
+def _looks_numeric(text: str) -> bool:
+    token = text.replace(",", " ").split()
+    if not token:
+        return False
+    try:
+        float(token[0])
+    except ValueError:
+        return False
+    return True
+
+
+def svm_hyperparameters(
+    counts: np.ndarray, loss: str, gamma: float | None = None, tau: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """SVM-limit scales ``Delta`` and margins ``delta`` of a loss preset (THEORY.md sec. 1, F9).
+
+    - ``ce``, ``wce``, ``la``, ``ldam``: ``Delta = delta = 1`` (weights and additive offsets
+      vanish in the limit; ``tau`` of LA only matters away from it).
+    - ``cdt``: ``Delta_c`` proportional to ``(n_c / n_min)**gamma``, rescaled so that
+      ``sum_c Delta_c = k``; ``delta = 1``.
+    - ``ldt``: the same ``Delta`` multiplies all logits of an example of class ``y``, so the
+      SVM keeps ``Delta = 1`` and gets margins ``delta_c = 1 / Delta_c``.
+    - ``vs``: CDT's ``Delta`` with ``delta = 1`` (``tau`` only matters away from the limit).
+
+    Returns
+    -------
+    scales, margins : numpy.ndarray of shape (k,)
+    """
+    counts = check_counts("counts", counts)
+    if loss not in LOSSES:
+        raise fail("loss", "one of " + ", ".join(LOSSES), loss)
+    k = counts.size
+    if "gamma" in LOSSES[loss]:
+        if gamma is None:
+            raise fail("gamma", f"given for loss '{loss}' (a finite number)", None)
+        gamma = check_float("gamma", gamma)
+    elif gamma is not None:
+        raise fail("gamma", f"left unset for loss '{loss}' (only cdt, ldt and vs use it)", gamma)
+    if "tau" in LOSSES[loss]:
+        if tau is not None:
+            check_float("tau", tau)
+    elif tau is not None:
+        raise fail("tau", f"left unset for loss '{loss}' (only la and vs use it)", tau)
+
+    ones = np.ones(k)
+    if loss in CE_LIMIT_LOSSES:
+        return ones, ones.copy()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_delta = gamma * np.log(counts / counts.min())
+        raw = np.exp(log_delta - log_delta.max())
+        delta_scale = k * raw / raw.sum()
+    if not np.all(np.isfinite(delta_scale)) or np.any(delta_scale <= 0):
+        raise fail("gamma", "small enough that every class scale is finite and positive", gamma)
+    if loss == "ldt":
+        margins = 1.0 / delta_scale
+        if not np.all(np.isfinite(margins)):
+            raise fail("gamma", "small enough that every margin 1/Delta_c is finite", gamma)
+        return ones, margins
+    return delta_scale, ones.copy()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated UF-CS-SVM specification (THEORY.md section 1).
+
+    Parameters
+    ----------
+    counts : tuple of int
+        ``n_c >= 1`` for each of ``k >= 2`` classes.
+    scales : tuple of float
+        Multiplicative logit scales ``Delta_c > 0``.
+    margins : tuple of float
+        Margins ``delta_c > 0``.
+    dim : int
+        Embedding dimension ``d >= 1``. The convex and closed-form routes need ``d >= k - 1``
+        (THEORY F1); a smaller ``d`` is a valid non-convex problem without a tight certificate.
+    loss : str
+        The preset the hyperparameters came from, or ``"custom"``.
+    gamma, tau : float or None
+        The preset's hyperparameters, recorded for reference.
+    source : str
+        How the counts were given (for titles and reports).
+    """
+
+    counts: tuple[int, ...]
+    scales: tuple[float, ...]
+    margins: tuple[float, ...]
+    dim: int
+    loss: str = CUSTOM
+    gamma: float | None = None
+    tau: float | None = None
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        counts = check_counts("counts", self.counts)
+        k = counts.size
+        scales = check_positive_vector("scales", self.scales, k)
+        margins = check_positive_vector("margins", self.margins, k)
+        dim = check_int("dim", self.dim, low=1)
+        if self.loss != CUSTOM and self.loss not in LOSSES:
+            raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)
+        for name in ("gamma", "tau"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, check_float(name, value))
+        object.__setattr__(self, "counts", tuple(int(c) for c in counts))
+        object.__setattr__(self, "scales", tuple(float(s) for s in scales))
+        object.__setattr__(self, "margins", tuple(float(m) for m in margins))
+        object.__setattr__(self, "dim", dim)
+
+    @classmethod
+    def from_loss(
+        cls,
+        counts: object,
+        loss: str = "ce",
+        *,
+        gamma: float | None = None,
+        tau: float | None = None,
+        dim: int | None = None,
+        source: str = "",
+    ) -> Spec:
+        """Build a specification from class counts and a loss preset (:func:`svm_hyperparameters`).
+
+        ``dim`` defaults to ``k``.
+        """
+        counts = check_counts("counts", counts)
+        scales, margins = svm_hyperparameters(counts, loss, gamma, tau)
+        return cls(
+            counts=tuple(counts.tolist()),
+            scales=tuple(scales.tolist()),
+            margins=tuple(margins.tolist()),
+            dim=counts.size if dim is None else dim,
+            loss=loss,
+            gamma=gamma,
+            tau=tau,
+            source=source,
+        )
+
+    @classmethod
+    def custom(
+        cls,
+        counts: object,
+        *,
+        scales: object | None = None,
+        margins: object | None = None,
+        dim: int | None = None,
+        source: str = "",
+    ) -> Spec:
+        """Build a specification with hyperparameters given directly (default 1 for each)."""
+        counts = check_counts("counts", counts)
+        k = counts.size
+        return cls(
+            counts=tuple(counts.tolist()),
+            scales=tuple(np.ones(k).tolist()) if scales is None else tuple(np.ravel(scales)),
+            margins=tuple(np.ones(k).tolist()) if margins is None else tuple(np.ravel(margins)),
+            dim=k if dim is None else dim,
+            loss=CUSTOM,
+            source=source,
+        )
+
+    # --- derived quantities -------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        """Number of classes."""
+        return len(self.counts)
+
+    @property
+    def n(self) -> int:
+        """Total number of examples ``sum_c n_c``."""
+        return int(sum(self.counts))
+
+    @property
+    def n_vec(self) -> np.ndarray:
+        """Counts as a float array of shape (k,)."""
+        return np.asarray(self.counts, dtype=float)
+
+    @property
+    def Delta(self) -> np.ndarray:
+        """Scales ``Delta_c`` as an array of shape (k,)."""
+        return np.asarray(self.scales, dtype=float)
+
+    @property
+    def delta(self) -> np.ndarray:
+        """Margins ``delta_c`` as an array of shape (k,)."""
+        return np.asarray(self.margins, dtype=float)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Example labels ``y_i`` sorted by class, shape (n,)."""
+        return np.repeat(np.arange(self.k), self.counts)
+
+    @property
+    def certifiable(self) -> bool:
+        """Whether ``d >= k - 1``, so that the convex bound is tight (THEORY F1)."""
+        return self.dim >= self.k - 1
+
+    def require_certifiable(self, method: str) -> None:
+        """Raise :class:`SpecError` unless ``d >= k - 1`` (needed by ``method``)."""
+        if not self.certifiable:
+            raise fail(
+                "dim",
+                f"at least k - 1 = {self.k - 1} for the {method} method (the convex "
+                "reformulation needs d >= k - 1, THEORY F1; use --method nonconvex for "
+                "fewer dimensions)",
+                self.dim,
+            )
+
+    def with_dim(self, dim: int) -> Spec:
+        """The same specification with another embedding dimension."""
+        return Spec(
+            self.counts,
+            self.scales,
+            self.margins,
+            dim,
+            self.loss,
+            self.gamma,
+            self.tau,
+            self.source,
+        )
+
+    def groups(self) -> list[np.ndarray]:
+        """Classes with equal ``(n_c, Delta_c, delta_c)``, in order of first appearance."""
+        keys: dict[tuple, list[int]] = {}
+        for c, key in enumerate(zip(self.counts, self.scales, self.margins, strict=True)):
+            keys.setdefault(key, []).append(c)
+        return [np.asarray(v) for v in keys.values()]
+
+    def step_groups(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(majority, minority)`` class indices if the spec is STEP-like, else ``None``.
+
+        STEP-like means exactly two groups of identical classes (:meth:`groups`) that differ in
+        their counts; the group with more examples per class is the majority.
+        """
+        groups = self.groups()
+        if len(groups) != 2:
+            return None
+        a, b = groups
+        na, nb = self.counts[a[0]], self.counts[b[0]]
+        if na == nb:
+            return None
+        return (a, b) if na > nb else (b, a)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary: counts, scales, margins, loss, dim, gamma, tau, source."""
+        return {
+            "counts": list(self.counts),
+            "scales": list(self.scales),
+            "margins": list(self.margins),
+            "loss": self.loss,
+            "dim": self.dim,
+            "gamma": self.gamma,
+            "tau": self.tau,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Spec:
+        """Inverse of :meth:`to_dict`; validates like the constructor."""
+        if not isinstance(data, dict):
+            raise fail("spec", "a JSON object with counts, scales, margins, loss and dim", data)
+        missing = [key for key in ("counts", "scales", "margins", "dim") if key not in data]
+        if missing:
+            raise fail(
+                "spec",
+                "a JSON object with counts, scales, margins, loss and dim",
+                f"missing {', '.join(missing)}",
+            )
+        return cls(
+            counts=tuple(data["counts"]),
+            scales=tuple(data["scales"]),
+            margins=tuple(data["margins"]),
+            dim=data["dim"],
+            loss=data.get("loss", CUSTOM),
+            gamma=data.get("gamma"),
+            tau=data.get("tau"),
+            source=data.get("source", ""),
+        )
+
+    def describe(self) -> str:
+        """One-line description: counts source, loss and hyperparameters, dimension."""
+        parts = [self.source or _short_counts(self.counts), f"loss={self.loss}"]
+        if self.gamma is not None:
+            parts.append(f"gamma={self.gamma:g}")
+        if self.tau is not None:
+            parts.append(f"tau={self.tau:g}")
+        parts.append(f"d={self.dim}")
+        return ", ".join(parts)
+
+
+def _short_counts(counts: tuple[int, ...]) -> str:
+    if len(counts) <= 12:
+        return "counts=" + ",".join(str(c) for c in counts)
+    return f"k={len(counts)}, n={sum(counts)}, counts {max(counts)}..{min(counts)}"

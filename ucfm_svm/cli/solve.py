@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from ..convex import LEVELS, solve_convex
-from ..result import OPTIMAL, Result
-from ..spec import Spec
+from ..api import METHODS, method_options, solve
+from ..convex import LEVELS
+from ..result import OPTIMAL
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args, summary
-
-#: Solve methods by name: each takes the specification and the parsed flags.
-METHODS: dict[str, Callable[[Spec, argparse.Namespace], Result]] = {
-    "convex": lambda spec, args: solve_convex(spec, level=args.level, solver=args.solver),
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
     spec = spec_from_args(args)
-    result = METHODS[args.method](spec, args)
+    options = {
+        name: getattr(args, name)
+        for name in method_options(args.method)
+        if getattr(args, name, None) is not None
+    }
+    result = solve(spec, args.method, **options)
     print(summary(result))
     if args.json:
         result.to_json(args.json)

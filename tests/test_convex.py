@@ -110,3 +110,11 @@ def test_result_json_round_trip(tmp_path):
     assert back.spec == result.spec
     np.testing.assert_array_equal(back.classifier_gram, result.classifier_gram)
     assert back.gap == result.gap
+
+
+def test_gram_distance_is_scale_free():
+    from ucfm_svm.geometry import gram_distance
+
+    G = solve_convex(Spec.from_loss([10, 10, 1, 1])).classifier_gram
+    assert gram_distance(7.5 * G, G) < 1e-12
+    assert gram_distance(G, np.eye(4)) > 0.1

@@ -119,3 +119,13 @@ def balanced_factors(A: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     X[:, :r] = U[:, :r] * root
     Y[:r, :] = root[:, None] * Vt[:r, :]
     return X, Y
+
+
+def gram_distance(G: np.ndarray, G_ref: np.ndarray) -> float:
+    """Distance between Grams up to scale: ``|| G/||G||_F - G_ref/||G_ref||_F ||_F``.
+
+    Lies in ``[0, 2]``; zero iff the two configurations have the same norms ratios and angles.
+    This is the measure used to compare trained (or regularized) solutions, whose scale grows
+    without bound, with the SVM geometry.
+    """
+    return float(np.linalg.norm(G / np.linalg.norm(G) - G_ref / np.linalg.norm(G_ref)))

@@ -9,14 +9,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from .convex import solve_convex
+from .convex import solve_convex, solve_convex_grouped
 from .result import Result
 from .spec import Spec
+from .structured import structured_solution
 from .validation import fail
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
     "convex": solve_convex,
+    "convex_grouped": solve_convex_grouped,
+    "structured": structured_solution,
 }
 
 
@@ -35,7 +38,8 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
     ----------
     spec : Spec
     method : str
-        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ...
+        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"structured"``
+        (closed form at large k, options ``level``, ``full``), ...
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.
     """

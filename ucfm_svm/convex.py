@@ -161,3 +161,136 @@ def _feasible_factors(
         scale = np.sqrt(1.0 / ratio)
         W, G = W * scale, G * scale
     return W, G
+
+
+def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
+    """Class-level convex program over groups of identical classes, with its certificate.
+
+    Classes with equal ``(n_c, Delta_c, delta_c)`` (:meth:`Spec.groups`, ``g`` groups of sizes
+    ``m_G``) can be permuted among themselves without changing the class-level program of
+    THEORY F2, so (convexity) some optimum is constant on the blocks: true-class logit ``p_G``,
+    logit ``q_HG`` of a class of ``H`` for an example of class in ``G`` (``q_GG`` within the
+    group). Then ``A = Delta^{-1} Zbar N^{1/2}`` leaves invariant each space of zero-sum vectors
+    on a group (singular value ``beta_G = (p_G - q_GG) sqrt(n_G) / Delta_G``, multiplicity
+    ``m_G - 1``) and the span of the group indicators, where it acts as the ``g x g`` matrix
+    ``B_HG = sqrt(m_H m_G) q_HG sqrt(n_G) / Delta_H + [H = G] beta_G``. So
+
+        min ||B||_* + sum_G (m_G - 1) beta_G
+        s.t. p_G - q_HG >= delta_G (H != G),  p_G - q_GG >= delta_G (m_G >= 2),
+
+    has the class-level optimum with ``O(g^2)`` variables whatever ``k`` and ``n``.
+
+    The lower bound comes from the duals: the block multipliers ``nu_HG`` spread to
+    ``lam_{c'c} = nu_HG / (m_H m_G)`` (``m_G (m_G - 1)`` within a group), and
+    ``certificate.class_lower_bound`` of those ``lam`` is evaluated on the blocks, its spectral
+    norm being the largest of ``||B^Y||_2`` and the within-group values (same decomposition).
+
+    Returns
+    -------
+    Result
+        ``method="convex_grouped"``, class level; objective, lower bound, per-class norms;
+        ``W``, ``H_mean``, the logits and the Grams are ``None`` (expand the blocks when needed).
+    """
+    spec.require_certifiable("convex_grouped")
+    solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
+    groups = spec.groups()
+    first = np.array([grp[0] for grp in groups])
+    m = np.array([grp.size for grp in groups], dtype=float)
+    root_n = np.sqrt(spec.n_vec[first])
+    scale = spec.Delta[first]
+    margin = spec.delta[first]
+    g = first.size
+    within = m > 1
+
+    start = time.perf_counter()
+    p = cp.Variable(g)
+    Q = cp.Variable((g, g))
+    off = ~np.eye(g, dtype=bool)
+    gaps = np.ones((g, 1)) @ cp.reshape(p, (1, g), order="C") - Q  # [H, G] = p_G - q_HG
+    constraints = [cp.multiply(off, gaps) >= off * margin[None, :]]
+    beta = cp.multiply(cp.diag(gaps), root_n / scale)
+    if within.any():
+        constraints.append(cp.diag(gaps)[np.flatnonzero(within)] >= margin[within])
+    B = cp.multiply(np.sqrt(np.outer(m, m)) * root_n[None, :] / scale[:, None], Q) + cp.diag(beta)
+    problem = cp.Problem(cp.Minimize(cp.normNuc(B) + (m - 1) @ beta), constraints)
+    attempts = []
+    for name in solvers:
+        try:
+            problem.solve(solver=name, **_SOLVER_OPTIONS[name])
+        except cp.error.SolverError as exc:
+            attempts.append(f"{name}: {exc}")
+            continue
+        if problem.status in cp.settings.SOLUTION_PRESENT and Q.value is not None:
+            break
+        attempts.append(f"{name}: status {problem.status}")
+    else:
+        raise SolverError(
+            f"The grouped convex solve (k={spec.k}, {g} groups) failed: "
+            + "; ".join(attempts)
+            + ". Try another backend (--solver SCS or CLARABEL) or --method structured."
+        )
+    seconds = time.perf_counter() - start
+
+    # Primal: rescale to exact feasibility (margins are homogeneous of degree 1).
+    pv, Qv = np.asarray(p.value, dtype=float), np.asarray(Q.value, dtype=float)
+    gap_values = pv[None, :] - Qv
+    active = off | np.diag(within)
+    ratio = float((gap_values / margin[None, :])[active].min())
+    if not ratio > 0:
+        raise SolverError(
+            "The grouped convex solve returned logits that violate the margins beyond repair "
+            f"(smallest margin ratio {ratio:.3g}). Try another backend (--solver)."
+        )
+    if ratio < 1:
+        pv, Qv, gap_values = pv / ratio, Qv / ratio, gap_values / ratio
+    beta_v = np.diag(gap_values) * root_n / scale
+    B_v = np.sqrt(np.outer(m, m)) * root_n[None, :] / scale[:, None] * Qv + np.diag(beta_v)
+    Ub, sb, Vbt = np.linalg.svd(B_v)
+    objective = float(sb.sum() + (m - 1) @ beta_v)
+    deflated = beta_v * (1 - 1 / m)
+    classifier_sq = np.einsum("ij,j,ij->i", Ub, sb, Ub) / m + deflated
+    embedding_sq = (np.einsum("ji,j,ji->i", Vbt, sb, Vbt) / m + deflated) / root_n**2
+
+    # Dual: block multipliers -> class multipliers -> weak-duality bound on the blocks.
+    nu = np.clip(np.asarray(constraints[0].dual_value, dtype=float), 0.0, None) * off
+    mu = nu / np.outer(m, m)
+    mu_within = np.zeros(g)
+    if within.any():
+        nu_w = np.clip(np.asarray(constraints[1].dual_value, dtype=float), 0.0, None)
+        mu_within[within] = nu_w / (m[within] * (m[within] - 1))
+    L_diag = (m[:, None] * mu).sum(axis=0) + (m - 1) * mu_within
+    numerator = float(np.sum(m * margin * L_diag))
+    alpha_y = -scale[:, None] * (mu + np.diag(mu_within)) / root_n[None, :]
+    beta_y = scale * (L_diag + mu_within) / root_n
+    B_y = np.sqrt(np.outer(m, m)) * alpha_y + np.diag(beta_y)
+    spectral = max(float(np.linalg.norm(B_y, 2)), float(np.abs(beta_y[within]).max(initial=0)))
+    lower = numerator / spectral if spectral > 0 else 0.0
+
+    inaccurate = problem.status != cp.OPTIMAL
+    certified = objective - lower <= 1e-6 * abs(objective)
+    status = "inaccurate" if inaccurate else ("optimal" if certified else "not certified")
+    index = np.empty(spec.k, dtype=np.int64)
+    for i, grp in enumerate(groups):
+        index[grp] = i
+    return Result(
+        spec=spec,
+        method="convex_grouped",
+        level="class",
+        status=status,
+        message=(
+            f"{name} on {g} groups of identical classes: objective {objective:.10g}, "
+            f"lower bound {lower:.10g}, gap {objective - lower:.2e}"
+        ),
+        objective=objective,
+        lower_bound=lower,
+        W=None,
+        H_mean=None,
+        logits=None,
+        classifier_gram=None,
+        embedding_gram=None,
+        classifier_norms=np.sqrt(np.clip(classifier_sq, 0.0, None))[index],
+        embedding_norms=np.sqrt(np.clip(embedding_sq, 0.0, None))[index],
+        seconds=seconds,
+        solver=name,
+        min_margin_ratio=min(ratio, 1.0) if ratio < 1 else 1.0,
+    )

@@ -285,7 +285,7 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
         method="structured",
         level=level,
         status=status,
-        message=message + f" ({cl.d.size} clusters of classes)",
+        message=message + f" ({cl.d.size} cluster(s) of equal d_c)",
         objective=objective,
         lower_bound=lower,
         W=None,
@@ -343,7 +343,9 @@ def _factors(
         e = np.zeros_like(x)
         e[0] = 1.0
         h = x - e
-        basis = np.eye(x.size) - 2.0 * np.outer(h, h) / float(h @ h) if h @ h > 0 else np.eye(x.size)
+        basis = (
+            np.eye(x.size) - 2.0 * np.outer(h, h) / float(h @ h) if h @ h > 0 else np.eye(x.size)
+        )
         U[members, col : col + x.size - 1] = basis[:, 1:]
         sv[col : col + x.size - 1] = np.sqrt(cl.d[c])
         col += x.size - 1

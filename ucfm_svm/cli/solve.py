@@ -7,6 +7,7 @@ import argparse
 from ..api import METHODS, method_options, solve
 from ..convex import LEVELS
 from ..result import OPTIMAL
+from ..validation import fail
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args, summary
 
 
@@ -38,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=str.upper,
         help="convex backend (default Clarabel, then SCS)",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        default=None,
+        help="with --method structured: also build W, H and the k x k Grams (O(k^3))",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
     p.set_defaults(run=run)
 
@@ -45,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
     spec = spec_from_args(args)
+    if args.full and "full" not in method_options(args.method):
+        raise fail("full", "used with a method that has it (structured)", f"--method {args.method}")
     options = {
         name: getattr(args, name)
         for name in method_options(args.method)

@@ -87,7 +87,9 @@ def test_full_matches_dense(case):
     assert rel_fro(result.classifier_gram, dense["cg"]) < DENSE_TOL
     assert rel_fro(result.embedding_gram, dense["eg"]) < DENSE_TOL
     # The factors reproduce the closed-form logits, with every margin tight.
-    assert rel_fro(result.logits, optimal_logits(spec)) < DENSE_TOL
+    product = spec.Delta[:, None] * (result.W @ result.H_mean)
+    assert rel_fro(product, optimal_logits(spec)) < DENSE_TOL
+    assert rel_fro(result.logits, product) < DENSE_TOL
     assert abs(result.min_margin_ratio - 1) < DENSE_TOL
     # Balanced: 1/2 ||W||^2 + 1/2 sum n_c ||hbar_c||^2 = ||A||_*.
     assert result.objective == pytest.approx(dense["objective"], rel=DENSE_TOL)

@@ -51,9 +51,11 @@ import numpy as np
 from scipy.linalg.lapack import dlasd4
 from tqdm.auto import tqdm
 
+from . import geometry
 from .errors import SolverError
 from .result import NOT_CERTIFIED, OPTIMAL, Result
 from .spec import Spec
+from .theory import optimal_logits
 from .validation import fail
 
 #: Classes whose ``d_c = g_c^2`` differ by at most this times ``max d`` form one cluster
@@ -132,7 +134,7 @@ class _Sums:
     neighbour: np.ndarray  # sum_j r_j[G] r_j[G+1] / (sqrt(mu_j) nu_j^2)   (m - 1,)
     neighbour_abs: np.ndarray  # the same sum of absolute values
     roots: np.ndarray | None  # (m - 1,) roots when vectors are kept
-    vectors: np.ndarray | None  # (m, m - 1) merged unit eigenvectors of P D P when kept
+    vectors: np.ndarray | None  # (m - 1, m) merged unit eigenvectors of P D P when kept
 
 
 def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
@@ -148,7 +150,7 @@ def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
     neighbour_abs = np.zeros(max(m - 1, 0))
     nuclear = 0.0
     roots = np.zeros(max(m - 1, 0)) if keep_vectors else None
-    vectors = np.zeros((m, max(m - 1, 0))) if keep_vectors else None
+    vectors = np.zeros((max(m - 1, 0), m)) if keep_vectors else None
     if m == 1:
         return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots, vectors)
     # (d_max I - D) + z z^T with z_G^2 = d_G w_G: poles sqrt(d_max - d) ascending (d decreasing).
@@ -194,7 +196,7 @@ def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
         nuclear += root
         if keep_vectors:
             roots[j] = mu
-            vectors[:, j] = sqrt_w * r / np.sqrt(nu2)
+            vectors[j] = sqrt_w * r / np.sqrt(nu2)
     return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots, vectors)
 
 
@@ -259,21 +261,18 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
     seconds_core = time.perf_counter() - start
 
     extra: dict = {"nc1": 0.0} if level == "example" else {}
+    W = H_mean = logits = cg = eg = None
     if full:
         W, H_mean = _factors(spec, u, g, cl, sums)
-        result = Result.from_point(
-            spec,
-            W,
-            H_mean,
-            method="structured",
-            level=level,
-            lower_bound=lower,
-            seconds=time.perf_counter() - start,
-            message=message,
-            solver="dlasd4",
-            **extra,
-        )
-        return result
+        del sums
+        cg = W @ W.T
+        eg = H_mean.T @ H_mean
+        # Delta W Hbar = Zbar* exactly (tests check it at small k); the closed form costs O(k^2)
+        # where the product would cost another O(k^3).
+        logits = optimal_logits(spec)
+        classifier_sq, embedding_sq = np.diag(cg).copy(), np.diag(eg).copy()
+        objective = 0.5 * float(classifier_sq.sum()) + 0.5 * float(spec.n_vec @ embedding_sq)
+        seconds_core = time.perf_counter() - start
     gap_ok = lower is not None and objective - lower <= 1e-6 * abs(objective)
     status = OPTIMAL if gap_ok else NOT_CERTIFIED
     if not message:
@@ -288,16 +287,16 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
         message=message + f" ({cl.d.size} cluster(s) of equal d_c)",
         objective=objective,
         lower_bound=lower,
-        W=None,
-        H_mean=None,
-        logits=None,
-        classifier_gram=None,
-        embedding_gram=None,
+        W=W,
+        H_mean=H_mean,
+        logits=logits,
+        classifier_gram=cg,
+        embedding_gram=eg,
         classifier_norms=np.sqrt(np.clip(classifier_sq, 0.0, None)),
         embedding_norms=np.sqrt(np.clip(embedding_sq, 0.0, None)),
         seconds=seconds_core,
         solver="dlasd4",
-        min_margin_ratio=1.0,
+        min_margin_ratio=1.0 if logits is None else geometry.min_margin_ratio(spec, logits),
         **extra,
     )
 
@@ -321,10 +320,11 @@ def _factors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Balanced factors ``W = U S^{1/2}`` (k x d), ``Hbar = S^{1/2} V^T N^{-1/2}`` (d x k).
 
-    Non-deflated pairs: ``U[:, j] = u o x_j[G] / sqrt(w_G)`` (``x_j`` the merged unit vector),
-    ``V[:, j] = g o U[:, j] / sqrt(mu_j)``. Deflated pairs of a cluster ``G``: an orthonormal
-    basis of ``{x on G, x ⟂ u_G}`` (the last ``|G| - 1`` columns of the Householder reflection
-    that maps ``u_G / ||u_G||`` to ``e_1``), singular value ``sqrt(d_G)``, ``V = U``.
+    Non-deflated pairs: ``U[:, j] = u o x_j[G] / sqrt(w_G)`` (``x_j`` the merged unit vector).
+    Deflated pairs of a cluster ``G``: an orthonormal basis of ``{x on G, x ⟂ u_G}`` (the last
+    ``|G| - 1`` columns of the Householder reflection that maps ``u_G / ||u_G||`` to ``e_1``),
+    singular value ``sqrt(d_G)``. In both cases ``V[:, j] = g o U[:, j] / s_j`` (on a deflated
+    cluster ``g_c = s_j``), so ``Hbar^T = U diag(g / sqrt(n)) S^{-1/2}``.
     """
     k = spec.k
     G = cl.index
@@ -332,7 +332,8 @@ def _factors(
     sv = np.zeros(k - 1)
     U = np.zeros((k, k - 1))
     if m > 1:
-        U[:, : m - 1] = (u / np.sqrt(cl.weight[G]))[:, None] * sums.vectors[G, :]
+        U[:, : m - 1] = sums.vectors.T[G, :]
+        U[:, : m - 1] *= (u / np.sqrt(cl.weight[G]))[:, None]
         sv[: m - 1] = np.sqrt(sums.roots)
     col = m - 1
     order = np.argsort(G, kind="stable")
@@ -340,21 +341,20 @@ def _factors(
     for c in np.flatnonzero(cl.size > 1):
         members = order[bounds[c] : bounds[c + 1]]
         x = u[members] / np.sqrt(cl.weight[c])
-        e = np.zeros_like(x)
-        e[0] = 1.0
-        h = x - e
-        basis = (
-            np.eye(x.size) - 2.0 * np.outer(h, h) / float(h @ h) if h @ h > 0 else np.eye(x.size)
-        )
+        h = x.copy()
+        h[0] -= 1.0
+        hh = float(h @ h)
+        basis = np.eye(x.size)
+        if hh > 0:
+            basis -= (2.0 / hh) * np.outer(h, h)
         U[members, col : col + x.size - 1] = basis[:, 1:]
         sv[col : col + x.size - 1] = np.sqrt(cl.d[c])
         col += x.size - 1
-    V = U * g[:, None]
-    V[:, : m - 1] /= sv[None, : m - 1]
-    V[:, m - 1 :] = U[:, m - 1 :]
-    W = np.zeros((k, spec.dim))
-    H_mean = np.zeros((spec.dim, k))
     root = np.sqrt(sv)
-    W[:, : k - 1] = U * root[None, :]
-    H_mean[: k - 1, :] = (V * root[None, :]).T / np.sqrt(spec.n_vec)[None, :]
-    return W, H_mean
+    W = np.zeros((k, spec.dim))
+    np.multiply(U, root[None, :], out=W[:, : k - 1])
+    H_mean_T = np.zeros((k, spec.dim))
+    np.multiply(U, (g / np.sqrt(spec.n_vec))[:, None], out=H_mean_T[:, : k - 1])
+    del U
+    H_mean_T[:, : k - 1] /= root[None, :]
+    return W, H_mean_T.T

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases(ks):
         for loss in case["losses"]:
             spec = make_spec(case["counts"], loss)
-            chosen = routes if loss == "ce" else [r for r in routes if r.startswith("structured")]
+            chosen = routes if loss == "ce" else [r for r in routes if r == "structured"]
             jobs.append((case["profile"], loss, spec, chosen))
     rows = []
     total = sum(len(j[3]) for j in jobs)

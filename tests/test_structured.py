@@ -118,6 +118,27 @@ def test_matches_convex_solver(counts, loss, gamma):
     np.testing.assert_allclose(result.embedding_norms, convex.embedding_norms, rtol=SOLVER_TOL)
 
 
+@pytest.mark.parametrize("spread", [1e-13, 1e-11, 1e-9, 1e-6])
+def test_near_ties_match_dense(spread):
+    """Classes whose d_c = (delta_c sqrt(n_c) / Delta_c)^2 differ by ``spread`` (relative):
+    merged into one cluster below ~64 eps, otherwise close poles of the secular equation."""
+    rng = np.random.default_rng(11)
+    k = 30
+    counts = rng.choice([3, 40, 200], size=k)
+    scales = np.exp(rng.uniform(-1, 1, size=k))
+    spec = Spec.custom(counts, scales=scales, margins=scales * (1 + spread * rng.random(k)))
+    dense = _dense(spec)
+    result = structured_solution(spec)
+    assert result.certified
+    assert result.objective == pytest.approx(dense["objective"], rel=DENSE_TOL)
+    np.testing.assert_allclose(
+        result.classifier_norms, np.sqrt(np.diag(dense["cg"])), rtol=DENSE_TOL
+    )
+    np.testing.assert_allclose(
+        result.embedding_norms, np.sqrt(np.diag(dense["eg"])), rtol=DENSE_TOL
+    )
+
+
 def test_reference_optimum():
     result = structured_solution(Spec.from_loss([10, 10, 1, 1]))
     assert result.objective == pytest.approx(6.5074855, rel=1e-7)

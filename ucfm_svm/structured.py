@@ -133,15 +133,15 @@ class _Sums:
     s_down: np.ndarray  # sum_j r_j^2 / (sqrt(mu_j) nu_j^2)
     neighbour: np.ndarray  # sum_j r_j[G] r_j[G+1] / (sqrt(mu_j) nu_j^2)   (m - 1,)
     neighbour_abs: np.ndarray  # the same sum of absolute values
-    roots: np.ndarray | None  # (m - 1,) roots when vectors are kept
-    vectors: np.ndarray | None  # (m - 1, m) merged unit eigenvectors of P D P when kept
+    roots: np.ndarray  # (m - 1,) the nonzero roots mu_j
 
 
-def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
+def _root_sums(cl: Clusters, u: np.ndarray, vectors_out: np.ndarray | None = None) -> _Sums:
     """Solve the merged secular equation root by root and accumulate the per-cluster sums.
 
-    ``r_j = (d - mu_j)^{-1}`` (shape (m,)) and ``nu_j^2 = sum_G w_G r_j[G]^2``; the merged unit
-    eigenvector of ``P_u D P_u`` for ``mu_j`` is ``sqrt(w) r_j / nu_j``.
+    ``r_j = (d - mu_j)^{-1}`` (shape (m,)) and ``nu_j^2 = sum_G w_G r_j[G]^2``; the unit
+    eigenvector of ``P_u D P_u`` for ``mu_j`` is ``u o r_j[G] / nu_j`` (shape (k,)). If
+    ``vectors_out`` (k x >= m-1, Fortran order) is given, column ``j`` receives it.
     """
     m = cl.d.size
     s_up = np.zeros(m)
@@ -149,16 +149,14 @@ def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
     neighbour = np.zeros(max(m - 1, 0))
     neighbour_abs = np.zeros(max(m - 1, 0))
     nuclear = 0.0
-    roots = np.zeros(max(m - 1, 0)) if keep_vectors else None
-    vectors = np.zeros((max(m - 1, 0), m)) if keep_vectors else None
+    roots = np.zeros(max(m - 1, 0))
     if m == 1:
-        return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots, vectors)
+        return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots)
     # (d_max I - D) + z z^T with z_G^2 = d_G w_G: poles sqrt(d_max - d) ascending (d decreasing).
     shift = cl.d[0]
     poles = np.sqrt(np.clip(shift - cl.d, 0.0, None))
     poles[0] = 0.0
     z = np.sqrt(cl.d * cl.weight)
-    sqrt_w = np.sqrt(cl.weight)
     # Index m - 1 is the largest eigenvalue d_max of the update, i.e. mu = 0 (the null vector u).
     bar = tqdm(
         range(m - 1),
@@ -194,10 +192,10 @@ def _root_sums(cl: Clusters, keep_vectors: bool) -> _Sums:
         neighbour += prod
         neighbour_abs += np.abs(prod)
         nuclear += root
-        if keep_vectors:
-            roots[j] = mu
-            vectors[j] = sqrt_w * r / np.sqrt(nu2)
-    return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots, vectors)
+        roots[j] = mu
+        if vectors_out is not None:
+            np.multiply(u, r[cl.index] / np.sqrt(nu2), out=vectors_out[:, j])
+    return _Sums(nuclear, s_up, s_down, neighbour, neighbour_abs, roots)
 
 
 def structured_solution(spec: Spec, level: str = "class", full: bool = False) -> Result:
@@ -235,7 +233,9 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
     start = time.perf_counter()
     u, g = logit_factors(spec)
     cl = clusters(spec)
-    sums = _root_sums(cl, keep_vectors=bool(full))
+    # With full=True the eigenvectors go straight into the buffer that becomes W.
+    buffer = np.zeros((spec.k, spec.dim), order="F") if full else None
+    sums = _root_sums(cl, u, buffer)
 
     # Per-class quantities; deflated part of cluster G: sqrt(d_G) (I - u_G u_G^T / w_G).
     G = cl.index
@@ -263,8 +263,7 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
     extra: dict = {"nc1": 0.0} if level == "example" else {}
     W = H_mean = logits = cg = eg = None
     if full:
-        W, H_mean = _factors(spec, u, g, cl, sums)
-        del sums
+        W, H_mean = _factors(spec, u, g, cl, sums.roots, buffer)
         cg = W @ W.T
         eg = H_mean.T @ H_mean
         # Delta W Hbar = Zbar* exactly (tests check it at small k); the closed form costs O(k^2)
@@ -296,7 +295,7 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
         embedding_norms=np.sqrt(np.clip(embedding_sq, 0.0, None)),
         seconds=seconds_core,
         solver="dlasd4",
-        min_margin_ratio=1.0 if logits is None else geometry.min_margin_ratio(spec, logits),
+        min_margin_ratio=1.0 if logits is None else _min_margin_ratio(spec, logits),
         **extra,
     )
 
@@ -315,26 +314,38 @@ def _sign_violations(cl: Clusters, sums: _Sums) -> int:
     return int(across.sum() + within.sum())
 
 
+def _min_margin_ratio(spec: Spec, logits: np.ndarray, block: int = 1024) -> float:
+    """``geometry.min_margin_ratio`` over blocks of columns (no extra k x k temporaries)."""
+    return min(
+        geometry.min_margin_ratio(
+            spec, logits[:, lo : lo + block], np.arange(lo, min(lo + block, spec.k))
+        )
+        for lo in range(0, spec.k, block)
+    )
+
+
 def _factors(
-    spec: Spec, u: np.ndarray, g: np.ndarray, cl: Clusters, sums: _Sums
+    spec: Spec,
+    u: np.ndarray,
+    g: np.ndarray,
+    cl: Clusters,
+    roots: np.ndarray,
+    U: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Balanced factors ``W = U S^{1/2}`` (k x d), ``Hbar = S^{1/2} V^T N^{-1/2}`` (d x k).
 
-    Non-deflated pairs: ``U[:, j] = u o x_j[G] / sqrt(w_G)`` (``x_j`` the merged unit vector).
-    Deflated pairs of a cluster ``G``: an orthonormal basis of ``{x on G, x ⟂ u_G}`` (the last
-    ``|G| - 1`` columns of the Householder reflection that maps ``u_G / ||u_G||`` to ``e_1``),
-    singular value ``sqrt(d_G)``. In both cases ``V[:, j] = g o U[:, j] / s_j`` (on a deflated
-    cluster ``g_c = s_j``), so ``Hbar^T = U diag(g / sqrt(n)) S^{-1/2}``.
+    ``U`` (k x d) holds the non-deflated left singular vectors ``u o r_j[G] / nu_j`` in its
+    first ``m - 1`` columns (:func:`_root_sums`) and becomes ``W`` in place. Deflated pairs of a
+    cluster ``G``: an orthonormal basis of ``{x on G, x ⟂ u_G}`` (the last ``|G| - 1`` columns
+    of the Householder reflection that maps ``u_G / ||u_G||`` to ``e_1``), singular value
+    ``sqrt(d_G)``. In both cases ``V[:, j] = g o U[:, j] / s_j`` (on a deflated cluster
+    ``g_c = s_j``), so ``Hbar^T = U diag(g / sqrt(n)) S^{-1/2}``.
     """
     k = spec.k
     G = cl.index
     m = cl.d.size
     sv = np.zeros(k - 1)
-    U = np.zeros((k, k - 1))
-    if m > 1:
-        U[:, : m - 1] = sums.vectors.T[G, :]
-        U[:, : m - 1] *= (u / np.sqrt(cl.weight[G]))[:, None]
-        sv[: m - 1] = np.sqrt(sums.roots)
+    sv[: m - 1] = np.sqrt(roots)
     col = m - 1
     order = np.argsort(G, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(cl.size)))
@@ -351,10 +362,8 @@ def _factors(
         sv[col : col + x.size - 1] = np.sqrt(cl.d[c])
         col += x.size - 1
     root = np.sqrt(sv)
-    W = np.zeros((k, spec.dim))
-    np.multiply(U, root[None, :], out=W[:, : k - 1])
-    H_mean_T = np.zeros((k, spec.dim))
-    np.multiply(U, (g / np.sqrt(spec.n_vec))[:, None], out=H_mean_T[:, : k - 1])
-    del U
-    H_mean_T[:, : k - 1] /= root[None, :]
-    return W, H_mean_T.T
+    H_mean = np.zeros((spec.dim, k))
+    H_mean[: k - 1] = (U[:, : k - 1] * (g / np.sqrt(spec.n_vec))[:, None]).T
+    H_mean[: k - 1] /= root[:, None]
+    U[:, : k - 1] *= root[None, :]
+    return U, H_mean

@@ -6,16 +6,15 @@ With ``t = Delta^{-2} 1 / (1^T Delta^{-2} 1)`` the optimal class-level logits ar
     A = Delta^{-1} Zbar* N^{1/2} = P_u diag(g),   u = Delta^{-1} 1 / ||Delta^{-1} 1||,
     g_c = delta_c sqrt(n_c) / Delta_c,             P_u = I - u u^T
 
-(expand ``Delta^{-1} (I - 1 t^T) diag(delta) N^{1/2} = diag(g) - Delta^{-1} 1 (t o delta o
-sqrt(n))^T`` and use ``t o delta o sqrt(n) / Delta ... = u u^T diag(g)``). Hence, with
-``D = diag(g^2)``,
+(with ``a = Delta^{-1} 1`` and ``t = a o a / ||a||^2``: ``Delta^{-1} 1 t^T diag(delta) N^{1/2}
+= a (a o g)^T / ||a||^2 = u u^T diag(g)``). Hence, with ``D = diag(g^2)``,
 
     A^T A = D - v v^T  (v = g o u),         A A^T = P_u D P_u,
 
-a diagonal matrix minus a rank-one term. Its nonzero eigenvalues ``mu`` are the roots of the
-secular equation ``f(mu) = sum_c u_c^2 / (d_c - mu) = 0`` (one in each interval between
-consecutive distinct ``d_c``), plus ``d_G`` with multiplicity ``|G| - 1`` for every cluster
-``G`` of classes with equal ``d_c`` (deflation). The eigenvectors are explicit:
+a diagonal matrix minus a rank-one term. ``A A^T u = 0``; the other eigenvalues ``mu`` are
+the roots of the secular equation ``f(mu) = sum_c u_c^2 / (d_c - mu) = 0`` (one in each
+interval between consecutive distinct ``d_c``), plus ``d_G`` with multiplicity ``|G| - 1``
+for every cluster ``G`` of classes with equal ``d_c`` (deflation). The eigenvectors are explicit:
 ``A A^T x = mu x`` for ``x ∝ (D - mu)^{-1} u``, and ``A^T A y = mu y`` for ``y = g o x / sqrt(mu)``
 (the right singular vector of ``A`` paired with ``x``). On a cluster ``G`` the deflated
 eigenvectors span ``{x supported on G, x ⟂ u_G}`` for both products.

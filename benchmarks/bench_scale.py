@@ -12,7 +12,8 @@ Routes (each run in a fresh subprocess, with a timeout):
 
 Counts: STEP (R = 10, rho = 1/2) and exponential long tails at k in {10, 100, 1000, 8142}
 (CIFAR-10-LT, CIFAR-100-LT, ImageNet-LT-like, and an iNaturalist-2018-like profile of 437,512
-examples), plus two small STEP cases where the direct baseline finishes. Rows with a direct
+examples), a stress case with k distinct counts (no two classes merge), plus two small STEP
+cases where the direct baseline finishes. Rows with a direct
 baseline in the same run carry the ratio of its time to theirs and their objective's relative
 difference from it. A route is skipped without running when its size predicts more than the
 timeout (rule in :func:`skip_reason`); a run that exceeds the timeout is killed and marked.
@@ -103,6 +104,15 @@ def cases(ks: tuple[int, ...]) -> list[dict]:
             counts, name = longtail_counts(k, 256, 1280), "exp IF=256 n_max=1280 (ImageNet-LT-like)"
         losses = ["ce", "ldt", "cdt"] if k >= 1000 else ["ce"]
         out.append({"profile": name, "counts": counts, "losses": losses})
+        if k >= 1000:  # worst case for the secular equation: every d_c distinct, no merging
+            out.append(
+                {
+                    "profile": "n_c = 1..k, all distinct (stress)",
+                    "counts": np.arange(k, 0, -1),
+                    "losses": ["ce"],
+                    "routes": ("structured",),
+                }
+            )
     return out
 
 
@@ -271,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         for loss in case["losses"]:
             spec = make_spec(case["counts"], loss)
             chosen = routes if loss == "ce" else [r for r in routes if r == "structured"]
+            chosen = [r for r in chosen if r in case.get("routes", ROUTES)]
             jobs.append((case["profile"], loss, spec, chosen))
     rows = []
     total = sum(len(j[3]) for j in jobs)

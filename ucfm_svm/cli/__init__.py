@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import plot, solve, sweep
+from . import plot, reproduce, solve, sweep
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve, plot, sweep)
+SUBCOMMANDS = (solve, plot, sweep, reproduce)
 
 
 def build_parser() -> Parser:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from .. import api, geometry
 from ..result import Result
@@ -179,9 +179,9 @@ def _step_panels(
                 ax.set_xscale("log")
             if q == "norm ratio":
                 ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
                 ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-                ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-                ax.tick_params(axis="y", which="minor", labelsize=7)
+                ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
             else:
                 ax.axhline(0.0, color="0.5", lw=0.8, ls=":")

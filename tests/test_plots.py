@@ -100,10 +100,10 @@ def test_vector_picture_preserves_the_gram():
 
 
 def test_cli_plot_writes_png_and_pdf(cli, tmp_path):
-    code, out, err = cli("plot", "grams", "--counts", "5,5,1", "--out", str(tmp_path / "g"))
+    code, _, err = cli("plot", "grams", "--counts", "5,5,1", "--out", str(tmp_path / "g"))
     assert code == 0, err
     assert (tmp_path / "g.png").stat().st_size > 0 and (tmp_path / "g.pdf").stat().st_size > 0
-    code, out, err = cli(
+    code, _, err = cli(
         "plot", "ratio", "--step", "4,10,0.5", "--range", "1,10", "--out", str(tmp_path / "r.png")
     )
     assert code == 0, err

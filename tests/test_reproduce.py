@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from ucfm_svm import SpecError
 from ucfm_svm.reproduce import (
     REFERENCE,
     ReproduceConfig,

@@ -79,25 +79,39 @@ def class_level(seeds: int, quick: bool) -> None:
     print(f"class level: {len(rows)} runs ({len(rows) // seeds} specs x {seeds} seeds)")
     print(f"  certified (rel_gap <= 1e-6): {certified.sum()}/{len(rows)} = {certified.mean():.2%}")
     print(f"  Grams within {GRAM_TOL:g} of convex: {grams_ok.sum()}/{len(rows)}")
-    print(f"  rel_gap: median {np.median([r['rel_gap'] for r in rows]):.2e}, "
-          f"max {max(r['rel_gap'] for r in rows):.2e}")
-    print(f"  objective - convex (relative): min {min(r['obj_err'] for r in rows):.2e}, "
-          f"max {max(r['obj_err'] for r in rows):.2e}")
-    print(f"  classifier Gram error: median {np.median([r['cg'] for r in rows]):.2e}, "
-          f"max {max(r['cg'] for r in rows):.2e}")
-    print(f"  embedding Gram error:  median {np.median([r['eg'] for r in rows]):.2e}, "
-          f"max {max(r['eg'] for r in rows):.2e}")
-    print(f"  time: median {np.median(times):.3f} s, 95th pct {np.percentile(times, 95):.3f} s, "
-          f"max {times.max():.3f} s; median ratio to the convex solve "
-          f"{np.median(times / t_convex):.2f}")
+    print(
+        f"  rel_gap: median {np.median([r['rel_gap'] for r in rows]):.2e}, "
+        f"max {max(r['rel_gap'] for r in rows):.2e}"
+    )
+    print(
+        f"  objective - convex (relative): min {min(r['obj_err'] for r in rows):.2e}, "
+        f"max {max(r['obj_err'] for r in rows):.2e}"
+    )
+    print(
+        f"  classifier Gram error: median {np.median([r['cg'] for r in rows]):.2e}, "
+        f"max {max(r['cg'] for r in rows):.2e}"
+    )
+    print(
+        f"  embedding Gram error:  median {np.median([r['eg'] for r in rows]):.2e}, "
+        f"max {max(r['eg'] for r in rows):.2e}"
+    )
+    print(
+        f"  time: median {np.median(times):.3f} s, 95th pct {np.percentile(times, 95):.3f} s, "
+        f"max {times.max():.3f} s; median ratio to the convex solve "
+        f"{np.median(times / t_convex):.2f}"
+    )
     for k in sorted({int(r["case"].split()[0][2:]) for r in rows}):
         sel = [r for r in rows if r["case"].startswith(f"k={k} ")]
-        print(f"    k={k:<3d} median {np.median([r['t'] for r in sel]):.3f} s, "
-              f"certified {np.mean([r['certified'] for r in sel]):.0%}")
+        print(
+            f"    k={k:<3d} median {np.median([r['t'] for r in sel]):.3f} s, "
+            f"certified {np.mean([r['certified'] for r in sel]):.0%}"
+        )
     bad = [r for r in rows if not r["certified"] or max(r["cg"], r["eg"]) > GRAM_TOL]
     for r in bad:
-        print(f"  FAIL {r['case']}: rel_gap {r['rel_gap']:.2e}, obj_err {r['obj_err']:.2e}, "
-              f"Gram errors {r['cg']:.2e} / {r['eg']:.2e}")
+        print(
+            f"  FAIL {r['case']}: rel_gap {r['rel_gap']:.2e}, obj_err {r['obj_err']:.2e}, "
+            f"Gram errors {r['cg']:.2e} / {r['eg']:.2e}"
+        )
 
 
 def example_level(seeds: int, quick: bool) -> None:

@@ -190,9 +190,7 @@ def _feasible(cols: _Columns, W: np.ndarray, G: np.ndarray) -> tuple[np.ndarray,
     return W * scale, G * scale
 
 
-def _random_start(
-    cols: _Columns, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _random_start(cols: _Columns, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     spec = cols.spec
     U = rng.standard_normal((spec.k, spec.dim))
     U /= np.linalg.norm(U, axis=1, keepdims=True)
@@ -365,7 +363,8 @@ def solve_nonconvex(
     if not feasible:
         raise SolverError(
             f"No feasible point from {restarts} start(s) ({level} level, k={spec.k}, "
-            f"d={spec.dim}): " + "; ".join(r.stopped for r in runs)
+            f"d={spec.dim}): "
+            + "; ".join(r.stopped for r in runs)
             + ". Try more --restarts or another --seed."
         )
     kept = min(feasible, key=lambda r: r.objective)

@@ -34,9 +34,11 @@ The certificate is :mod:`ucfm_svm.certificate` applied to the refinement's own m
 (``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
 the class-mean point, found by nonnegative least squares on the stationarity condition
 ``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
-the optimum when ``d >= k - 1`` (THEORY F1), so for smaller ``d`` the result is reported as not
-certified. The returned point is rescaled to exact feasibility (the margins are homogeneous of
-degree 2 in ``(W, G)``).
+the optimum when ``d >= k - 1`` (THEORY F1). For smaller ``d`` the convex solve's certified bound
+(of the problem with ``d = k - 1``, which contains this one) is also used; neither is tight in
+general, so the result is reported as not certified unless the gap happens to close. The
+returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
+``(W, G)``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
 from . import certificate, geometry
-from .convex import LEVELS, BlockSteps
+from .convex import LEVELS, BlockSteps, solve_convex
 from .errors import SolverError
 from .result import CERTIFY_RTOL, Result
 from .spec import Spec
@@ -369,6 +371,10 @@ def solve_nonconvex(
         )
     kept = min(feasible, key=lambda r: r.objective)
     lower = max(r.lower_bound for r in runs)
+    if not spec.certifiable:
+        lower, note = _relaxed_bound(spec, lower)
+        if note:
+            notes.append(note)
     H = kept.G / cols.s[None, :]
     extra: dict[str, object] = {
         "iterations": kept.iterations,
@@ -392,12 +398,27 @@ def solve_nonconvex(
     return dataclasses.replace(result, message=_message(result, kept, runs, notes))
 
 
+def _relaxed_bound(spec: Spec, lower: float) -> tuple[float, str]:
+    """For ``d < k - 1``: the better of ``lower`` and the convex optimum's certified bound.
+
+    Padding ``W`` and ``H`` with zeros embeds the ``d``-dimensional problem in the one with
+    ``d = k - 1``, whose optimum the class-level convex solve bounds from below (THEORY F1, F2):
+    valid for both levels, but not tight for small ``d``.
+    """
+    try:
+        convex = solve_convex(spec.with_dim(spec.k - 1), level="class")
+    except SolverError as exc:
+        return lower, f"the convex bound was not available ({exc})"
+    return max(lower, convex.lower_bound), ""
+
+
 def _message(result: Result, kept: _Run, runs: list[_Run], notes: list[str]) -> str:
     spec = result.spec
     objectives = np.array([r.objective for r in runs])
+    low, high = np.min(objectives), np.max(objectives)
     spread = (
-        f"; best of {len(runs)} starts, costs {np.min(objectives):.10g} to "
-        f"{np.max(objectives):.10g}"
+        f"; best of {len(runs)} starts, costs {low:.10g} to {high:.10g} "
+        f"(relative spread {(high - low) / low:.1e})"
         if len(runs) > 1
         else ""
     )

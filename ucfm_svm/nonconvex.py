@@ -317,7 +317,10 @@ def solve_nonconvex(
     -------
     Result
         ``status`` "optimal" iff the relative gap to the certified bound is ``<= 1e-6``;
-        ``iterations`` counts the kept run's alternation rounds and L-BFGS iterations.
+        ``iterations`` counts the kept run's alternation rounds and L-BFGS iterations. At the
+        example level the result holds the class means ``Hbar`` of the examples' embeddings:
+        a feasible point (margins are linear in each ``h_i``) no costlier than the examples'
+        (Jensen); ``nc1`` says how far the examples were from it.
 
     Raises
     ------

@@ -106,6 +106,8 @@ def class_level(seeds: int, quick: bool) -> None:
             f"    k={k:<3d} median {np.median([r['t'] for r in sel]):.3f} s, "
             f"certified {np.mean([r['certified'] for r in sel]):.0%}"
         )
+    for r in sorted(rows, key=lambda r: -r["t"])[:3]:
+        print(f"    slowest: {r['case']} seed-run {r['t']:.3f} s, {r['iterations']} iterations")
     bad = [r for r in rows if not r["certified"] or max(r["cg"], r["eg"]) > GRAM_TOL]
     for r in bad:
         print(
@@ -121,8 +123,11 @@ def example_level(seeds: int, quick: bool) -> None:
             (tuple(step_counts(6, 10, 1 / 3, 5)), "ldt", 0.5),
             (tuple(step_counts(10, 10, 1 / 2, 5)), "vs", 0.5),
             (tuple(step_counts(10, 50, 1 / 2, 1)), "ce", None),
+            (tuple(step_counts(10, 1, 1 / 2, 50)), "cdt", 0.25),
         ]
     print("example level (random features, no block steps, d = k):")
+    worst = {"rel_gap": 0.0, "nc1": 0.0, "gram": 0.0}
+    certified = runs = 0
     for counts, loss, gamma in cases:
         spec = Spec.from_loss(counts, loss, gamma=gamma)
         ref = solve_convex(spec)
@@ -130,12 +135,27 @@ def example_level(seeds: int, quick: bool) -> None:
             start = time.perf_counter()
             res = solve_nonconvex(spec, level="example", seed=seed)
             t = time.perf_counter() - start
+            gram = max(
+                rel_fro(res.classifier_gram, ref.classifier_gram),
+                rel_fro(res.embedding_gram, ref.embedding_gram),
+            )
+            runs += 1
+            certified += res.certified
+            worst = {
+                "rel_gap": max(worst["rel_gap"], res.rel_gap),
+                "nc1": max(worst["nc1"], res.nc1),
+                "gram": max(worst["gram"], gram),
+            }
             print(
                 f"  n={spec.n:<4d} k={spec.k:<3d} {loss:<4s} seed {seed}: {res.status}, "
                 f"rel_gap {res.rel_gap:.1e}, nc1 {res.nc1:.1e}, Gram errors "
                 f"{rel_fro(res.classifier_gram, ref.classifier_gram):.1e} / "
                 f"{rel_fro(res.embedding_gram, ref.embedding_gram):.1e}, {t:.2f} s"
             )
+    print(
+        f"  certified {certified}/{runs}; worst rel_gap {worst['rel_gap']:.1e}, "
+        f"worst nc1 {worst['nc1']:.1e}, worst Gram error {worst['gram']:.1e}"
+    )
 
 
 def main() -> None:

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from .convex import solve_convex
 from .result import Result
 from .spec import Spec
+from .theory import solve_theory
 from .validation import fail
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
     "convex": solve_convex,
+    "theory": solve_theory,
 }
 
 
@@ -35,7 +37,8 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
     ----------
     spec : Spec
     method : str
-        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ...
+        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``),
+        ``"theory"`` (closed form certified by its dual; option ``fallback``), ...
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.
     """

@@ -184,7 +184,7 @@ class MinorityCollapse:
 
     Attributes
     ----------
-    threshold_R : float
+    threshold_ratio : float
         The ``R`` at which the min-min classifier cosine is zero; positive beyond it:
         ``R* = ((1 - rho)^{-2} - (1 - rho)) / rho`` (7 at ``rho = 1/2``, whatever ``k``).
     rate : float
@@ -198,7 +198,7 @@ class MinorityCollapse:
         Limit of the min-min classifier cosine (1: collapse).
     """
 
-    threshold_R: float
+    threshold_ratio: float
     rate: float
     embedding_limit: float
     limit: float
@@ -211,11 +211,11 @@ def ce_minority_collapse(k: int, rho: float) -> MinorityCollapse:
     sqrt(R rho + 1 - rho)``; the min-min cosine ``(M_22 - alpha_2) / (alpha_2 (K2 - 1) + M_22)``
     is positive iff ``M_22 > 1``, i.e. ``R > R*``; ``M_22 ~ sqrt(R rho) (1 - rho)`` gives the rate.
     """
-    k_maj, k_min = _groups(k, rho)
+    _, k_min = _groups(k, rho)
     rho = k_min / k
     q = 1.0 - rho
     return MinorityCollapse(
-        threshold_R=(q**-2.0 - q) / rho,
+        threshold_ratio=(q**-2.0 - q) / rho,
         rate=float(k * np.sqrt(rho) / q),
         embedding_limit=-1.0 / (k_min - 1) if k_min > 1 else float("nan"),
         limit=1.0,

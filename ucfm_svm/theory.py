@@ -87,6 +87,11 @@ class ClosedForm:
         ``||A||_* = sum(s)``, the objective of the closed-form point.
     lower_bound : float
         Certified lower bound :func:`ucfm_svm.certificate.class_lower_bound` of ``multipliers``.
+    condition : float
+        ``s_max / s_min`` over the ``k - 1`` nonzero singular values. The polar factor
+        ``U V^T`` is computed to about ``1e-16 * condition``, which bounds the accuracy of the
+        certificate: ~1e-14 for moderate hyperparameters, 1e-6 or worse when scales and margins
+        spread over several orders of magnitude (condition ~1e10).
     """
 
     logits: np.ndarray
@@ -99,6 +104,7 @@ class ClosedForm:
     column_residual: float
     value: float
     lower_bound: float
+    condition: float
 
     @property
     def rel_gap(self) -> float:
@@ -158,6 +164,7 @@ def closed_form(spec: Spec) -> ClosedForm:
         column_residual=float(np.abs(L.sum(axis=0)).max() / scale),
         value=float(s.sum()),
         lower_bound=certificate.class_lower_bound(spec, lam),
+        condition=float(s[0] / s[-1]),
     )
 
 
@@ -173,7 +180,8 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1).
     fallback : bool
         If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
-        negative beyond rounding, so the all-tight point is not optimal), return
+        negative beyond rounding, so the all-tight point is not optimal, or an SVD too
+        ill-conditioned to certify it, see :attr:`ClosedForm.condition`), return
         :func:`ucfm_svm.convex.solve_convex` instead, with method ``"theory"`` and a message
         saying so. If that solve fails too, or with ``fallback=False``, the uncertified closed
         form is returned (status ``"not certified"``).
@@ -189,7 +197,7 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     cf = closed_form(spec)
     failure = (
         f"closed form not certified (smallest multiplier {cf.min_multiplier:.3g} of the "
-        f"largest, relative gap {cf.rel_gap:.3g})"
+        f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
     )
     if not cf.certified and fallback:
         try:

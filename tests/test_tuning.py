@@ -106,7 +106,9 @@ def test_bad_inputs():
     with pytest.raises(SpecError, match="'search_range' parameter"):
         tune([3, 1], "ldt", "etf-classifiers", search_range=(1.0, 0.0))
     with pytest.raises(SpecError, match="'target' parameter must be reachable"):
-        tune([3, 1], "ldt", "etf-classifiers", search_range=(1.0, 2.0))
+        tune([9, 9, 1, 1], "ldt", "etf-classifiers", search_range=(1.0, 2.0))
+    with pytest.raises(SpecError, match="holds for every gamma"):
+        tune([3, 1], "ldt", "etf-classifiers")  # two classes: always opposite classifiers
 
 
 def test_cli_tune_prints_gamma(cli):

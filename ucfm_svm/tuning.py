@@ -48,6 +48,8 @@ TUNABLE_LOSSES = tuple(name for name, params in LOSSES.items() if "gamma" in par
 #: The full target must hold to this (relative norms spread, absolute cosines): the closed form
 #: is exact up to rounding, so a reached target shows ~1e-14.
 ACHIEVED_TOL = 1e-9
+#: A residual this small on the whole grid means the target holds whatever gamma.
+FLAT_TOL = 1e-12
 #: Default search range and grid step for gamma.
 DEFAULT_RANGE = (-3.0, 3.0)
 GRID_STEP = 0.05
@@ -155,6 +157,14 @@ def tune(
         except SpecError:  # gamma so extreme that a scale overflows
             values.append(np.nan)
     values = np.asarray(values)
+    finite = values[np.isfinite(values)]
+    if finite.size and np.abs(finite).max() <= FLAT_TOL:
+        raise fail(
+            "target",
+            f"one that depends on gamma for these counts (it holds for every gamma in "
+            f"[{low:g}, {high:g}], e.g. two classes always have opposite classifiers)",
+            target,
+        )
     roots = []
     for i in range(grid.size - 1):
         a, b = values[i], values[i + 1]

@@ -10,7 +10,7 @@ import pytest
 
 from ucfm_svm import Spec, SpecError, api, step_counts
 from ucfm_svm.theory import solve_theory
-from ucfm_svm.verify import ROUTE_TOLERANCES, VerificationReport, verify
+from ucfm_svm.verify import GEOMETRY_FLOOR, ROUTE_TOLERANCES, VerificationReport, verify
 
 LDT_ETF = Spec.from_loss(step_counts(10, 10, 0.5), "ldt", gamma=0.5)
 
@@ -73,11 +73,14 @@ def test_disagreement_fails(monkeypatch, cli):
     assert code == 1 and "FAILED" in out
 
 
-def test_tiny_disagreement_within_tolerance_passes(monkeypatch):
-    monkeypatch.setitem(api.METHODS, "fake", fake_method(1e-5))
+def test_tolerance_of_other_routes_follows_their_gap(monkeypatch):
+    """The fake route reuses the closed form's bound: its gap is its objective error."""
+    monkeypatch.setitem(api.METHODS, "fake", fake_method(1e-6))
     report = verify(LDT_ETF, methods=("theory", "fake"))
+    fake = report.results["fake"]
     gram = next(c for c in report.checks if c.quantity == "classifier gram")
-    assert gram.passed and gram.tolerance == ROUTE_TOLERANCES["nonconvex"].geometry
+    assert gram.tolerance == pytest.approx(max(GEOMETRY_FLOOR, 2 * np.sqrt(fake.rel_gap)))
+    assert gram.passed and 0 < fake.rel_gap < 1e-6
 
 
 def test_nonconvex_is_used_when_registered(monkeypatch):

@@ -113,6 +113,7 @@ def tune(
     *,
     search_range: tuple[float, float] = DEFAULT_RANGE,
     dim: int | None = None,
+    tau: float | None = None,
 ) -> Tuning:
     """The ``gamma`` of ``loss`` that makes the geometry of ``counts`` meet ``target``.
 
@@ -126,6 +127,8 @@ def tune(
         Interval of ``gamma`` scanned (grid step :data:`GRID_STEP`).
     dim : int or None
         Dimension recorded in the tuned spec (default ``k``).
+    tau : float or None
+        VS's offset temperature, recorded in the spec (it leaves no trace in the SVM limit).
 
     Returns
     -------
@@ -146,8 +149,9 @@ def tune(
     second = int(order[-2])
 
     def spec_at(gamma: float) -> Spec:
-        return Spec.from_loss(counts, loss, gamma=gamma, dim=dim)
+        return Spec.from_loss(counts, loss, gamma=gamma, tau=tau, dim=dim)
 
+    spec_at(0.0)  # reject bad dim / tau now, not as "unreachable" later
     residual = _residual(target, spec_at, big, small, second)
     grid = np.arange(low, high + GRID_STEP / 2, GRID_STEP)
     values = []

@@ -7,7 +7,7 @@ import dataclasses
 
 from ..theory import solve_theory
 from ..tuning import DEFAULT_RANGE, TARGETS, TUNABLE_LOSSES, tune
-from ..validation import fail, parse_list
+from ..validation import check_float, fail, parse_list
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args, summary
 
 #: Exit code when no gamma in the range meets the full target exactly.
@@ -42,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.gamma is not None:
         raise fail("gamma", "left unset (tune finds it)", args.gamma)
     # The counts, dimension and their description, without the (still unknown) gamma.
-    base = spec_from_args(argparse.Namespace(**{**vars(args), "loss": "ce"}))
+    base = spec_from_args(argparse.Namespace(**{**vars(args), "loss": "ce", "tau": None}))
+    tau = None if args.tau is None else check_float("tau", args.tau)
     bounds = parse_list("range", args.range)
     if len(bounds) != 2:
         raise fail("range", "two comma-separated numbers LO,HI", args.range)
-    tuning = tune(base.counts, args.loss, args.target, search_range=tuple(bounds), dim=base.dim)
+    tuning = tune(
+        base.counts, args.loss, args.target, search_range=tuple(bounds), dim=base.dim, tau=tau
+    )
     spec = dataclasses.replace(tuning.spec, source=base.source)
     print(f"gamma = {tuning.gamma:.10g}")
     state = "met" if tuning.achieved else "NOT met exactly"

@@ -77,20 +77,28 @@ def norm_ratio(spec: Spec, G: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class TrendFit:
-    """Least-squares fit ``distance = intercept + slope * x`` with ``x = 1 / log(1/lambda)``.
+    """Least-squares fit ``distance = intercept + slope * x`` with ``x = log(1/lambda)^-power``.
 
-    An intercept near zero says the distance vanishes like ``1 / log(1/lambda)`` (THEORY F8).
+    With ``power = 1`` an intercept near zero says the distance vanishes like
+    ``1 / log(1/lambda)`` (THEORY F8).
     """
 
+    power: float
     intercept: float
     slope: float
     r2: float
     points: int
 
+    @property
+    def regressor(self) -> str:
+        """The regressor ``x`` as text."""
+        return "1/log(1/lambda)" if self.power == 1 else f"log(1/lambda)^-{self.power:g}"
+
     def to_dict(self) -> dict:
         """JSON-ready dictionary (the regressor is named in ``x``)."""
         return {
-            "x": "1/log(1/lambda)",
+            "x": self.regressor,
+            "power": self.power,
             "intercept": self.intercept,
             "slope": self.slope,
             "r2": self.r2,
@@ -98,23 +106,29 @@ class TrendFit:
         }
 
 
-def trend_fit(lambdas: np.ndarray, distances: np.ndarray) -> TrendFit | None:
-    """Fit ``distances ~ a + b / log(1/lambda)`` over the points with ``lambda < 1``.
+#: Powers of the trend fits recorded on a path: ``1 / log(1/lambda)`` (THEORY F8) and, for
+#: comparison, ``1 / sqrt(log(1/lambda))``.
+FIT_POWERS = (1.0, 0.5)
+
+
+def trend_fit(lambdas: np.ndarray, distances: np.ndarray, power: float = 1.0) -> TrendFit | None:
+    """Fit ``distances ~ a + b * log(1/lambda)^-power`` over the points with ``lambda < 1``.
 
     Returns ``None`` with fewer than two such points.
     """
+    power = check_float("power", power, low=0.0, low_open=True)
     lambdas = np.asarray(lambdas, dtype=float)
     distances = np.asarray(distances, dtype=float)
     keep = (lambdas < 1) & np.isfinite(distances)
     if keep.sum() < 2:
         return None
-    x = 1.0 / np.log(1.0 / lambdas[keep])
+    x = np.log(1.0 / lambdas[keep]) ** -power
     y = distances[keep]
     slope, intercept = np.polyfit(x, y, 1)
     resid = y - (intercept + slope * x)
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else 1.0
-    return TrendFit(float(intercept), float(slope), r2, int(keep.sum()))
+    return TrendFit(power, float(intercept), float(slope), r2, int(keep.sum()))
 
 
 @dataclass(frozen=True)
@@ -162,8 +176,9 @@ class Trajectory:
         Example level only: within-class variability (:func:`~ucfm_svm.geometry.nc1`).
     svm : Result
         The certified SVM reference (convex solve at the class level).
-    fit : TrendFit or None
-        Path only: :func:`trend_fit` of ``distance_to_svm``.
+    fits : tuple of TrendFit
+        Path only: :func:`trend_fit` of ``distance_to_svm`` for each of :data:`FIT_POWERS`
+        (``fits[0]`` is the ``1 / log(1/lambda)`` fit); empty otherwise.
     settings : dict
         The optimizer settings used.
     seconds : float
@@ -192,7 +207,7 @@ class Trajectory:
     embedding_grams: np.ndarray
     nc1: np.ndarray | None
     svm: Result
-    fit: TrendFit | None
+    fits: tuple[TrendFit, ...]
     settings: dict
     seconds: float
     message: str
@@ -239,8 +254,8 @@ class Trajectory:
                     "classifier_norm_ratio": norm_ratio(self.spec, value.classifier_gram),
                     "embedding_norm_ratio": norm_ratio(self.spec, value.embedding_gram),
                 }
-            elif f.name == "fit":
-                value = None if value is None else value.to_dict()
+            elif f.name == "fits":
+                value = [fit.to_dict() for fit in value]
             out[f.name] = _jsonable(value)
         out["classifier_cosines"] = [
             geometry.cosines_from_gram(G).tolist() for G in self.classifier_grams
@@ -331,8 +346,29 @@ class _Model:
             return V / self.root[None, :]
         return geometry.class_means(V, self.labels, self.k)
 
-    def init(self, scale: float, seed: int) -> np.ndarray:
-        return scale * np.random.default_rng(seed).standard_normal(self.size)
+    def init(
+        self, scale: float, seed: int, start: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        """``scale`` times a seeded standard normal vector, or the given ``(W, H)``.
+
+        ``H`` is the class means (d x k) at the class level, the embeddings (d x n) otherwise.
+        """
+        if start is None:
+            return scale * np.random.default_rng(seed).standard_normal(self.size)
+        try:
+            W, H = (np.asarray(a, dtype=float) for a in start)
+        except (TypeError, ValueError):
+            raise fail("init", "a pair (W, H) of arrays", type(start).__name__) from None
+        shape_h = (self.d, self.m)
+        if W.shape != (self.k, self.d) or H.shape != shape_h:
+            raise fail(
+                "init",
+                f"a pair (W, H) of shapes {(self.k, self.d)} and {shape_h} ({self.level} level)",
+                f"shapes {W.shape} and {H.shape}",
+            )
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H))):
+            raise fail("init", "finite arrays", "non-finite entries")
+        return np.concatenate([W.ravel(), (H * self.root[None, :]).ravel()])
 
 
 def _record(model: _Model, x: np.ndarray, svm: Result) -> dict:
@@ -397,6 +433,7 @@ def regularization_path(
     maxiter: int = 50_000,
     init_scale: float = 0.1,
     seed: int = 0,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
     svm: Result | None = None,
 ) -> Trajectory:
     """Minimize the ridge-regularized UFM of ``spec``'s loss along a decreasing ``lambda`` grid.
@@ -419,13 +456,16 @@ def regularization_path(
     maxiter : int
         L-BFGS iterations per ``lambda``.
     init_scale, seed : initialization of the first solve.
+    init : (W, H), optional
+        Explicit start instead (``H``: class means ``d x k`` at the class level, ``d x n``
+        embeddings at the example level).
     svm : Result, optional
         The SVM reference; by default the certified convex solve of ``spec``.
 
     Returns
     -------
     Trajectory
-        With ``lambdas``, ``certificate``, ``solver_iterations``, ``converged`` and ``fit``.
+        With ``lambdas``, ``certificate``, ``solver_iterations``, ``converged`` and ``fits``.
     """
     lambdas = check_lambdas(lambdas)
     gtol = check_float("gtol", gtol, low=0.0, low_open=True)
@@ -435,7 +475,7 @@ def regularization_path(
     params, svm = _check_common(spec, level, svm)
     start = time.perf_counter()
     model = _Model(spec, params, level)
-    x = model.init(init_scale, seed)
+    x = model.init(init_scale, seed, init)
     rows: list[dict] = []
     for lam in lambdas:
 
@@ -498,6 +538,7 @@ def gradient_descent(
     normalized: bool = False,
     init_scale: float = 1e-3,
     seed: int = 0,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
     level: str = "class",
     records: int = 40,
     svm: Result | None = None,
@@ -516,6 +557,8 @@ def gradient_descent(
     lr : float, optional
         Step size; default ``1 / n`` (plain, the loss is a sum over ``n`` examples) or ``0.05``
         (normalized).
+    init_scale, seed, init
+        As in :func:`regularization_path`.
     records : int
         About this many log-spaced iterations are recorded (the last step always is).
 
@@ -534,30 +577,32 @@ def gradient_descent(
     params, svm = _check_common(spec, level, svm)
     start = time.perf_counter()
     model = _Model(spec, params, level)
-    x = model.init(init_scale, seed)
+    x = model.init(init_scale, seed, init)
     marks = set(_log_spaced(steps, records).tolist())
     rows: list[dict] = []
     iterations: list[int] = []
     message = f"{steps} steps"
-    for t in range(1, steps + 1):
-        if normalized:
-            g = model.direction(x)
-            size = float(np.linalg.norm(g))
-            if not math.isfinite(size) or size == 0.0:
-                message = f"stopped at step {t}: zero or non-finite gradient direction"
-                if not iterations or iterations[-1] != t - 1:
-                    _append_gd_record(model, x, svm, rows)
-                    iterations.append(t - 1)
-                break
-            x = x - (lr / size) * g
-        else:
-            _, g, _ = model.loss_and_grad(x)
-            x = x - lr * g
-        if not np.all(np.isfinite(x)):
-            raise fail("lr", f"small enough for a finite run (diverged at step {t})", lr)
-        if t in marks:
-            _append_gd_record(model, x, svm, rows)
-            iterations.append(t)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(1, steps + 1):
+            if normalized:
+                g = model.direction(x)
+                size = float(np.linalg.norm(g))
+                if not math.isfinite(size) or size == 0.0:
+                    message = f"stopped at step {t}: zero or non-finite gradient direction"
+                    if not iterations or iterations[-1] != t - 1:
+                        _append_gd_record(model, x, svm, rows)
+                        iterations.append(t - 1)
+                    break
+                x = x - (lr / size) * g
+            else:
+                _, g, _ = model.loss_and_grad(x)
+                x = x - lr * g
+            if t in marks:
+                _append_gd_record(model, x, svm, rows)
+                iterations.append(t)
+            finite = np.all(np.isfinite(x)) and (t not in marks or _finite_row(rows[-1]))
+            if not finite:
+                raise fail("lr", f"small enough for a finite run (diverged at step {t})", lr)
     seconds = time.perf_counter() - start
     return _assemble(
         spec,
@@ -577,6 +622,10 @@ def gradient_descent(
         seconds=seconds,
         message=message,
     )
+
+
+def _finite_row(row: dict) -> bool:
+    return math.isfinite(row["parameter_norm"]) and math.isfinite(row["distance_to_svm"])
 
 
 def _append_gd_record(model: _Model, x: np.ndarray, svm: Result, rows: list[dict]) -> None:
@@ -605,7 +654,7 @@ def _assemble(
 
     path = kind == "path"
     distance = col("distance_to_svm")
-    fit = trend_fit(lambdas, distance) if path else None
+    fits = [trend_fit(lambdas, distance, p) for p in FIT_POWERS] if path else []
     if path:
         bad = int(np.sum(~col("converged")))
         worst = float(col("certificate").max())
@@ -637,7 +686,7 @@ def _assemble(
         embedding_grams=np.stack([row["embedding_grams"] for row in rows]),
         nc1=col("nc1") if level == "example" else None,
         svm=svm,
-        fit=fit,
+        fits=tuple(fit for fit in fits if fit is not None),
         settings=settings,
         seconds=seconds,
         message=message,

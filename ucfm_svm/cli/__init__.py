@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import solve
+from . import path, solve, train
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve,)
+SUBCOMMANDS = (solve, path, train)
 
 
 def build_parser() -> Parser:

@@ -179,7 +179,7 @@ def test_trend_fit_recovers_a_line():
     fit = trend_fit(lam, d)
     assert fit.points == 3 and fit.r2 == pytest.approx(1.0)
     assert (fit.intercept, fit.slope) == (pytest.approx(0.01), pytest.approx(0.3))
-    assert trend_fit(np.array([1e-1, 2.0]), np.array([0.1, 0.2])) is None
+    assert trend_fit(np.array([1e-1, 1e-2, 2.0]), np.array([0.1, 0.05, 0.2])) is None
 
 
 @pytest.mark.parametrize(

@@ -114,13 +114,13 @@ FIT_POWERS = (1.0, 0.5)
 def trend_fit(lambdas: np.ndarray, distances: np.ndarray, power: float = 1.0) -> TrendFit | None:
     """Fit ``distances ~ a + b * log(1/lambda)^-power`` over the points with ``lambda < 1``.
 
-    Returns ``None`` with fewer than two such points.
+    Returns ``None`` with fewer than three such points (two always fit exactly).
     """
     power = check_float("power", power, low=0.0, low_open=True)
     lambdas = np.asarray(lambdas, dtype=float)
     distances = np.asarray(distances, dtype=float)
     keep = (lambdas < 1) & np.isfinite(distances)
-    if keep.sum() < 2:
+    if keep.sum() < 3:
         return None
     x = np.log(1.0 / lambdas[keep]) ** -power
     y = distances[keep]

@@ -191,6 +191,7 @@ def test_trend_fit_recovers_a_line():
         ({"level": "batch"}, "'level' parameter must be one of class, example"),
         ({"init": (np.zeros((2, 2)), np.zeros((3, 3)))}, "'init' parameter must be a pair"),
         ({"gtol": 0.0}, "'gtol'"),
+        ({"svm": solve(Spec.from_loss((3, 2, 1), "ldt", gamma=1.0), "convex")}, "'svm'"),
     ],
 )
 def test_path_bad_input(kwargs, match):

@@ -401,8 +401,16 @@ def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParam
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if svm is None:
         svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "convex")
-    elif not isinstance(svm, Result) or svm.spec.counts != spec.counts:
-        raise fail("svm", "a Result for the same counts (or None to solve it)", type(svm).__name__)
+    elif not isinstance(svm, Result) or (svm.spec.counts, svm.spec.scales, svm.spec.margins) != (
+        spec.counts,
+        spec.scales,
+        spec.margins,
+    ):
+        raise fail(
+            "svm",
+            "a Result for the same counts, scales and margins (or None to solve it)",
+            svm.spec.describe() if isinstance(svm, Result) else type(svm).__name__,
+        )
     return params_from_spec(spec), svm
 
 
@@ -460,7 +468,8 @@ def regularization_path(
         Explicit start instead (``H``: class means ``d x k`` at the class level, ``d x n``
         embeddings at the example level).
     svm : Result, optional
-        The SVM reference; by default the certified convex solve of ``spec``.
+        The SVM reference (same counts, scales, margins); by default the certified convex solve
+        of ``spec`` (at ``d >= k - 1``, where the convex route is exact).
 
     Returns
     -------

@@ -130,12 +130,18 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
     if args.json:
         data = runs[0].to_dict()
         data["compared"] = [t.to_dict() for t in runs[1:]]
-        Path(args.json).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        except OSError as exc:
+            raise fail("json", "a writable file path", f"{args.json} ({exc.strerror})") from None
         print(f"wrote {args.json}")
     if args.plot:
         from ..plots.training import trajectory_figure
 
-        trajectory_figure(runs).savefig(args.plot, dpi=150)
+        try:
+            trajectory_figure(runs).savefig(args.plot, dpi=150)
+        except (OSError, ValueError) as exc:
+            raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
         print(f"wrote {args.plot}")
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from ucfm_svm.reproduce import (
-    REFERENCE,
     ReproduceConfig,
     f9_finding,
     grid_rows,
+    report_markdown,
     verification_sweep,
 )
-from ucfm_svm.sweep import Sweep, make_point, point_key, run_point
+from ucfm_svm.sweep import CHECKS_FAILED, PASSED, point_key, run_point
 
 
 def test_quick_reproduce_writes_report_figures_and_resumes(cli, tmp_path):
@@ -52,40 +50,49 @@ def test_grid_covers_losses_and_valid_step_settings():
     sweep = verification_sweep(config)
     steps = {json.dumps(p["counts"]["step"], sort_keys=True) for p in sweep.points}
     # (4, 8, 12) x (0.25, 0.5, 0.75) all have rho*k whole; 2 ratios
-    assert len(steps) == 18
+    assert len(steps) == 18 and len(sweep.points) == 72
     assert {p["loss"] for p in sweep.points} == {"ce", "ldt", "cdt", "vs"}
-    assert all(
-        p["method"] != "nonconvex"
-        or (p["counts"]["step"]["k"], p["counts"]["step"]["R"], p["counts"]["step"]["rho"])
-        in config.nonconvex_points
-        for p in sweep.points
-    )
+    assert all(p["method"] == "verify" for p in sweep.points)
+    assert all(p["options"]["methods"] == ["theory", "convex", "nonconvex"] for p in sweep.points)
+    small = ReproduceConfig(ks=(4, 6), rhos=(0.5,), nonconvex_max_k=4)
+    routes = {
+        p["counts"]["step"]["k"]: p["options"]["methods"] for p in verification_sweep(small).points
+    }
+    assert routes == {4: ["theory", "convex", "nonconvex"], 6: ["theory", "convex"]}
 
 
-def test_route_comparison_flags_a_disagreeing_route():
-    point = make_point({"step": {"k": 4, "R": 10, "rho": 0.5, "n_min": 1}}, "ce", REFERENCE)
-    ref = run_point(point)
-    other_point = {**point, "method": "other"}
-    good = {**ref, "key": point_key(other_point), "point": other_point}
-    sweep = Sweep("t", (point, other_point))
-    rows = grid_rows(sweep, {ref["key"]: ref, good["key"]: good})
-    assert len(rows) == 1 and rows[0].passed
-    bad_gram = [[v * (1 + 1e-4) for v in row] for row in ref["embedding_gram"]]
-    bad = {**good, "embedding_gram": bad_gram}
-    row = grid_rows(sweep, {ref["key"]: ref, bad["key"]: bad})[0]
-    check = next(c for c in row.checks if c.route == "other")
-    assert not row.passed and not check.passed
-    assert check.embedding_error == pytest.approx(1e-4, rel=1e-6)
-    assert check.classifier_error == 0.0
+def test_rows_and_report_show_a_failed_check():
+    sweep = verification_sweep(ReproduceConfig.quick())
+    point = sweep.points[0]
+    record = run_point(point)
+    assert record["status"] == PASSED and record["worst_check"]["passed"]
+    # The same record with one check failed (as verify reports a disagreement) must show.
+    bad_check = {**record["checks"][8], "value": 1.0, "passed": False, "note": "injected"}
+    bad = {
+        **record,
+        "status": CHECKS_FAILED,
+        "checks": [*record["checks"][:8], bad_check, *record["checks"][9:]],
+        "worst_check": bad_check,
+    }
+    rows = grid_rows(sweep, {record["key"]: bad})
+    assert len(rows) == 1 and not rows[0].passed
+    text = report_markdown(ReproduceConfig.quick(), rows, [], f9_finding(lambdas=()), [], "", 0.0)
+    assert "0 of 1 specifications pass" in text
+    assert "Failed checks:" in text and "injected" in text
+    assert "| NO |" in text
 
 
 def test_f9_finding_ldt_classifiers_form_an_etf():
-    f9 = f9_finding()
+    f9 = f9_finding(lambdas=(1e-2, 1e-4))
     assert f9["status"] == "optimal"
-    # certified to a relative gap <= 1e-6, so the squared ratio is 1 to ~1e-6, not 2.67
-    assert abs(f9["norm_ratio_sq"] - 1) < 1e-5
+    # certified to a relative gap <= 1e-6, so the squared ratio is 1 to ~1e-6; CE's is 2.67
+    assert abs(f9["svm_ratio_sq"] - 1) < 1e-5
+    assert f9["ce_ratio_sq"] > 2.6
     for value in f9["cosines"].values():
         assert abs(value + 1 / 9) < 1e-6
+    # the regularized path moves from the formula's value towards the SVM's
+    a, b = f9["path_ratio_sq"]
+    assert f9["ce_ratio_sq"] > a > b > f9["svm_ratio_sq"]
 
 
 def test_bad_jobs(cli, tmp_path):

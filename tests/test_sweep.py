@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from ucfm_svm import SpecError
 from ucfm_svm.sweep import (
     DONE,
     FAILED,
+    load_results,
     load_sweep,
     point_key,
     read_records,
@@ -70,7 +72,7 @@ def test_example_file_expands_to_unique_points():
     ],
 )
 def test_bad_sweep_files(tmp_path, text, name):
-    with pytest.raises(SpecError, match=f"'{name}' parameter"):
+    with pytest.raises(SpecError, match=re.escape(f"'{name}' parameter")):
         load_sweep(_write(tmp_path, text))
 
 
@@ -205,3 +207,34 @@ def test_killed_cli_sweep_resumes(tmp_path):
     assert f"{total} points, {total} done, 0 failed" in proc.stdout
     keys = [r["key"] for r in _lines(out)]
     assert len(keys) == total == len(set(keys))
+
+
+def test_verify_points_record_checks_and_worst_error(tmp_path):
+    sweep = sweep_from_dict(
+        {
+            "methods": ["verify"],
+            "losses": ["ce", "cdt"],
+            "gamma": 0.5,
+            "counts": {"explicit": [[10, 10, 1, 1]]},
+            "options": {"verify": {"methods": ["theory", "convex"]}},
+        }
+    )
+    summary = run_sweep(sweep, tmp_path / "v.jsonl", progress=False)
+    assert summary.done == 2 and summary.checks_failed == 0 and summary.not_certified == 0
+    records = load_results(tmp_path / "v.jsonl")
+    for record in records:
+        assert record["status"] == "passed" and set(record["routes"]) == {"theory", "convex"}
+        ratios = [c["value"] / c["tolerance"] for c in record["checks"]]
+        worst = record["worst_check"]
+        assert worst["value"] / worst["tolerance"] == max(ratios) <= 1
+    assert summary.worst_check in [r["worst_check"] for r in records]
+    assert "worst verification error" in summary.to_text()
+    with pytest.raises(SpecError, match=re.escape("'options.verify.level' parameter")):
+        sweep_from_dict(
+            {
+                "methods": ["verify"],
+                "losses": ["ce"],
+                "counts": {"explicit": [[2, 1]]},
+                "options": {"verify": {"level": "class"}},
+            }
+        )

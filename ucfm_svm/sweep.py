@@ -3,7 +3,7 @@
 A sweep file (TOML) spans a grid::
 
     name = "step-grid"
-    methods = ["convex"]                 # keys of ucfm_svm.api.METHODS
+    methods = ["convex", "verify"]       # keys of ucfm_svm.api.METHODS, or "verify"
     losses = ["ce", "ldt", "cdt"]        # presets (ucfm_svm.spec.LOSSES)
     gamma = [0.25, 0.5]                  # used by the losses that take gamma (cdt, ldt, vs)
     tau = [1.0]                          # used by the losses that take tau (la, vs); optional
@@ -26,12 +26,18 @@ A sweep file (TOML) spans a grid::
     [options.convex]                     # keyword options of a method, passed to api.solve
     level = "class"
 
+    [options.verify]                     # the routes compared by ucfm_svm.verify.verify
+    methods = ["theory", "convex", "nonconvex"]
+
 A scalar may stand for a one-element list. The points are the product counts x loss (x gamma x
-tau where the loss takes them) x dim x method. Each finished point is appended at once, as one
-JSON line, to the output file; a rerun with the same file skips every point already recorded,
-so an interrupted sweep resumes where it stopped. A point that fails (a count profile that
-cannot be built, a solver failure) is recorded with its error and the sweep goes on; a rerun
-with ``retry_failed=True`` drops those records and runs them again.
+tau where the loss takes them) x dim x method. The method ``verify`` runs
+:func:`ucfm_svm.verify.verify` (every route, checked against each other) instead of one solve.
+
+Each finished point is appended at once, as one JSON line, to the output file; a rerun with the
+same file skips every point already recorded, so an interrupted sweep resumes where it stopped.
+A point that fails (a count profile that cannot be built, a solver failure) is recorded with its
+error and the sweep goes on; a rerun with ``retry_failed=True`` drops those records and runs
+them again.
 """
 
 from __future__ import annotations
@@ -48,8 +54,10 @@ from pathlib import Path
 import numpy as np
 
 from . import api, geometry
+from .result import OPTIMAL
 from .spec import LOSSES, Spec, longtail_counts, step_counts
 from .validation import check_int, fail
+from .verify import DEFAULT_METHODS, verify
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,6 +68,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 MAX_GRAM_CLASSES = 50
 #: Record states.
 DONE, FAILED = "done", "failed"
+#: The sweep method that runs :func:`ucfm_svm.verify.verify` on a point.
+VERIFY = "verify"
+#: Status of a verify record whose checks all passed / did not all pass.
+PASSED, CHECKS_FAILED = "passed", "checks failed"
 
 _TOP_KEYS = ("name", "methods", "losses", "gamma", "tau", "dim", "counts", "options")
 _PROFILES = {
@@ -91,8 +103,9 @@ class SweepSummary:
     failed: int
     ran: int
     worst_rel_gap: float | None
-    worst_verification_error: float | None
+    worst_check: dict | None
     not_certified: int
+    checks_failed: int
     failures: tuple[tuple[str, str], ...] = field(default=())
 
     def to_text(self) -> str:
@@ -104,8 +117,14 @@ class SweepSummary:
             + ("none" if self.worst_rel_gap is None else f"{self.worst_rel_gap:.3e}")
             + f"; not certified: {self.not_certified}",
         ]
-        if self.worst_verification_error is not None:
-            lines.append(f"worst verification error: {self.worst_verification_error:.3e}")
+        if self.worst_check is not None:
+            c = self.worst_check
+            value = "n/a" if c["value"] is None else f"{c['value']:.3e}"
+            lines.append(
+                f"worst verification error: {value} ({c['quantity']}, {c['route']}, "
+                f"tolerance {c['tolerance']:.1e}); points with failed checks: "
+                f"{self.checks_failed}"
+            )
         for label, error in self.failures[:5]:
             lines.append(f"  failed {label}: {error}")
         if self.failed > 5:
@@ -236,7 +255,8 @@ def sweep_from_dict(data: dict, default_name: str = "sweep") -> Sweep:
     for m in methods:
         if not isinstance(m, str):
             raise fail("methods", "a list of method names", m)
-        api.method_options(m)  # raises for an unknown method
+        if m != VERIFY:
+            api.method_options(m)  # raises for an unknown method
     losses = _as_list("losses", data["losses"])
     for loss in losses:
         if loss not in LOSSES:
@@ -254,7 +274,8 @@ def sweep_from_dict(data: dict, default_name: str = "sweep") -> Sweep:
     ] or [None]
     options = _check_keys("options", data.get("options", {}), methods)
     for method, opts in options.items():
-        _check_keys(f"options.{method}", opts, api.method_options(method))
+        allowed = ("methods",) if method == VERIFY else api.method_options(method)
+        _check_keys(f"options.{method}", opts, allowed)
     points = []
     for counts in _count_profiles(data["counts"]):
         for loss in losses:
@@ -302,13 +323,23 @@ def run_point(point: dict) -> dict:
     A record holds ``key``, ``point``, ``label``, ``state`` (``"done"`` or ``"failed"``),
     ``error``, ``seconds`` and, when done, the result's ``status``, ``message``, ``objective``,
     ``lower_bound``, ``rel_gap``, ``min_margin_ratio``, norms, grouped cosines (STEP-like
-    specifications) and, for ``k <=`` :data:`MAX_GRAM_CLASSES`, both Gram matrices.
+    specifications) and, for ``k <=`` :data:`MAX_GRAM_CLASSES`, both Gram matrices. A
+    ``verify`` point records these for the reference route, ``status`` :data:`PASSED` or
+    :data:`CHECKS_FAILED`, ``rel_gap`` the largest gap of its routes, ``routes``, ``checks``,
+    and ``worst_check`` (largest error / tolerance) with ``verification_error`` its error.
     """
     record = {"key": point_key(point), "point": point, "label": point_label(point)}
     start = time.perf_counter()
     try:
         spec = point_spec(point)
-        result = api.solve(spec, point["method"], **point["options"])
+        if point["method"] == VERIFY:
+            report = verify(spec, point["options"].get("methods", DEFAULT_METHODS))
+            if report.reference is None:
+                raise RuntimeError("no route succeeded: " + report.failures[0].note)
+            result = report.results[report.reference]
+        else:
+            report = None
+            result = api.solve(spec, point["method"], **point["options"])
     except Exception as exc:  # a failing point is recorded and the sweep goes on
         record.update(
             state=FAILED, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start
@@ -345,6 +376,20 @@ def run_point(point: dict) -> dict:
     if spec.k <= MAX_GRAM_CLASSES:
         record["classifier_gram"] = data["classifier_gram"]
         record["embedding_gram"] = data["embedding_gram"]
+    if report is not None:
+        full = report.to_dict()
+        gaps = [r["rel_gap"] for r in full["routes"].values() if r["rel_gap"] is not None]
+        worst = max(full["checks"], key=check_ratio)
+        record.update(
+            status=PASSED if report.passed else CHECKS_FAILED,
+            reference=report.reference,
+            rel_gap=max(gaps) if gaps else None,
+            routes=full["routes"],
+            checks=full["checks"],
+            skipped=full["skipped"],
+            worst_check=worst,
+            verification_error=worst["value"],
+        )
     return _json_safe(record)
 
 
@@ -479,7 +524,8 @@ def summarize(sweep: Sweep, records: dict[str, dict], path: Path, ran: int = 0) 
     done = [r for r in mine if r["state"] == DONE]
     failed = [r for r in mine if r["state"] == FAILED]
     gaps = [r["rel_gap"] for r in done if r.get("rel_gap") is not None]
-    errors = [r["verification_error"] for r in done if r.get("verification_error") is not None]
+    checked = [r for r in done if r.get("worst_check") is not None]
+    worst = max(checked, key=lambda r: check_ratio(r["worst_check"]), default=None)
     return SweepSummary(
         path=path,
         total=len(sweep.points),
@@ -487,10 +533,20 @@ def summarize(sweep: Sweep, records: dict[str, dict], path: Path, ran: int = 0) 
         failed=len(failed),
         ran=ran,
         worst_rel_gap=max(gaps) if gaps else None,
-        worst_verification_error=max(errors) if errors else None,
-        not_certified=sum(1 for r in done if r.get("status") != "optimal"),
+        worst_check=None if worst is None else worst["worst_check"],
+        not_certified=sum(1 for r in done if r.get("status") not in (OPTIMAL, PASSED)),
+        checks_failed=sum(1 for r in done if r.get("status") == CHECKS_FAILED),
         failures=tuple((r["label"], r["error"]) for r in failed),
     )
+
+
+def check_ratio(check: dict) -> float:
+    """Error over tolerance of a check (``inf`` for a non-finite error or a failed solve)."""
+    if check["value"] is None:
+        return np.inf
+    if not check["tolerance"]:
+        return 0.0 if check["passed"] else np.inf
+    return check["value"] / check["tolerance"]
 
 
 def load_results(path: str | Path) -> list[dict]:
@@ -499,10 +555,14 @@ def load_results(path: str | Path) -> list[dict]:
 
 
 __all__ = [
+    "CHECKS_FAILED",
     "DONE",
     "FAILED",
+    "PASSED",
+    "VERIFY",
     "Sweep",
     "SweepSummary",
+    "check_ratio",
     "load_results",
     "load_sweep",
     "make_point",

@@ -15,7 +15,7 @@ the agreement of two independent routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,34 +95,9 @@ def step_quantities(result: Result, n_majority: int) -> dict[str, dict[str, floa
     return out
 
 
-def _solver(method: str) -> Callable[[Spec], Result]:
-    if method == "theory" and "theory" not in api.METHODS:
-        return _closed_form_result
-    api.method_options(method)  # raises SpecError for an unknown method
-    return lambda spec: api.solve(spec, method)
-
-
-def _closed_form_result(spec: Spec) -> Result:
-    # Bridge until the "theory" method is registered in api.METHODS (issue 4): evaluate the
-    # closed form of THEORY F5' from the core in ucfm_svm.theory.
-    from ..theory import scaled_logit_matrix
-
-    A = scaled_logit_matrix(spec)
-    W, G = geometry.balanced_factors(A, spec.dim)
-    return Result.from_point(
-        spec,
-        W,
-        G / np.sqrt(spec.n_vec)[None, :],
-        method="theory",
-        level="class",
-        lower_bound=None,
-        seconds=0.0,
-    )
-
-
 def _curve(specs: Sequence[Spec], method: str, n_majority: int) -> dict[str, dict[str, np.ndarray]]:
-    solve = _solver(method)
-    rows = [step_quantities(solve(spec), n_majority) for spec in specs]
+    api.method_options(method)  # raises SpecError for an unknown method
+    rows = [step_quantities(api.solve(spec, method), n_majority) for spec in specs]
     return {
         fam: {q: np.array([r[fam][q] for r in rows]) for q, _ in QUANTITIES} for fam, _ in FAMILIES
     }

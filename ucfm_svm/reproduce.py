@@ -191,6 +191,21 @@ def tuned_hyperparameters(counts: np.ndarray) -> list[tuple[str, str, float | No
 
 
 # --- figures ---
+#: What each figure of the report shows.
+FIGURE_CAPTIONS = {
+    "geometry_vs_R": "norm ratios and cosines of classifiers and class means against R (log "
+    "axis) for CE, LDT and CDT; lines: closed form, markers: certified convex solve. VS has "
+    "CDT's geometry in the SVM limit (its tau leaves no trace) and is not drawn.",
+    "geometry_vs_gamma": "the same against gamma at fixed R for LDT and CDT; vertical lines "
+    "mark the tuned gammas of the table above.",
+    "grams_ce_k4": "Gram matrices of classifiers and class means, CE, STEP k=4, R=10, rho=1/2.",
+    "vectors_ce_k3": "classifiers and class means of CE in their 2-D span, STEP k=3, R=10: the "
+    "minority classifier is shorter, the minority embedding longer.",
+    "vectors_ldt_k3": "the same for LDT at gamma=1/2: the classifiers form an exact simplex ETF "
+    "(THEORY F4).",
+}
+
+
 def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     c = config
     k, rho = c.figure_k, c.figure_rho
@@ -409,7 +424,10 @@ def report_markdown(
         "## Figures",
         "",
     ]
-    lines += [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"]
+    for p in figures:
+        if p.suffix == ".png":
+            caption = FIGURE_CAPTIONS.get(p.stem, p.stem)
+            lines += [f"**{p.stem}**: {caption}", "", f"![{p.stem}]({p.name})", ""]
     lines += ["", "## Sweep", "", "```", sweep_text, "```", ""]
     return "\n".join(lines)
 

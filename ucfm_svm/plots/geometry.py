@@ -39,6 +39,7 @@ QUANTITIES = (
 )
 _COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
+_MARK_STYLES = ("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _step_panels(
                 ax.set_xscale("log")
             if q == "norm ratio":
                 ax.set_yscale("log")
-                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
                 ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
                 ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
@@ -164,29 +165,24 @@ def _step_panels(
             ax.set_ylabel(qlabel)
             if r == 1:
                 ax.set_xlabel(xlabel)
-    for gamma, label, color in marks:
+    mark_handles = []
+    for i, (gamma, label, color) in enumerate(marks):
+        ls = _MARK_STYLES[i % len(_MARK_STYLES)]
         for ax in axes.flat:
-            ax.axvline(gamma, color=color, lw=1.0, ls="--", alpha=0.8)
-        axes[0, 0].annotate(
-            label,
-            (gamma, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=8,
-            color=color,
-        )
+            ax.axvline(gamma, color=color, lw=1.3, ls=ls, alpha=0.9)
+        mark_handles.append(Line2D([], [], color=color, lw=1.3, ls=ls, label=label))
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    handles.append(axes[0, 0].plot([], [], color="0.3", lw=1.8)[0])
+    handles.append(Line2D([], [], color="0.3", lw=1.8))
     labels.append(line_label)
-    handles.append(axes[0, 0].plot([], [], ls="none", marker="o", mfc="none", mec="0.3")[0])
+    handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="0.3"))
     labels.append(marker_label)
+    handles += mark_handles
+    labels += [h.get_label() for h in mark_handles]
     fig.legend(
         handles,
         labels,
         loc="outside lower center",
-        ncol=min(len(labels), 6),
+        ncol=min(len(labels), 4),
         fontsize=10,
         frameon=False,
     )

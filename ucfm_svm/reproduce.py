@@ -190,6 +190,19 @@ def tuned_hyperparameters(counts: np.ndarray) -> list[tuple[str, str, float | No
     return out
 
 
+def tuning_marks(
+    tunings: list, losses: list[str], gamma_range: tuple[float, float]
+) -> list[tuple[float, str, str]]:
+    """``(gamma, label, loss)`` marks for :func:`~ucfm_svm.plots.geometry.figure_vs_gamma` from
+    :func:`tuned_hyperparameters`, for the given losses and inside ``gamma_range``."""
+    descriptions = {(loss, target): text for loss, target, text in TUNING_TARGETS}
+    return [
+        (g, f"{descriptions[(loss, target)]} ({g:.3g})", loss)
+        for loss, target, g, _ in tunings
+        if g is not None and gamma_range[0] <= g <= gamma_range[1] and loss in losses
+    ]
+
+
 # --- figures ---
 #: What each figure of the report shows.
 FIGURE_CAPTIONS = {
@@ -215,14 +228,7 @@ def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     gamma_losses = [plots.LossSetting(s.loss) for s in curve_losses if s.gamma is not None]
     gammas = np.linspace(*c.gamma_range, c.gamma_points)
     mgammas = np.linspace(*c.gamma_range, 6)
-    descriptions = {(loss, target): text for loss, target, text in TUNING_TARGETS}
-    marks = [
-        (g, f"{descriptions[(loss, target)]} ({g:.3g})", loss)
-        for loss, target, g, _ in tunings
-        if g is not None
-        and c.gamma_range[0] <= g <= c.gamma_range[1]
-        and loss in {s.loss for s in gamma_losses}
-    ]
+    marks = tuning_marks(tunings, [s.loss for s in gamma_losses], c.gamma_range)
     step = Spec.from_loss(step_counts(4, 10, 0.5), "ce", source="STEP k=4, R=10, rho=0.5")
     tri = step_counts(3, 10, 1 / 3)
     return {

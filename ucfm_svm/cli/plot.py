@@ -9,7 +9,8 @@ import numpy as np
 
 from ..api import METHODS, solve
 from ..plots import geometry as plots
-from ..spec import LOSSES
+from ..reproduce import tuned_hyperparameters, tuning_marks
+from ..spec import LOSSES, step_counts
 from ..validation import fail, parse_list
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args
 
@@ -112,15 +113,18 @@ def make_figure(args: argparse.Namespace):
     if args.kind == "gamma":
         k, R, rho, n_min = _step_setting(args, "gamma")
         lo, hi = _range(args, (-1.0, 1.5), low=None)
+        losses = _losses(args, "ldt,cdt", True)
+        tunings = tuned_hyperparameters(step_counts(k, R, rho, n_min))
         return plots.figure_vs_gamma(
             k,
             R,
             rho,
-            _losses(args, "ldt,cdt", True),
+            losses,
             np.linspace(lo, hi, 51),
             np.linspace(lo, hi, 6),
             n_min=n_min,
             marker_method=args.method,
+            marks=tuning_marks(tunings, [s.loss for s in losses], (lo, hi)),
         )
     result = solve(spec, args.method)
     if args.kind == "grams":

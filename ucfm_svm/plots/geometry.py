@@ -147,10 +147,20 @@ def _step_panels(
                         mec=color,
                         mew=1.5,
                     )
-    for r, (_, fam_title) in enumerate(FAMILIES):
+    for r, (fam, fam_title) in enumerate(FAMILIES):
         for c, (q, qlabel) in enumerate(QUANTITIES):
             ax = axes[r, c]
             ax.grid(True, alpha=0.3)
+            if all(np.isnan(lines[fam][q]).all() for _, _, lines, _, _ in series):
+                ax.text(
+                    0.5,
+                    0.5,
+                    "undefined: one class in the group",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.4",
+                )
             if xlog:
                 ax.set_xscale("log")
             if q == "norm ratio":

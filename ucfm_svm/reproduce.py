@@ -323,8 +323,10 @@ def report_markdown(
         "- Problem: the UF-CS-SVM `min 1/2||W||^2 + 1/2||H||^2` s.t. "
         "`Delta_y w_y^T h_i - Delta_c w_c^T h_i >= delta_y`, at the class level (THEORY F1, F2); "
         "geometry at the SVM scale.",
-        f"- STEP grid: k in {list(config.ks)}, R in {[f'{r:g}' for r in config.ratios]}, "
-        f"rho in {[f'{r:g}' for r in config.rhos]} (combinations with rho*k whole), n_min = 1.",
+        f"- STEP grid: k in {{{', '.join(str(k) for k in config.ks)}}}, "
+        f"R in {{{', '.join(f'{r:g}' for r in config.ratios)}}}, "
+        f"rho in {{{', '.join(f'{r:g}' for r in config.rhos)}}} "
+        "(combinations with rho*k whole), n_min = 1.",
         "- Losses (SVM limit, THEORY F9 convention: Delta_c proportional to (n_c/n_min)^gamma, "
         "rescaled to sum k; LDT margins delta_c = 1/Delta_c; VS has CDT's Delta): "
         + ", ".join(s.label for s in config.losses)

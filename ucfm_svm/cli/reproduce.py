@@ -6,6 +6,7 @@ import argparse
 
 from ..reproduce import ReproduceConfig, reproduce
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
+from .sweep import EXIT_INTERRUPTED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,13 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the job; exit 0 iff every grid specification passed, else 3."""
     config = ReproduceConfig.quick() if args.quick else ReproduceConfig()
-    outcome = reproduce(
-        args.out,
-        config,
-        jobs=args.jobs,
-        progress=not args.quiet,
-        on_step=None if args.quiet else (lambda text: print(f"- {text}", flush=True)),
-    )
+    try:
+        outcome = reproduce(
+            args.out,
+            config,
+            jobs=args.jobs,
+            progress=not args.quiet,
+            on_step=None if args.quiet else (lambda text: print(f"- {text}", flush=True)),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished grid points are saved in {args.out}/verification.jsonl; "
+            "rerun the same command to resume"
+        )
+        return EXIT_INTERRUPTED
     passed = sum(r.passed for r in outcome.rows)
     print(outcome.sweep_text)
     print(f"verification: {passed} of {len(outcome.rows)} specifications pass")

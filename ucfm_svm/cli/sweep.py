@@ -8,6 +8,9 @@ from pathlib import Path
 from ..sweep import load_sweep, run_sweep
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
 
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand."""
@@ -39,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the sweep and print its summary; exit 3 if a point failed or was not certified."""
     sweep = load_sweep(args.file)
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".jsonl")
-    summary = run_sweep(
-        sweep, out, jobs=args.jobs, retry_failed=args.retry_failed, progress=not args.quiet
-    )
+    try:
+        summary = run_sweep(
+            sweep, out, jobs=args.jobs, retry_failed=args.retry_failed, progress=not args.quiet
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: finished points are saved in {out}; rerun the same command to resume")
+        return EXIT_INTERRUPTED
     print(summary.to_text())
     return EXIT_OK if summary.failed == 0 and summary.not_certified == 0 else EXIT_NOT_CERTIFIED

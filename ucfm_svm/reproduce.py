@@ -450,7 +450,8 @@ def reproduce(
 ) -> ReproduceOutcome:
     """Run the main job and write its files to ``out_dir`` (see the module docstring).
 
-    Files: ``verification.jsonl`` (one record per grid point; reused by a rerun),
+    Files: ``verification.jsonl`` (one record per grid point; a rerun keeps the finished
+    points and runs the missing and failed ones),
     ``report.md``, and each figure as ``NAME.png`` and ``NAME.pdf``. ``on_step`` is called
     with a short description before each stage (the CLI prints it).
     """
@@ -463,7 +464,10 @@ def reproduce(
 
     sweep = verification_sweep(config)
     step(f"verification grid: {len(sweep.points)} points -> {out / 'verification.jsonl'}")
-    summary = run_sweep(sweep, out / "verification.jsonl", jobs=jobs, progress=progress)
+    # finished points are kept; failed ones (if any) are tried again
+    summary = run_sweep(
+        sweep, out / "verification.jsonl", jobs=jobs, progress=progress, retry_failed=True
+    )
     rows = grid_rows(sweep, read_records(out / "verification.jsonl"))
 
     counts = step_counts(config.figure_k, config.figure_r, config.figure_rho)

@@ -56,7 +56,7 @@ import numpy as np
 from . import api, geometry
 from .result import OPTIMAL
 from .spec import LOSSES, Spec, longtail_counts, step_counts
-from .validation import check_int, fail
+from .validation import Shown, check_int, fail
 from .verify import DEFAULT_METHODS, verify
 
 if sys.version_info >= (3, 11):
@@ -203,7 +203,7 @@ def _check_keys(name: str, table: object, allowed: Iterable[str]) -> dict:
             raise fail(
                 f"{name}.{key}" if name else key,
                 "a key among " + ", ".join(allowed),
-                "an unknown key",
+                Shown("an unknown key"),
             )
     return table
 

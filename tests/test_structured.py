@@ -20,7 +20,7 @@ from ucfm_svm.convex import solve_convex
 from ucfm_svm.result import OPTIMAL
 from ucfm_svm.spec import longtail_counts, step_counts
 from ucfm_svm.structured import clusters, structured_solution
-from ucfm_svm.theory import optimal_logits, scaled_logit_matrix
+from ucfm_svm.theory import optimal_logits, scaled_logit_matrix, solve_theory
 
 #: Structured vs dense (see the module docstring).
 DENSE_TOL = 1e-9
@@ -96,6 +96,21 @@ def test_full_matches_dense(case):
     lean = structured_solution(spec)
     np.testing.assert_allclose(result.classifier_norms, lean.classifier_norms, rtol=DENSE_TOL)
     np.testing.assert_allclose(result.embedding_norms, lean.embedding_norms, rtol=DENSE_TOL)
+
+
+@pytest.mark.parametrize("case", range(1, 24, 4))
+def test_matches_theory_method(case):
+    """The dense closed form of ``theory.solve_theory`` (SVD, dense certificate)."""
+    spec = _random_spec(np.random.default_rng(case), case)
+    dense = solve_theory(spec, fallback=False)
+    lean, full = structured_solution(spec), structured_solution(spec, full=True)
+    for result in (lean, full):
+        assert result.objective == pytest.approx(dense.objective, rel=DENSE_TOL)
+        assert result.lower_bound == pytest.approx(dense.lower_bound, rel=DENSE_TOL)
+        np.testing.assert_allclose(result.classifier_norms, dense.classifier_norms, rtol=DENSE_TOL)
+        np.testing.assert_allclose(result.embedding_norms, dense.embedding_norms, rtol=DENSE_TOL)
+    assert rel_fro(full.classifier_gram, dense.classifier_gram) < DENSE_TOL
+    assert rel_fro(full.embedding_gram, dense.embedding_gram) < DENSE_TOL
 
 
 @pytest.mark.parametrize(

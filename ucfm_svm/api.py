@@ -10,16 +10,20 @@ import inspect
 from collections.abc import Callable
 
 from .convex import solve_convex, solve_convex_grouped
+from .nonconvex import solve_nonconvex
 from .result import Result
 from .spec import Spec
 from .structured import structured_solution
+from .theory import solve_theory
 from .validation import fail
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
     "convex": solve_convex,
     "convex_grouped": solve_convex_grouped,
+    "nonconvex": solve_nonconvex,
     "structured": structured_solution,
+    "theory": solve_theory,
 }
 
 
@@ -38,8 +42,11 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
     ----------
     spec : Spec
     method : str
-        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"structured"``
-        (closed form at large k, options ``level``, ``full``), ...
+        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"nonconvex"``
+        (options ``level``, ``restarts``, ``seed``, ``alternations``, ``start``), ``"theory"``
+        (closed form certified by its dual; option ``fallback``), ``"structured"`` (the closed
+        form at large k, options ``level``, ``full``), ``"convex_grouped"`` (class level over
+        groups of identical classes, option ``solver``).
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.
     """

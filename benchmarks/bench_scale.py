@@ -229,7 +229,13 @@ def run_route(route: str, spec: Spec, loss: str, timeout: float) -> dict:
         try:
             out = parent.recv()
         except EOFError:
-            out = {"note": f"failed (exit code {proc.exitcode})"}
+            proc.join()
+            code = proc.exitcode
+            out = {
+                "note": f"killed by signal {-code} (memory?)"
+                if code is not None and code < 0
+                else f"failed (exit code {code})"
+            }
     else:
         proc.kill()
         out = {"note": f"timeout: more than {limit:g} s"}

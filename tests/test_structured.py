@@ -19,7 +19,7 @@ from ucfm_svm.certificate import class_lower_bound, example_lower_bound
 from ucfm_svm.convex import solve_convex
 from ucfm_svm.result import OPTIMAL
 from ucfm_svm.spec import longtail_counts, step_counts
-from ucfm_svm.structured import clusters, structured_solution
+from ucfm_svm.structured import Clusters, _sign_violations, _Sums, clusters, structured_solution
 from ucfm_svm.theory import optimal_logits, scaled_logit_matrix, solve_theory
 
 #: Structured vs dense (see the module docstring).
@@ -221,5 +221,41 @@ def test_cli_structured(cli):
     assert "cosines" not in out  # no Grams without --full
     code, out, _ = cli("solve", "--step", "10,10,0.5", "--method", "structured", "--full")
     assert code == 0 and "cosines (majority / minority groups)" in out
+    code, out, _ = cli("solve", "--counts", "5,3,1", "--method", "structured", "--level", "example")
+    assert code == 0 and "method structured, example level" in out and "NC1" in out
     code, _, err = cli("solve", "--step", "10,10,0.5", "--full")
     assert code == 2 and "'full' parameter" in err and "\n" not in err.strip()
+
+
+def test_sign_check_flags_positive_entries():
+    """The check counts neighbouring-cluster sums above rounding and within-cluster entries
+    ``sqrt(d_G) kappa_GG - 1 / w_G > 0``; it is what turns the bound off (status not certified)."""
+    cl = Clusters(
+        index=np.array([0, 1, 1, 2]),
+        d=np.array([4.0, 1.0, 0.25]),
+        weight=np.array([0.25, 0.5, 0.25]),
+        size=np.array([1, 2, 1]),
+    )
+
+    def sums(neighbour, s_down):
+        return _Sums(
+            nuclear=1.0,
+            s_up=np.zeros(3),
+            s_down=np.asarray(s_down, dtype=float),
+            neighbour=np.asarray(neighbour, dtype=float),
+            neighbour_abs=np.abs(neighbour) + 1.0,
+            roots=np.zeros(2),
+        )
+
+    assert _sign_violations(cl, sums([-1.0, -1e-20], [0.0, 1.0, 0.0])) == 0
+    assert _sign_violations(cl, sums([-1.0, 1e-3], [0.0, 1.0, 0.0])) == 1
+    # within cluster 1: sqrt(1) * s_down - 1 / 0.5 > 0 iff s_down > 2
+    assert _sign_violations(cl, sums([-1.0, -1.0], [0.0, 2.5, 0.0])) == 1
+    assert _sign_violations(cl, sums([-1.0, -1.0], [9.0, 1.5, 9.0])) == 0
+
+
+def test_failed_sign_check_gives_no_certificate(monkeypatch):
+    monkeypatch.setattr("ucfm_svm.structured._sign_violations", lambda cl, sums: 2)
+    result = structured_solution(Spec.from_loss([10, 10, 1, 1]))
+    assert result.lower_bound is None and not result.certified
+    assert "no certificate" in result.message

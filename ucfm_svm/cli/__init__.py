@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import solve
+from . import analyze, solve
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve,)
+SUBCOMMANDS = (solve, analyze)
 
 
 def build_parser() -> Parser:

@@ -121,10 +121,32 @@ def test_self_duality_of_balanced_ce_and_global_centering_invariance():
     # global centering removes any common shift of the features
     shift = np.array([5.0, -2.0, 1.0])
     shifted = check_trained(W, (H_mean[:, labels] + shift[:, None]).T, labels)
-    b = analyze(shifted, "ce", center="global")
-    c = analyze(trained, "ce", center="global")
+    b = analyze(shifted, "ce", preprocess="center")
+    c = analyze(trained, "ce", preprocess="center")
     assert b.embedding_distance_to_prediction == pytest.approx(c.embedding_distance_to_prediction)
     assert analyze(shifted, "ce").embedding_distance_to_prediction > 0.1
+
+
+def test_projection_on_classifier_span():
+    # A feature part orthogonal to the rows of W leaves the logits unchanged; "project" removes
+    # it, and is a no-op on the minimizer itself (W and Hbar share their span, THEORY F1).
+    spec = Spec.from_loss(COUNTS, "cdt", gamma=0.5)
+    W, H_mean = closed_form_point(spec, d=6)
+    labels = spec.labels
+    noise = np.zeros((6, labels.size))
+    noise[5] = np.random.default_rng(4).normal(size=labels.size)  # W has rank <= 4 < 6
+    assert np.abs(W @ noise).max() == 0.0
+    clean = check_trained(W, H_mean[:, labels].T, labels)
+    noisy = check_trained(W, (H_mean[:, labels] + noise).T, labels)
+    pred = predict(spec.counts, "cdt", gamma=0.5)
+    a = analyze(noisy, prediction=pred, preprocess="project")
+    assert a.embedding_distance_to_prediction < SAME
+    assert a.nc1 < 1e-20
+    assert analyze(noisy, prediction=pred).embedding_distance_to_prediction > 0.01
+    assert (
+        analyze(clean, prediction=pred, preprocess="project").embedding_distance_to_prediction
+        < SAME
+    )
 
 
 def test_prediction_counts_must_match():

@@ -15,9 +15,15 @@ converge in direction to it). This module computes, one small pure function each
   scale-free, in ``[0, 2]``).
 
 Convention: logits are ``W h`` (no bias), as in the unconstrained features model, so the class
-means are taken as they are (``center="none"``). For a network whose features are not centred
-(ReLU features with a last-layer bias), ``center="global"`` subtracts the mean of all training
-features first (the convention of Papyan et al., 2020), which changes what is compared.
+means are taken as they are (``preprocess="none"``). Two alternatives:
+
+- ``"project"`` keeps only the part of each feature in the row space of ``W``,
+  ``h -> W^+ W h``. The logits do not change, and the UF-CS-SVM minimizer has no other part
+  (THEORY F1: ``W = U S^{1/2} Q``, ``H = Q^T S^{1/2} V^T`` share ``Q``), so this is a no-op on
+  the prediction; in a trained network the other part is invisible to the loss (its gradient
+  ``W^T G`` lies in that row space) and is kept only by what the earlier layers do.
+- ``"center"`` subtracts the mean of all training features (the convention of Papyan et al.,
+  2020, for features with a last-layer bias), which changes what is compared.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from .validation import Shown, fail
 
 #: Layouts of the features array: examples as rows (n x d) or as columns (d x n).
 LAYOUTS = ("nd", "dn")
-#: Centering of the features before class means are taken.
-CENTERS = ("none", "global")
+#: What is done to the features before class means are taken (see the module notes).
+PREPROCESS = ("none", "project", "center")
 #: Keys of an ``.npz`` input.
 KEYS = ("W", "features", "labels")
 
@@ -238,6 +244,15 @@ def etf_gram(k: int) -> np.ndarray:
     return np.eye(k) - np.full((k, k), 1.0 / k)
 
 
+def preprocess_features(W: np.ndarray, H: np.ndarray, how: str) -> np.ndarray:
+    """Features (d x n) as they are, projected ``W^+ W H``, or centred ``H - mean``."""
+    if how == "project":
+        return np.linalg.pinv(W) @ (W @ H)
+    if how == "center":
+        return H - H.mean(axis=1, keepdims=True)
+    return H
+
+
 def self_duality(W: np.ndarray, H_mean: np.ndarray) -> float:
     """``|| W^T/||W||_F - Hbar/||Hbar||_F ||_F`` (NC3 of Papyan et al., 2020), in ``[0, 2]``."""
     return float(np.linalg.norm(W.T / np.linalg.norm(W) - H_mean / np.linalg.norm(H_mean)))
@@ -266,7 +281,7 @@ class Analysis:
 
     spec: Spec
     prediction_method: str
-    center: str
+    preprocess: str
     nc1: float
     classifier_gram: np.ndarray
     embedding_gram: np.ndarray
@@ -305,7 +320,7 @@ def analyze(
     *,
     gamma: float | None = None,
     tau: float | None = None,
-    center: str = "none",
+    preprocess: str = "none",
     prediction: Result | None = None,
 ) -> Analysis:
     """Measure ``trained`` against the UF-CS-SVM prediction for its counts and ``loss``.
@@ -316,14 +331,15 @@ def analyze(
         From :func:`check_trained` or :func:`load_trained`.
     loss, gamma, tau
         Loss preset the network was trained with (``Spec.from_loss``).
-    center : {"none", "global"}
-        Subtract the mean of all features before taking class means (see the module notes).
+    preprocess : {"none", "project", "center"}
+        Keep the features as they are, project them on the row space of ``W``, or subtract
+        their mean, before NC1 and class means are computed (see the module notes).
     prediction : Result, optional
         A precomputed :func:`predict` for the same counts and loss (saves the solve when the same
         problem is measured many times, e.g. along training); its counts must match.
     """
-    if center not in CENTERS:
-        raise fail("center", "one of " + ", ".join(CENTERS), center)
+    if preprocess not in PREPROCESS:
+        raise fail("preprocess", "one of " + ", ".join(PREPROCESS), preprocess)
     counts = trained.counts
     if prediction is None:
         prediction = predict(counts, loss, gamma=gamma, tau=tau)
@@ -334,9 +350,7 @@ def analyze(
             Shown(_short(np.asarray(prediction.spec.counts))),
         )
     spec = prediction.spec
-    H = trained.H
-    if center == "global":
-        H = H - H.mean(axis=1, keepdims=True)
+    H = preprocess_features(trained.W, trained.H, preprocess)
     k = trained.k
     H_mean = geometry.class_means(H, trained.labels, k)
     cg = geometry.gram(trained.W)
@@ -353,7 +367,7 @@ def analyze(
     return Analysis(
         spec=spec,
         prediction_method=prediction.method,
-        center=center,
+        preprocess=preprocess,
         nc1=geometry.nc1(H, trained.labels, k),
         classifier_gram=cg,
         embedding_gram=eg,

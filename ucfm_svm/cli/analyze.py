@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import geometry
-from ..analyze import CENTERS, LAYOUTS, Analysis, analyze, load_trained
+from ..analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
 from ..spec import LOSSES
 from ._common import EXIT_OK, _number
 
@@ -46,11 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", default=None, metavar="G", help="cdt / ldt / vs exponent")
     p.add_argument("--tau", default=None, metavar="T", help="la / vs offset temperature")
     p.add_argument(
-        "--center",
+        "--preprocess",
         default="none",
-        choices=CENTERS,
-        help="subtract the global feature mean first (global) or not (none, default: logits "
-        "W h without bias, as in the model)",
+        choices=PREPROCESS,
+        help="features as they are (none, default: logits W h without bias, as in the model), "
+        "projected on the row space of W (project: the part the logits see), or minus their "
+        "mean (center)",
     )
     p.add_argument(
         "--json", default=None, metavar="PATH", help="write the measures as JSON ('-': stdout)"
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     )
     gamma = None if args.gamma is None else _number("gamma", args.gamma)
     tau = None if args.tau is None else _number("tau", args.tau)
-    result = analyze(trained, args.loss, gamma=gamma, tau=tau, center=args.center)
+    result = analyze(trained, args.loss, gamma=gamma, tau=tau, preprocess=args.preprocess)
     text = json.dumps(result.to_dict(), indent=1, allow_nan=False)
     if args.json == "-":
         print(text)
@@ -86,7 +87,7 @@ def report(a: Analysis, d: int, n: int) -> str:
         f"prediction   UF-CS-SVM, loss={spec.loss}"
         + (f", gamma={spec.gamma:g}" if spec.gamma is not None else "")
         + (f", tau={spec.tau:g}" if spec.tau is not None else "")
-        + f" ({a.prediction_method}); features centred: {a.center}",
+        + f" ({a.prediction_method}); features preprocessed: {a.preprocess}",
         f"NC1          {a.nc1:.4e}",
         "distance to prediction (normalized Grams, 0..2)",
         f"  classifiers {a.classifier_distance_to_prediction:.4e}",

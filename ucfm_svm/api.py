@@ -10,13 +10,17 @@ import inspect
 from collections.abc import Callable
 
 from .convex import solve_convex
+from .nonconvex import solve_nonconvex
 from .result import Result
 from .spec import Spec
+from .theory import solve_theory
 from .validation import fail
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
     "convex": solve_convex,
+    "nonconvex": solve_nonconvex,
+    "theory": solve_theory,
 }
 
 
@@ -35,7 +39,9 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
     ----------
     spec : Spec
     method : str
-        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ...
+        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"nonconvex"``
+        (options ``level``, ``restarts``, ``seed``, ``alternations``, ``start``), ``"theory"``
+        (closed form certified by its dual; option ``fallback``).
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.
     """

@@ -161,3 +161,85 @@ def _feasible_factors(
         scale = np.sqrt(1.0 / ratio)
         W, G = W * scale, G * scale
     return W, G
+
+
+# --- block subproblems of the non-convex solver (THEORY F7) -------------------------------------
+class BlockSteps:
+    """Exact block minimizations of the UF-CS-SVM, compiled once and re-solved (cvxpy DPP).
+
+    With columns ``h_i`` (``i = 1..m``) labelled ``labels[i]`` and scaled logits
+    ``Z = Delta W H``, the two blocks are
+
+    - W-step, for fixed ``H`` (d x m)::
+
+          min_W 1/2 ||W||_F^2   s.t.  z_{y_i, i} - z_{c, i} >= delta_{y_i}   (all i, c != y_i)
+
+    - H-step, for fixed ``W`` (k x d), one QP per class ``c``::
+
+          min_h 1/2 ||h||^2     s.t.  (Delta_c w_c - Delta_{c'} w_{c'})^T h >= delta_c   (c' != c)
+
+      Every example of class ``c`` has this same QP whatever its count ``n_c`` (the count only
+      scales the objective), so the step returns class-mean embeddings ``Hbar`` (d x k); the
+      ``k`` QPs are separable and solved as one program. This is why alternating these steps
+      cannot weigh the classes by ``n_c`` and stalls (THEORY F7).
+
+    Parameters
+    ----------
+    spec : Spec
+        Any ``dim >= 1``.
+    labels : (m,) int array
+        Class of each column the W-step sees (``arange(k)`` at the class level).
+    """
+
+    def __init__(self, spec: Spec, labels: np.ndarray) -> None:
+        self.spec = spec
+        self.labels = np.asarray(labels)
+        k, d, m = spec.k, spec.dim, self.labels.size
+        self._H = cp.Parameter((d, m))
+        self._W_var = cp.Variable((k, d))
+        z = spec.Delta[:, None] * np.ones((1, d))
+        self._w_problem = cp.Problem(
+            cp.Minimize(0.5 * cp.sum_squares(self._W_var)),
+            [_margin_constraint(spec, cp.multiply(z, self._W_var) @ self._H, self.labels)],
+        )
+        self._W = cp.Parameter((k, d))
+        self._H_var = cp.Variable((d, k))
+        self._h_problem = cp.Problem(
+            cp.Minimize(0.5 * cp.sum_squares(self._H_var)),
+            [_margin_constraint(spec, self._W @ self._H_var, np.arange(k))],
+        )
+
+    def classifier_step(self, H: np.ndarray) -> np.ndarray:
+        """The W-step: minimal-norm ``W`` (k x d) meeting every margin for the columns ``H``."""
+        self._H.value = np.asarray(H, dtype=float)
+        return _solved(self._w_problem, self._W_var, "W-step (classifiers for fixed embeddings)")
+
+    def embedding_step(self, W: np.ndarray) -> np.ndarray:
+        """The H-step: minimal-norm class-mean embeddings ``Hbar`` (d x k) for classifiers ``W``."""
+        self._W.value = self.spec.Delta[:, None] * np.asarray(W, dtype=float)
+        return _solved(self._h_problem, self._H_var, "H-step (embeddings for fixed classifiers)")
+
+
+def _margin_constraint(spec: Spec, Z: cp.Expression, labels: np.ndarray) -> cp.Constraint:
+    """``z_{y_i, i} - z_{c, i} >= delta_{y_i}`` for every column ``i`` of ``Z`` and ``c != y_i``."""
+    k, m = spec.k, labels.size
+    onehot = np.zeros((k, m))
+    onehot[labels, np.arange(m)] = 1.0
+    mask = 1.0 - onehot
+    true = cp.sum(cp.multiply(onehot, Z), axis=0, keepdims=True)
+    return cp.multiply(mask, np.ones((k, 1)) @ true - Z) >= mask * spec.delta[labels][None, :]
+
+
+def _solved(problem: cp.Problem, variable: cp.Variable, what: str) -> np.ndarray:
+    """Solve a block QP with Clarabel, then SCS; the variable's value, or SolverError."""
+    attempts = []
+    for name in DEFAULT_SOLVERS:
+        try:
+            problem.solve(solver=name)
+        except cp.error.SolverError as exc:
+            attempts.append(f"{name}: {exc}")
+            continue
+        if problem.status in cp.settings.SOLUTION_PRESENT and variable.value is not None:
+            return np.asarray(variable.value, dtype=float)
+        attempts.append(f"{name}: status {problem.status}")
+    raise SolverError(f"The {what} failed: " + "; ".join(attempts))

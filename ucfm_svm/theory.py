@@ -1,4 +1,4 @@
-"""Closed-form geometry of the UF-CS-SVM (THEORY F3, F5').
+"""Closed-form geometry of the UF-CS-SVM, certified by its own dual (THEORY F3, F5').
 
 For any counts, scales ``Delta`` and margins ``delta`` (with ``d >= k - 1``) the class-level
 optimum has every margin tight and logits
@@ -8,14 +8,35 @@ optimum has every margin tight and logits
 so that, with ``A = Delta^{-1} Zbar* N^{1/2}``: ``W W^T = (A A^T)^{1/2}``,
 ``Hbar^T Hbar = N^{-1/2} (A^T A)^{1/2} N^{-1/2}`` and the optimum is ``||A||_*``.
 With ``Delta = I`` the shift is ``t = 1/k`` and ``Zbar* = P diag(delta)``, ``P = I - 11^T/k``
-(F3). F5' was observed (not proven) for ``Delta != I``: results built on it must carry their own
-certificate.
+(F3). F5' was observed, not proven, for ``Delta != I``, so :func:`closed_form` also builds the
+dual certificate that proves it case by case:
+
+KKT conditions of ``min ||Delta^{-1} Zbar N^{1/2}||_*  s.t.  zbar_cc - zbar_c'c >= delta_c``
+ask for multipliers ``lam_{c'c} >= 0`` with ``L = Delta^{-1} G N^{1/2}`` for a subgradient
+``G`` of the nuclear norm at ``A``, where ``L_{c'c} = -lam_{c'c}`` (``c' != c``) and
+``L_cc = sum_{c'} lam_{c'c}`` (columns of ``L`` sum to zero). With the compact SVD
+``A = U S V^T`` (rank ``k - 1``) take ``G = U V^T``: the columns of
+``L = Delta^{-1} U V^T N^{1/2}`` sum to zero iff ``u = Delta^{-1} 1`` is orthogonal to the range
+of ``A``, which is exactly how ``t`` was chosen, and any other subgradient ``U V^T + s u v^T``
+would break it, so these multipliers are the only candidates. If they are nonnegative,
+:func:`ucfm_svm.certificate.class_lower_bound` turns them into a lower bound equal (up to
+rounding) to ``||A||_*``, and the closed form is the certified global optimum. If some are
+negative (beyond rounding), the all-tight point is not optimal and :func:`solve_theory` falls
+back to the convex solve.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from dataclasses import dataclass
+
 import numpy as np
 
+from . import certificate, geometry
+from .convex import solve_convex
+from .errors import SolverError
+from .result import CERTIFY_RTOL, Result
 from .spec import Spec
 
 
@@ -38,3 +59,182 @@ def optimal_logits(spec: Spec) -> np.ndarray:
 def scaled_logit_matrix(spec: Spec) -> np.ndarray:
     """``A = Delta^{-1} Zbar* N^{1/2}`` (k x k), whose nuclear norm is the optimum."""
     return optimal_logits(spec) / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """The closed-form point of THEORY F5' and its dual certificate (dense, O(k^3)).
+
+    Attributes
+    ----------
+    logits : (k, k) array
+        ``Zbar* = (I - 1 t^T) diag(delta)``.
+    A : (k, k) array
+        ``Delta^{-1} Zbar* N^{1/2}``.
+    U : (k, k-1) array
+    s : (k-1,) array
+    Vt : (k-1, k) array
+        Compact SVD ``A = U diag(s) Vt`` (``A`` has rank ``k - 1``).
+    multipliers : (k, k) array
+        ``lam_{c'c} = -L_{c'c}`` for ``c' != c`` (zero diagonal), ``L = Delta^{-1} U Vt N^{1/2}``;
+        raw values, negative entries included.
+    min_multiplier : float
+        Smallest off-diagonal multiplier divided by the largest (``>= 0`` for a valid dual).
+    column_residual : float
+        ``max_c |sum_c' L_c'c| / max |L|``: how far ``u = Delta^{-1} 1`` is from orthogonal to the
+        range of ``A`` (zero up to rounding by the choice of ``t``).
+    value : float
+        ``||A||_* = sum(s)``, the objective of the closed-form point.
+    lower_bound : float
+        Certified lower bound :func:`ucfm_svm.certificate.class_lower_bound` of ``multipliers``.
+    condition : float
+        ``s_max / s_min`` over the ``k - 1`` nonzero singular values. The polar factor
+        ``U V^T`` is computed to about ``1e-16 * condition``, which bounds the accuracy of the
+        certificate: ~1e-14 for moderate hyperparameters, 1e-6 or worse when scales and margins
+        spread over several orders of magnitude (condition ~1e10).
+    """
+
+    logits: np.ndarray
+    A: np.ndarray
+    U: np.ndarray
+    s: np.ndarray
+    Vt: np.ndarray
+    multipliers: np.ndarray
+    min_multiplier: float
+    column_residual: float
+    value: float
+    lower_bound: float
+    condition: float
+
+    @property
+    def rel_gap(self) -> float:
+        """``(value - lower_bound) / value``."""
+        return (self.value - self.lower_bound) / self.value
+
+    @property
+    def certified(self) -> bool:
+        """Whether the closed form is the certified optimum (``rel_gap <= CERTIFY_RTOL``).
+
+        The certificate is exact up to one SVD, so for moderate hyperparameters its gap is at
+        float rounding (~1e-14); with scales or margins spread over many orders of magnitude
+        rounding in the smallest multipliers can open it to ~1e-6.
+        """
+        return self.rel_gap <= CERTIFY_RTOL
+
+    def classifier_gram(self) -> np.ndarray:
+        """``W W^T = (A A^T)^{1/2} = U diag(s) U^T`` (k x k)."""
+        return (self.U * self.s) @ self.U.T
+
+    def embedding_gram(self, spec: Spec) -> np.ndarray:
+        """``Hbar^T Hbar = N^{-1/2} (A^T A)^{1/2} N^{-1/2} = N^{-1/2} V diag(s) V^T N^{-1/2}``."""
+        root = (self.Vt.T * self.s) @ self.Vt
+        inv = spec.n_vec**-0.5
+        return inv[:, None] * root * inv[None, :]
+
+
+def closed_form(spec: Spec) -> ClosedForm:
+    """The closed-form optimum of THEORY F5' with its dual certificate (see the module text).
+
+    Parameters
+    ----------
+    spec : Spec
+        Any counts, scales and margins (the dimension is not used here).
+
+    Returns
+    -------
+    ClosedForm
+    """
+    k = spec.k
+    logits = optimal_logits(spec)
+    A = logits / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]
+    U, s, Vt = np.linalg.svd(A)
+    U, s, Vt = U[:, : k - 1], s[: k - 1], Vt[: k - 1, :]
+    L = (U @ Vt) / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]
+    off = ~np.eye(k, dtype=bool)
+    lam = np.where(off, -L, 0.0)
+    scale = float(np.abs(L).max())
+    return ClosedForm(
+        logits=logits,
+        A=A,
+        U=U,
+        s=s,
+        Vt=Vt,
+        multipliers=lam,
+        min_multiplier=float(lam[off].min() / lam[off].max()),
+        column_residual=float(np.abs(L.sum(axis=0)).max() / scale),
+        value=float(s.sum()),
+        lower_bound=certificate.class_lower_bound(spec, lam),
+        condition=float(s[0] / s[-1]),
+    )
+
+
+def solve_theory(spec: Spec, fallback: bool = True) -> Result:
+    """The closed-form optimum as a :class:`Result`, certified by its own dual (no cvxpy).
+
+    ``W = U S^{1/2}`` and ``Hbar = S^{1/2} V^T N^{-1/2}`` (zero-padded to ``d`` columns) from the
+    compact SVD of ``A`` (:func:`closed_form`); ``lower_bound`` comes from the dual certificate.
+
+    Parameters
+    ----------
+    spec : Spec
+        Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1).
+    fallback : bool
+        If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
+        negative beyond rounding, so the all-tight point is not optimal, or an SVD too
+        ill-conditioned to certify it, see :attr:`ClosedForm.condition`), return
+        :func:`ucfm_svm.convex.solve_convex` instead, with method ``"theory"`` and a message
+        saying so. If that solve fails too, or with ``fallback=False``, the uncertified closed
+        form is returned (status ``"not certified"``).
+
+    Returns
+    -------
+    Result
+        Status ``"optimal"`` iff the relative gap is ``<= CERTIFY_RTOL``; for moderate
+        hyperparameters the gap is at float rounding (~1e-14).
+    """
+    spec.require_certifiable("theory")
+    start = time.perf_counter()
+    cf = closed_form(spec)
+    failure = (
+        f"closed form not certified (smallest multiplier {cf.min_multiplier:.3g} of the "
+        f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
+    )
+    if not cf.certified and fallback:
+        try:
+            convex = solve_convex(spec)
+        except SolverError as exc:
+            failure += f"; the convex fallback failed too: {exc}"
+        else:
+            return dataclasses.replace(
+                convex,
+                method="theory",
+                seconds=time.perf_counter() - start,
+                message=f"{failure}: fell back to the convex solve: {convex.message}",
+            )
+    k, d = spec.k, spec.dim
+    root = np.sqrt(cf.s)
+    W = np.zeros((k, d))
+    W[:, : k - 1] = cf.U * root
+    H_mean = np.zeros((d, k))
+    H_mean[: k - 1, :] = root[:, None] * cf.Vt / np.sqrt(spec.n_vec)[None, :]
+    ratio = geometry.min_margin_ratio(spec, geometry.class_logits(spec, W, H_mean))
+    if ratio < 1:  # rounding only: the closed form is exactly tight
+        W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
+    if cf.certified:
+        message = (
+            f"closed form (THEORY F5') certified by its dual: objective {cf.value:.10g}, "
+            f"lower bound {cf.lower_bound:.10g}, relative gap {cf.rel_gap:.2e}"
+        )
+    else:
+        message = failure
+    return Result.from_point(
+        spec,
+        W,
+        H_mean,
+        method="theory",
+        level="class",
+        lower_bound=cf.lower_bound,
+        seconds=time.perf_counter() - start,
+        message=message,
+        solver="closed form",
+    )

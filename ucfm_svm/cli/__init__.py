@@ -7,15 +7,16 @@ carries ``run(args) -> exit code``. Only this package prints and chooses exit co
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import analyze, solve
+from . import analyze, path, plot, reproduce, solve, sweep, train, tune, verify
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve, analyze)
+SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze)
 
 
 def build_parser() -> Parser:
@@ -50,5 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    A closed pipe (``ucfm-svm solve ... | head``) ends quietly, as the Python documentation's
+    SIGPIPE recipe does, instead of with a traceback.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,175 @@
+"""Closed form of THEORY F3/F5' and its dual certificate, against the convex solve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import psd_sqrt, rel_fro
+from ucfm_svm import Spec, SpecError, solve_convex, step_counts
+from ucfm_svm.api import METHODS, solve
+from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
+from ucfm_svm.theory import (
+    closed_form,
+    optimal_logits,
+    optimal_shift,
+    scaled_logit_matrix,
+    solve_theory,
+)
+
+#: The closed form is exact up to one SVD: its certificate gap is float rounding (~1e-14).
+THEORY_GAP = 1e-9
+#: Clarabel is run to 1e-10 gaps; its Grams agree with the closed form to ~1e-8 (k <= 20).
+GRAM_TOL = 1e-6
+#: Objective of the rescaled-feasible convex point vs the exact value (measured ~1e-10).
+OBJECTIVE_TOL = 1e-7
+
+
+def random_spec(rng: np.random.Generator, k_max: int = 20) -> Spec:
+    """Random counts 1..300, scales in [e^-1.5, e^1.5], margins in [e^-1, e^1] (THEORY F5')."""
+    k = int(rng.integers(2, k_max + 1))
+    return Spec.custom(
+        rng.integers(1, 301, size=k),
+        scales=np.exp(rng.uniform(-1.5, 1.5, size=k)),
+        margins=np.exp(rng.uniform(-1.0, 1.0, size=k)),
+    )
+
+
+def assert_matches_convex(spec: Spec) -> None:
+    theory = solve_theory(spec)
+    convex = solve_convex(spec)
+    assert theory.status == OPTIMAL and theory.solver == "closed form"
+    assert theory.rel_gap <= THEORY_GAP
+    assert abs(theory.rel_gap) <= THEORY_GAP
+    assert theory.min_margin_ratio >= 1 - 1e-12
+    assert theory.objective == pytest.approx(convex.objective, rel=OBJECTIVE_TOL)
+    # Weak duality both ways: each route's bound is below the other's feasible objective.
+    assert theory.lower_bound <= convex.objective * (1 + 1e-12)
+    assert convex.lower_bound <= theory.objective * (1 + 1e-12)
+    assert rel_fro(theory.classifier_gram, convex.classifier_gram) < GRAM_TOL
+    assert rel_fro(theory.embedding_gram, convex.embedding_gram) < GRAM_TOL
+    assert rel_fro(theory.logits, convex.logits) < GRAM_TOL
+
+
+def test_reference_optimum():
+    result = solve_theory(Spec.from_loss([10, 10, 1, 1]))
+    assert result.status == OPTIMAL
+    assert result.objective == pytest.approx(6.5074855, rel=1e-7)
+    assert result.rel_gap <= THEORY_GAP
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_specs_match_convex(seed):
+    """Done-when: random counts, k <= 20, random Delta and margins."""
+    rng = np.random.default_rng(seed)
+    assert_matches_convex(random_spec(rng))
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_property_random_specs_match_convex(seed):
+    assert_matches_convex(random_spec(np.random.default_rng(seed), k_max=10))
+
+
+@pytest.mark.parametrize(
+    ("loss", "gamma"), [("ce", None), ("ldt", 0.5), ("ldt", -0.7), ("cdt", 1.0), ("vs", -0.5)]
+)
+def test_loss_presets_match_convex(loss, gamma):
+    assert_matches_convex(Spec.from_loss([40, 17, 9, 3, 1], loss, gamma=gamma))
+
+
+def test_dual_certificate_structure():
+    """lam >= 0, columns of L sum to zero (u = Delta^{-1} 1 orthogonal to range A), and the
+    multipliers are supported where the convex solve's duals are (both are KKT multipliers)."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        spec = random_spec(rng)
+        cf = closed_form(spec)
+        assert cf.min_multiplier >= 0
+        assert cf.column_residual < 1e-12
+        u = 1.0 / spec.Delta
+        assert np.abs(u @ cf.U).max() / np.linalg.norm(u) < 1e-12
+        np.testing.assert_allclose(np.diag(cf.multipliers), 0.0)
+        assert cf.lower_bound == pytest.approx(cf.value, rel=THEORY_GAP)
+        assert cf.certified
+
+
+def test_identity_scales_is_F3():
+    """Delta = I: Zbar* = P diag(delta), W W^T = (P S^2 P)^{1/2}, value tr((S P S)^{1/2})."""
+    counts, margins = np.array([30, 7, 7, 2, 1]), np.array([0.5, 1.0, 2.0, 1.5, 0.7])
+    spec = Spec.custom(counts, margins=margins)
+    k = counts.size
+    P = np.eye(k) - 1.0 / k
+    S = np.diag(margins * np.sqrt(counts))
+    np.testing.assert_allclose(optimal_shift(spec), np.full(k, 1 / k))
+    np.testing.assert_allclose(optimal_logits(spec), P @ np.diag(margins), atol=1e-15)
+    np.testing.assert_allclose(scaled_logit_matrix(spec), P @ S, atol=1e-14)
+    result = solve_theory(spec)
+    np.testing.assert_allclose(result.classifier_gram, psd_sqrt(P @ S @ S @ P), atol=1e-12)
+    hth = np.diag(counts**-0.5) @ psd_sqrt(S @ P @ S) @ np.diag(counts**-0.5)
+    np.testing.assert_allclose(result.embedding_gram, hth, atol=1e-12)
+    # tr((S P S)^{1/2}) = ||P S||_* ((P S)^T (P S) = S P S); the nuclear norm avoids the
+    # sqrt(eps) error of square-rooting the zero eigenvalue.
+    assert result.objective == pytest.approx(np.linalg.norm(P @ S, "nuc"), rel=1e-12)
+
+
+def test_shift_makes_u_orthogonal():
+    spec = Spec.custom([5, 4, 1], scales=[2.0, 0.5, 1.0], margins=[1.0, 2.0, 0.5])
+    t = optimal_shift(spec)
+    assert t.sum() == pytest.approx(1.0)
+    u2 = spec.Delta**-2.0
+    np.testing.assert_allclose(u2 @ (np.eye(3) - np.outer(np.ones(3), t)), 0.0, atol=1e-15)
+
+
+def test_ill_conditioned_spec_falls_back_to_convex():
+    """Scales and margins over 6 orders of magnitude: the closed form is still optimal (the
+    convex solve agrees), but rounding in the SVD (condition ~1e9) leaves its own certificate a
+    relative gap ~1e-4, so solve_theory says so and returns the certified convex solve."""
+    spec = Spec.custom(
+        [863, 458, 147, 919, 861, 586],
+        scales=[0.027, 0.081, 2686.683, 1475.149, 0.001, 0.052],
+        margins=[8.987, 0.01, 0.01, 0.011, 39.823, 0.19],
+    )
+    cf = closed_form(spec)
+    assert not cf.certified and cf.condition > 1e8
+    bare = solve_theory(spec, fallback=False)
+    assert bare.status == NOT_CERTIFIED and "not certified" in bare.message
+    result = solve_theory(spec)
+    assert result.method == "theory" and result.status == OPTIMAL
+    assert "fell back to the convex solve" in result.message
+    assert result.solver == "CLARABEL"
+    assert cf.value == pytest.approx(result.objective, rel=1e-7)
+
+
+def test_dimension_below_k_minus_1_is_rejected():
+    with pytest.raises(SpecError, match="'dim' parameter must be at least k - 1 = 3"):
+        solve_theory(Spec.from_loss([3, 2, 1, 1], dim=2))
+
+
+def test_extra_dimensions_are_zero_padded():
+    spec = Spec.from_loss(step_counts(4, 5, 0.5), "cdt", gamma=0.3, dim=7)
+    result = solve(spec, "theory")
+    assert result.W.shape == (4, 7) and result.H_mean.shape == (7, 4)
+    assert result.status == OPTIMAL
+    assert rel_fro(result.classifier_gram, solve_theory(spec.with_dim(3)).classifier_gram) < 1e-12
+
+
+def test_registered_and_cli_json(cli, tmp_path):
+    assert METHODS["theory"] is solve_theory
+    path = tmp_path / "theory.json"
+    code, out, err = cli(
+        "solve", "--step", "10,10,0.5", "--loss", "cdt", "--gamma", "0.5",
+        "--method", "theory", "--json", str(path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "closed form" in out
+    data = json.loads(path.read_text())
+    assert data["method"] == "theory" and data["status"] == OPTIMAL
+    assert data["lower_bound"] is not None and data["rel_gap"] <= THEORY_GAP
+    convex = solve_convex(Spec.from_loss(step_counts(10, 10, 0.5), "cdt", gamma=0.5))
+    assert rel_fro(np.array(data["classifier_gram"]), convex.classifier_gram) < GRAM_TOL
+    assert rel_fro(np.array(data["embedding_gram"]), convex.embedding_gram) < GRAM_TOL

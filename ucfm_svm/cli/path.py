@@ -1,0 +1,169 @@
+"""``ucfm-svm path``: the ridge-regularized UFM along a lambda grid, compared with its SVM limit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..convex import LEVELS
+from ..spec import LOSSES, Spec
+from ..training import DEFAULT_LAMBDAS, Trajectory, check_lambdas, norm_ratio, regularization_path
+from ..validation import fail
+from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``path`` and ``train``: level, comparison losses, seed, outputs."""
+    parser.add_argument(
+        "--level",
+        default="class",
+        choices=LEVELS,
+        help="train collapsed class means (weighted by n_c) or one embedding per example",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="LOSS[:G],...",
+        help="further losses on the same counts, one curve each (e.g. ce,cdt:0.5,ldt:0.5); "
+        "G is gamma for cdt/ldt/vs (default --gamma); --tau applies to la and vs",
+    )
+    parser.add_argument("--seed", default=0, type=int, help="seed of the random start")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the run as JSON")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="save the figure (PNG, PDF)")
+
+
+def compared_specs(args: argparse.Namespace, base: Spec) -> list[Spec]:
+    """The specifications named by ``--compare`` (same counts, dimension and ``--tau``)."""
+    if not args.compare:
+        return []
+    out = []
+    for item in str(args.compare).split(","):
+        name, _, gamma_text = item.strip().partition(":")
+        if name not in LOSSES:
+            raise fail("compare", "a list of LOSS[:GAMMA] with LOSS in " + ", ".join(LOSSES), item)
+        gamma = None
+        if "gamma" in LOSSES[name]:
+            text = gamma_text or args.gamma
+            if text is None:
+                raise fail(
+                    "compare", f"a gamma for '{name}' (write {name}:G or give --gamma)", item
+                )
+            try:
+                gamma = float(text)
+            except ValueError:
+                raise fail("compare", "a list of LOSS[:GAMMA] with numeric GAMMA", item) from None
+        elif gamma_text:
+            raise fail("compare", f"no gamma for '{name}' (only cdt, ldt and vs use one)", item)
+        tau = float(args.tau) if args.tau is not None and "tau" in LOSSES[name] else None
+        out.append(Spec.from_loss(base.counts, name, gamma=gamma, tau=tau, dim=base.dim))
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``path`` subcommand."""
+    p = subparsers.add_parser(
+        "path",
+        help="regularization path of a loss on the UFM, against its SVM limit",
+        description="Minimize the ridge-regularized UFM of the loss (L-BFGS, warm starts) "
+        "along a decreasing lambda grid, and report how far the normalized classifier and "
+        "embedding Grams are from the loss's certified SVM geometry.",
+    )
+    add_spec_arguments(p)
+    p.add_argument(
+        "--lambdas",
+        default=",".join(f"{lam:g}" for lam in DEFAULT_LAMBDAS),
+        metavar="L1,L2,...",
+        help="decreasing regularization strengths (default 1e-1,...,1e-8)",
+    )
+    p.add_argument(
+        "--gtol",
+        default=1e-7,
+        type=float,
+        help="L-BFGS tolerance on the gradient of objective/lambda (default 1e-7)",
+    )
+    p.add_argument(
+        "--maxiter", default=50_000, type=int, help="L-BFGS iterations per lambda (default 50000)"
+    )
+    add_training_arguments(p)
+    p.set_defaults(run=run)
+
+
+def table(traj: Trajectory) -> str:
+    """Readable account of one trajectory (path or gradient descent)."""
+    path = traj.kind == "path"
+    svm_c = norm_ratio(traj.spec, traj.svm.classifier_gram)
+    svm_e = norm_ratio(traj.spec, traj.svm.embedding_gram)
+    lines = [
+        f"{traj.spec.describe()}, {traj.level} level, {traj.seconds:.3g} s",
+        f"  {traj.message}",
+        f"  SVM reference: {traj.svm.method}, {traj.svm.status}, objective "
+        f"{traj.svm.objective:.8g}; norm ratios classifiers {svm_c:.4f}, embeddings {svm_e:.4f}",
+        "  "
+        + ("lambda    " if path else "iteration ")
+        + " dist(W)   dist(H)   ratio(W)  ratio(H)  svm-obj-ratio"
+        + ("  certificate  iters" if path else "  loss"),
+    ]
+    xs = traj.lambdas if path else traj.iterations
+    for j, x in enumerate(xs):
+        head = f"{x:<9.3g}" if path else f"{int(x):<9d}"
+        row = (
+            f"  {head} {traj.distance_to_svm[j]:8.5f}  {traj.embedding_distance_to_svm[j]:8.5f}"
+            f"  {traj.classifier_norm_ratio[j]:8.4f}  {traj.embedding_norm_ratio[j]:8.4f}"
+            f"  {traj.svm_objective_ratio[j]:13.6g}"
+        )
+        if path:
+            row += f"  {traj.certificate[j]:11.8f}  {int(traj.solver_iterations[j]):5d}"
+        else:
+            row += f"  {traj.loss[j]:.3e}"
+        lines.append(row)
+    for fit in traj.fits:
+        lines.append(
+            f"  fit dist(W) = {fit.intercept:.4f} + {fit.slope:.4f} * {fit.regressor}"
+            f"  (R^2 {fit.r2:.4f}, {fit.points} points)"
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
+    """Write ``--json`` (first run at the top, the others under ``compared``) and ``--plot``."""
+    if args.json:
+        data = runs[0].to_dict()
+        data["compared"] = [t.to_dict() for t in runs[1:]]
+        try:
+            Path(args.json).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        except OSError as exc:
+            raise fail("json", "a writable file path", f"{args.json} ({exc.strerror})") from None
+        print(f"wrote {args.json}")
+    if args.plot:
+        from ..plots.training import trajectory_figure
+
+        try:
+            trajectory_figure(runs).savefig(args.plot, dpi=150)
+        except (OSError, ValueError) as exc:
+            raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
+        print(f"wrote {args.plot}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the path for the loss and each ``--compare`` loss; exit 3 unless all certified."""
+    spec = spec_from_args(args)
+    specs = [spec, *compared_specs(args, spec)]
+    lambdas = check_lambdas(args.lambdas)
+    runs = [
+        regularization_path(
+            s, lambdas, level=args.level, gtol=args.gtol, maxiter=args.maxiter, seed=args.seed
+        )
+        for s in specs
+    ]
+    print("\n\n".join(table(t) for t in runs))
+    write_outputs(args, runs)
+    bad = [t.label() for t in runs if not t.ok]
+    if bad:
+        print(
+            "not all solves converged with a global certificate (<= 1 + 1e-6) for: "
+            + ", ".join(bad)
+            + "; try a larger --maxiter or --gtol"
+        )
+        return EXIT_NOT_CERTIFIED
+    return EXIT_OK

@@ -1,0 +1,443 @@
+"""Non-convex UF-CS-SVM solver on ``(W, H)`` directly, certified by a weak-duality bound.
+
+The problem (THEORY.md section 1), with scaled logits ``Z = Delta W H``::
+
+    min_{W, H}  1/2 ||W||_F^2 + 1/2 ||H||_F^2
+    s.t.        z_{y_i, i} - z_{c, i} >= delta_{y_i}          (all columns i, c != y_i)
+
+is solved at two levels. At the example level ``H`` is ``d x n`` (one column per example); at
+the class level the columns are the class means ``hbar_c`` and the cost is
+``1/2 ||W||^2 + 1/2 sum_c n_c ||hbar_c||^2`` (THEORY F2). Both are written in the variable
+``G = H diag(s)`` (``s_i = sqrt(n_c)`` for class columns, ``1`` for examples), so the cost is
+``1/2 (||W||^2 + ||G||^2)`` and ``Z = Delta W G diag(s)^{-1}``.
+
+One run has three stages:
+
+1. **Start**: classifiers ``w_c = u_c / Delta_c`` with ``u_c`` uniform on the unit sphere (the
+   scaled rows are in convex position, so every class can be separated) and Gaussian random
+   features, or a start given by the user.
+2. **Alternation** (optional): exact block steps in cvxpy (:class:`ucfm_svm.convex.BlockSteps`:
+   H-step, then W-step), each followed by the balanced refactorization of ``W G``
+   (``W = U S^{1/2}``, ``G = S^{1/2} V^T``), the rescaling that block steps cannot do. Block steps
+   alone stall (THEORY F7: 10.20 against 6.5075 at counts 10,10,1,1), so this is only a start.
+3. **Joint refinement**: the augmented Lagrangian (Powell-Hestenes-Rockafellar) of the
+   normalized constraints ``r_j = 1 - margin_j / delta_j <= 0``::
+
+       L_mu(W, G; lam) = 1/2 (||W||^2 + ||G||^2) + 1/(2 mu) sum_j max(0, lam_j + mu r_j)^2
+
+   minimized over ``(W, G)`` jointly by L-BFGS, with ``lam <- max(0, lam + mu r)`` and ``mu``
+   raised tenfold when the violation does not fall fourfold. It stops when the point is
+   feasible (``max r <= 1e-10``) and either the gap to the certified bound is below a tenth of
+   :data:`~ucfm_svm.result.CERTIFY_RTOL` or the cost stopped changing (a KKT point).
+
+The certificate is :mod:`ucfm_svm.certificate` applied to the refinement's own multipliers
+(``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
+the class-mean point, found by nonnegative least squares on the stationarity condition
+``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
+the optimum when ``d >= k - 1`` (THEORY F1). For smaller ``d`` the convex solve's certified bound
+(of the problem with ``d = k - 1``, which contains this one) is also used; neither is tight in
+general, so the result is reported as not certified unless the gap happens to close. The
+returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
+``(W, G)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+from scipy.optimize import minimize, nnls
+from threadpoolctl import threadpool_limits
+
+from . import certificate, geometry
+from .convex import LEVELS, BlockSteps, solve_convex
+from .errors import SolverError
+from .result import CERTIFY_RTOL, Result
+from .spec import Spec
+from .validation import check_int, fail
+
+#: Alternation rounds by level when none are requested. The example level starts the joint
+#: refinement from random features, so that within-class collapse has to emerge from it (the
+#: H-step would impose collapse at once: its argmin is the same for every example of a class).
+DEFAULT_ALTERNATIONS = {"class": 2, "example": 0}
+#: Largest violation ``max_j r_j`` of a point the refinement accepts as feasible.
+FEASIBILITY_TOL = 1e-10
+#: Relative gap at which the refinement stops: a tenth of the certification tolerance.
+TARGET_RTOL = 0.1 * CERTIFY_RTOL
+#: Relative change of the cost between outer rounds below which a KKT point is declared.
+STALL_RTOL = 1e-13
+#: Outer (multiplier) rounds of the augmented Lagrangian per run.
+MAX_OUTER = 60
+#: Largest KKT system (entries) solved by NNLS for the class-level multipliers.
+_MAX_NNLS_ENTRIES = 4_000_000
+
+
+@dataclasses.dataclass
+class _Run:
+    """Outcome of one start: a feasible point (or ``None``), its cost and certified bound."""
+
+    W: np.ndarray | None
+    G: np.ndarray | None
+    objective: float
+    lower_bound: float
+    iterations: int
+    outer: int
+    stopped: str
+
+
+class _Columns:
+    """The columns of one level: labels ``y_i``, weights ``s_i`` and the constraint layout."""
+
+    def __init__(self, spec: Spec, level: str) -> None:
+        self.spec = spec
+        self.level = level
+        if level == "class":
+            self.labels = np.arange(spec.k)
+            self.s = np.sqrt(spec.n_vec)
+        else:
+            self.labels = spec.labels
+            self.s = np.ones(spec.n)
+        self.m = self.labels.size
+        self.cols = np.arange(self.m)
+        self.mask = np.ones((spec.k, self.m))
+        self.mask[self.labels, self.cols] = 0.0
+        self.delta = spec.delta[self.labels]
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k, d = self.spec.k, self.spec.dim
+        return x[: k * d].reshape(k, d), x[k * d :].reshape(d, self.m)
+
+    def violations(self, W: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """``r = 1 - margin / delta_y`` (k x m), zero at the true-class entries."""
+        Z = self.spec.Delta[:, None] * (W @ G) / self.s[None, :]
+        true = Z[self.labels, self.cols]
+        return (1.0 - (true[None, :] - Z) / self.delta[None, :]) * self.mask
+
+    def lagrangian(self, x: np.ndarray, lam: np.ndarray, mu: float) -> tuple[float, np.ndarray]:
+        """Augmented Lagrangian ``L_mu`` and its gradient in ``x = (W, G)``."""
+        W, G = self.unpack(x)
+        P = np.maximum(0.0, lam + mu * self.violations(W, G)) * self.mask
+        value = 0.5 * (np.sum(W * W) + np.sum(G * G)) + np.sum(P * P) / (2.0 * mu)
+        # d r_{c,i} / d z_{c,i} = 1/delta_i and d r_{c,i} / d z_{y_i,i} = -1/delta_i.
+        Q = P / self.delta[None, :]
+        Q[self.labels, self.cols] = -Q.sum(axis=0)
+        Qs = self.spec.Delta[:, None] * Q / self.s[None, :]
+        grad = np.concatenate([(W + Qs @ G.T).ravel(), (G + W.T @ Qs).ravel()])
+        return value, grad
+
+    def class_point(self, W: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """Class-mean embeddings ``Hbar`` (d x k) of the columns."""
+        H = G / self.s[None, :]
+        return H if self.level == "class" else geometry.class_means(H, self.labels, self.spec.k)
+
+    def bound(self, W: np.ndarray, G: np.ndarray, lam: np.ndarray) -> float:
+        """Best certified lower bound from the refinement's multipliers ``lam`` (normalized
+        constraints, k x m) and from the KKT multipliers of the class-mean point."""
+        spec = self.spec
+        raw = lam / self.delta[None, :]
+        per_class = np.zeros((spec.k, spec.k))
+        np.add.at(per_class.T, self.labels, raw.T)
+        candidates = [per_class]
+        kkt = _kkt_multipliers(spec, W, self.class_point(W, G))
+        if kkt is not None:
+            candidates.append(kkt)
+        if self.level == "class":
+            bounds = [certificate.class_lower_bound(spec, c) for c in candidates]
+        else:
+            # A class multiplier lam[c', c] spread as lam[c', c] / n_c over the examples of c
+            # gives the example-level bound the same value (both Grams Y Y^T coincide).
+            spread = [c[:, self.labels] / spec.n_vec[self.labels][None, :] for c in candidates]
+            bounds = [certificate.example_lower_bound(spec, lam_i, self.labels) for lam_i in spread]
+            bounds.append(certificate.example_lower_bound(spec, raw, self.labels))
+        return max(bounds)
+
+
+def _kkt_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarray | None:
+    """Nonnegative least-squares multipliers of the class-level stationarity condition.
+
+    With ``G = Hbar N^{1/2}`` and margins ``m_{c'c} = (Delta_c w_c - Delta_{c'} w_{c'})^T g_c /
+    sqrt(n_c)``, solves ``min_{lam >= 0} ||(W, G) - sum lam_{c'c} grad m_{c'c}||``. Returns
+    ``lam`` (k x k, ``lam[c', c]``), or ``None`` when the system is too large for dense NNLS.
+    """
+    k, d = W.shape
+    if k * (k - 1) * 2 * k * d > _MAX_NNLS_ENTRIES:
+        return None
+    s = np.sqrt(spec.n_vec)
+    G = H_mean * s[None, :]
+    SW = spec.Delta[:, None] * W
+    pairs = [(cp, c) for c in range(k) for cp in range(k) if cp != c]
+    A = np.zeros((2 * k * d, len(pairs)))
+    for j, (cp, c) in enumerate(pairs):
+        dW = np.zeros((k, d))
+        dW[c] = spec.Delta[c] * G[:, c] / s[c]
+        dW[cp] = -spec.Delta[cp] * G[:, c] / s[c]
+        dG = np.zeros((d, k))
+        dG[:, c] = (SW[c] - SW[cp]) / s[c]
+        A[:, j] = np.concatenate([dW.ravel(), dG.ravel()])
+    values, _ = nnls(A, np.concatenate([W.ravel(), G.ravel()]), maxiter=50 * len(pairs))
+    lam = np.zeros((k, k))
+    for value, (cp, c) in zip(values, pairs, strict=True):
+        lam[cp, c] = value
+    return lam
+
+
+def _feasible(cols: _Columns, W: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rescale ``(W, G)`` by ``sqrt(1 / ratio)`` so every margin holds exactly; ``None`` if a
+    margin has the wrong sign."""
+    ratio = float(np.min(1.0 - cols.violations(W, G)[cols.mask > 0]))
+    if not ratio > 0:
+        return None
+    scale = np.sqrt(1.0 / ratio) if ratio < 1 else 1.0
+    return W * scale, G * scale
+
+
+def _random_start(cols: _Columns, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    spec = cols.spec
+    U = rng.standard_normal((spec.k, spec.dim))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    return U / spec.Delta[:, None], rng.standard_normal((spec.dim, cols.m))
+
+
+def _alternate(
+    cols: _Columns, steps: BlockSteps, W: np.ndarray, G: np.ndarray, rounds: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """``rounds`` of H-step, W-step and balanced refactorization, then a last H-step.
+
+    Returns the point and a note (empty, or why the alternation ended early: a block QP that
+    failed leaves the last point to the joint refinement).
+    """
+    try:
+        for _ in range(rounds):
+            H = steps.embedding_step(W)[:, cols.labels]
+            W = steps.classifier_step(H)
+            W, G = geometry.balanced_factors(W @ (H * cols.s[None, :]), cols.spec.dim)
+        G = steps.embedding_step(W)[:, cols.labels] * cols.s[None, :]
+    except SolverError as exc:
+        return W, G, f"alternation ended early ({exc})"
+    return W, G, ""
+
+
+def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _Run:
+    """Augmented-Lagrangian refinement of ``(W, G)`` jointly (module docstring, stage 3)."""
+    spec = cols.spec
+    x = np.concatenate([W.ravel(), G.ravel()])
+    scale = max(0.5 * float(x @ x), 1.0)
+    mu = scale
+    lam = np.zeros((spec.k, cols.m))
+    previous_violation = np.inf
+    previous_cost = np.inf
+    best = _Run(None, None, np.inf, -np.inf, iterations, 0, "no feasible point")
+    for outer in range(1, MAX_OUTER + 1):
+        res = minimize(
+            cols.lagrangian,
+            x,
+            args=(lam, mu),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 5000, "ftol": 1e-16, "gtol": 1e-11 * scale, "maxcor": 20},
+        )
+        x = res.x
+        iterations += int(res.nit)
+        W, G = cols.unpack(x)
+        r = cols.violations(W, G)
+        lam = np.maximum(0.0, lam + mu * r) * cols.mask
+        violation = max(float(r.max()), 0.0)
+        point = _feasible(cols, W, G)
+        if point is None:
+            cost = np.inf
+        else:
+            cost = geometry.class_objective(spec, point[0], cols.class_point(*point))
+        lower = cols.bound(W, G, lam)
+        best.lower_bound = max(best.lower_bound, lower)
+        if cost < best.objective:
+            best.W, best.G = point
+            best.objective = cost
+        best.iterations, best.outer = iterations, outer
+        if violation <= FEASIBILITY_TOL:
+            if best.objective - best.lower_bound <= TARGET_RTOL * best.objective:
+                best.stopped = "gap closed"
+                return best
+            if abs(previous_cost - cost) <= STALL_RTOL * cost:
+                best.stopped = "KKT point (cost stationary)"
+                return best
+        if violation > 0.25 * previous_violation:
+            mu *= 10.0
+        previous_violation, previous_cost = violation, cost
+    best.stopped = f"{MAX_OUTER} outer rounds"
+    return best
+
+
+def _check_start(start: object, spec: Spec, cols: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    shapes = f"a pair (W, H) of finite arrays of shapes ({spec.k}, {spec.dim}) and " + (
+        f"({spec.dim}, {cols.m})"
+    )
+    try:
+        W, H = (np.asarray(a, dtype=float) for a in start)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise fail("start", shapes, type(start).__name__) from None
+    if W.shape != (spec.k, spec.dim) or H.shape != (spec.dim, cols.m):
+        raise fail("start", shapes, f"shapes {W.shape} and {H.shape}")
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H))):
+        raise fail("start", shapes, "non-finite entries")
+    return W, H * cols.s[None, :]
+
+
+def solve_nonconvex(
+    spec: Spec,
+    level: str = "class",
+    restarts: int = 1,
+    seed: int = 0,
+    alternations: int | None = None,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Result:
+    """Solve the UF-CS-SVM on ``(W, H)`` from ``restarts`` starts and certify the best point.
+
+    Parameters
+    ----------
+    spec : Spec
+        Any ``dim >= 1`` (``dim >= 2`` when ``k >= 3``, else no point is feasible). With
+        ``dim < k - 1`` the bound is valid but not tight: the result is "not certified".
+    level : {"class", "example"}
+        Class level: ``W`` (k x d) and class means ``Hbar`` (d x k). Example level: ``W`` and
+        ``H`` (d x n), one free column per example; collapse is measured, not assumed (``nc1``).
+    restarts : int
+        Number of starts (``>= 1``); the best feasible point is kept and every start's cost is
+        reported in ``restart_objectives``. The lower bound is the best over all starts.
+    seed : int
+        Seed of the random starts (``>= 0``).
+    alternations : int or None
+        Rounds of exact block steps before the joint refinement; by default
+        :data:`DEFAULT_ALTERNATIONS` of the level.
+    start : (W, H) or None
+        A start for the first run: ``W`` (k x d) and ``H`` (d x k class means, or d x n
+        examples). The other runs start at random.
+
+    Returns
+    -------
+    Result
+        ``status`` "optimal" iff the relative gap to the certified bound is ``<= 1e-6``;
+        ``iterations`` counts the kept run's alternation rounds and L-BFGS iterations. At the
+        example level the result holds the class means ``Hbar`` of the examples' embeddings:
+        a feasible point (margins are linear in each ``h_i``) no costlier than the examples'
+        (Jensen); ``nc1`` says how far the examples were from it.
+
+    Raises
+    ------
+    SpecError
+        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``.
+    SolverError
+        No start reached a feasible point.
+    """
+    if level not in LEVELS:
+        raise fail("level", "one of " + ", ".join(LEVELS), level)
+    restarts = check_int("restarts", restarts, low=1)
+    seed = check_int("seed", seed, low=0)
+    rounds = DEFAULT_ALTERNATIONS[level] if alternations is None else alternations
+    rounds = check_int("alternations", rounds, low=0)
+    if spec.dim == 1 and spec.k >= 3:
+        raise fail(
+            "dim",
+            "at least 2 when k >= 3 (on a line at most two classes can each hold the "
+            "largest scaled logit, so no point meets the margins)",
+            spec.dim,
+        )
+    cols = _Columns(spec, level)
+    given = None if start is None else _check_start(start, spec, cols)
+
+    began = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    steps = BlockSteps(spec, cols.labels) if rounds > 0 else None
+    runs: list[_Run] = []
+    notes: list[str] = []
+    # The matrices are small: threaded BLAS only adds synchronization (25x slower L-BFGS-B
+    # steps measured on a shared 2-core machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for index in range(restarts):
+            W, G = _random_start(cols, rng)
+            if index == 0 and given is not None:
+                W, G = given
+            if steps is not None:
+                W, G, note = _alternate(cols, steps, W, G, rounds)
+                if note:
+                    notes.append(f"start {index}: {note}")
+            runs.append(_refine(cols, W, G, rounds))
+    seconds = time.perf_counter() - began
+
+    feasible = [r for r in runs if r.W is not None]
+    if not feasible:
+        raise SolverError(
+            f"No feasible point from {restarts} start(s) ({level} level, k={spec.k}, "
+            f"d={spec.dim}): "
+            + "; ".join(r.stopped for r in runs)
+            + ". Try more --restarts or another --seed."
+        )
+    kept = min(feasible, key=lambda r: r.objective)
+    lower = max(r.lower_bound for r in runs)
+    if not spec.certifiable:
+        lower, note = _relaxed_bound(spec, lower)
+        if note:
+            notes.append(note)
+    H = kept.G / cols.s[None, :]
+    extra: dict[str, object] = {
+        "iterations": kept.iterations,
+        "restarts": restarts,
+        "restart_objectives": tuple(float(r.objective) for r in runs),
+    }
+    if level == "example":
+        extra["nc1"] = geometry.nc1(H, cols.labels, spec.k)
+    solver = "CLARABEL+L-BFGS-B" if rounds > 0 else "L-BFGS-B"
+    result = Result.from_point(
+        spec,
+        kept.W,
+        cols.class_point(kept.W, kept.G),
+        method="nonconvex",
+        level=level,
+        lower_bound=lower,
+        seconds=seconds,
+        solver=solver,
+        **extra,
+    )
+    return dataclasses.replace(result, message=_message(result, kept, runs, notes))
+
+
+def _relaxed_bound(spec: Spec, lower: float) -> tuple[float, str]:
+    """For ``d < k - 1``: the better of ``lower`` and the convex optimum's certified bound.
+
+    Padding ``W`` and ``H`` with zeros embeds the ``d``-dimensional problem in the one with
+    ``d = k - 1``, whose optimum the class-level convex solve bounds from below (THEORY F1, F2):
+    valid for both levels, but not tight for small ``d``.
+    """
+    try:
+        convex = solve_convex(spec.with_dim(spec.k - 1), level="class")
+    except SolverError as exc:
+        return lower, f"the convex bound was not available ({exc})"
+    return max(lower, convex.lower_bound), ""
+
+
+def _message(result: Result, kept: _Run, runs: list[_Run], notes: list[str]) -> str:
+    spec = result.spec
+    objectives = np.array([r.objective for r in runs])
+    low, high = np.min(objectives), np.max(objectives)
+    spread = (
+        f"; best of {len(runs)} starts, costs {low:.10g} to {high:.10g} "
+        f"(relative spread {(high - low) / low:.1e})"
+        if len(runs) > 1
+        else ""
+    )
+    reached = (
+        f"objective {result.objective:.10g}, lower bound {result.lower_bound:.10g}, "
+        f"relative gap {result.rel_gap:.2e} after {kept.outer} augmented-Lagrangian rounds "
+        f"({kept.stopped}){spread}"
+    )
+    tail = "".join(f"; {note}" for note in notes)
+    if result.certified:
+        return "certified global optimum: " + reached + tail
+    if not spec.certifiable:
+        why = (
+            f"with d = {spec.dim} < k - 1 = {spec.k - 1} the convex bound is not tight, so this "
+            "feasible point is not certified as a global optimum"
+        )
+    else:
+        why = "the gap did not close; try more --restarts or another --seed"
+    return f"reached {reached}; {why}{tail}"

@@ -1,0 +1,255 @@
+"""Inverse design: the loss hyperparameter that gives the UF-CS-SVM a chosen symmetry.
+
+For given counts and a loss with an exponent ``gamma`` (``cdt``, ``ldt``, ``vs``), find ``gamma``
+by root finding on the exact closed-form geometry (THEORY F5', :func:`ucfm_svm.theory.closed_form`,
+certified by its dual). Targets (:data:`TARGETS`):
+
+- ``etf-classifiers``: classifiers form an exact simplex ETF (equal norms, cosines
+  ``-1/(k-1)``). LDT reaches it at ``gamma = 1/2`` for any counts, since its margins are then
+  proportional to ``n_c^{-1/2}`` (THEORY F4).
+- ``equal-classifier-norms``: all ``||w_c||`` equal.
+- ``equal-embedding-norms``: all ``||hbar_c||`` equal (CDT at ``gamma = -1/2`` for STEP k=10,
+  R=10, rho=1/2, where also the maj-maj and min-min embedding cosines are equal, -0.16619;
+  THEORY F10).
+- ``self-dual``: classifiers and embeddings have the same cosine matrix (CDT/VS at
+  ``gamma = 1/2``, THEORY F10; observed for every counts tried).
+
+Method: scan ``gamma`` over a grid of the search range, find every sign change of a scalar
+residual of the target (log norm ratio of the largest- and smallest-count classes; for
+``self-dual`` the cosine difference at the pair of the two smallest classes), refine each by
+Brent's method to machine precision, and keep the root where the full target (over all classes
+and pairs) is best met. With two groups of classes (STEP) one scalar equation is the whole
+target; with more groups a single ``gamma`` may not exist, which :attr:`Tuning.achieved` reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+
+from . import geometry
+from .errors import SpecError
+from .spec import LOSSES, Spec
+from .theory import closed_form
+from .validation import check_counts, check_float, fail
+
+#: Target names and what each one asks of the geometry.
+TARGETS: dict[str, str] = {
+    "etf-classifiers": "classifiers form a simplex ETF (equal norms, cosines -1/(k-1))",
+    "equal-classifier-norms": "all classifier norms are equal",
+    "equal-embedding-norms": "all class-mean embedding norms are equal",
+    "self-dual": "classifiers and embeddings have the same cosines",
+}
+#: Losses with an exponent gamma to tune.
+TUNABLE_LOSSES = tuple(name for name, params in LOSSES.items() if "gamma" in params)
+#: The full target must hold to this (relative norms spread, absolute cosines): the closed form
+#: is exact up to rounding, so a reached target shows ~1e-14.
+ACHIEVED_TOL = 1e-9
+#: A residual this small on the whole grid means the target holds whatever gamma.
+FLAT_TOL = 1e-12
+#: Default search range and grid step for gamma.
+DEFAULT_RANGE = (-3.0, 3.0)
+GRID_STEP = 0.05
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Outcome of :func:`tune`.
+
+    Attributes
+    ----------
+    target, loss : str
+    gamma : float
+        The tuned exponent (best root found).
+    spec : Spec
+        The specification at the tuned ``gamma``.
+    deviation : float
+        How far the full target is from exact at ``gamma`` (norm spread ``max/min - 1``, or the
+        largest cosine error).
+    achieved : bool
+        ``deviation <= ACHIEVED_TOL``.
+    roots : tuple of float
+        Every root of the scalar residual found in the search range.
+    """
+
+    target: str
+    loss: str
+    gamma: float
+    spec: Spec
+    deviation: float
+    achieved: bool
+    roots: tuple[float, ...]
+
+
+def target_deviation(spec: Spec, target: str) -> float:
+    """How far the exact geometry of ``spec`` is from ``target`` (0 when exact).
+
+    ``etf-classifiers``: max of the classifier norm spread and ``max |cos - (-1/(k-1))|``;
+    ``equal-*-norms``: ``max ||.|| / min ||.|| - 1``; ``self-dual``: ``max |C_W - C_H|``.
+    """
+    _check_target(target)
+    cf = closed_form(spec)
+    cw = cf.classifier_gram()
+    ch = cf.embedding_gram(spec)
+    if target == "equal-classifier-norms":
+        return _spread(cw)
+    if target == "equal-embedding-norms":
+        return _spread(ch)
+    if target == "self-dual":
+        return float(np.abs(geometry.cosines_from_gram(cw) - geometry.cosines_from_gram(ch)).max())
+    k = spec.k
+    off = ~np.eye(k, dtype=bool)
+    cos_error = np.abs(geometry.cosines_from_gram(cw)[off] + 1.0 / (k - 1)).max()
+    return max(_spread(cw), float(cos_error))
+
+
+def tune(
+    counts: object,
+    loss: str,
+    target: str,
+    *,
+    search_range: tuple[float, float] = DEFAULT_RANGE,
+    dim: int | None = None,
+    tau: float | None = None,
+) -> Tuning:
+    """The ``gamma`` of ``loss`` that makes the geometry of ``counts`` meet ``target``.
+
+    Parameters
+    ----------
+    counts : sequence of int
+    loss : {"cdt", "ldt", "vs"}
+    target : str
+        A key of :data:`TARGETS`.
+    search_range : (float, float)
+        Interval of ``gamma`` scanned (grid step :data:`GRID_STEP`).
+    dim : int or None
+        Dimension recorded in the tuned spec (default ``k``).
+    tau : float or None
+        VS's offset temperature, recorded in the spec (it leaves no trace in the SVM limit).
+
+    Returns
+    -------
+    Tuning
+
+    Raises
+    ------
+    SpecError
+        Bad arguments, or no root of the target's residual in ``search_range``.
+    """
+    counts = check_counts("counts", counts)
+    if loss not in TUNABLE_LOSSES:
+        raise fail("loss", "one of " + ", ".join(TUNABLE_LOSSES) + " (a loss with gamma)", loss)
+    _check_target(target)
+    low, high = _check_range(search_range)
+    order = np.argsort(-counts, kind="stable")
+    big, small = int(order[0]), int(order[-1])
+    second = int(order[-2])
+
+    def spec_at(gamma: float) -> Spec:
+        return Spec.from_loss(counts, loss, gamma=gamma, tau=tau, dim=dim)
+
+    spec_at(0.0)  # reject bad dim / tau now, not as "unreachable" later
+    residual = _residual(target, spec_at, big, small, second)
+    grid = np.arange(low, high + GRID_STEP / 2, GRID_STEP)
+    values = []
+    for g in grid:
+        try:
+            values.append(residual(float(g)))
+        except SpecError:  # gamma so extreme that a scale overflows
+            values.append(np.nan)
+    values = np.asarray(values)
+    finite = values[np.isfinite(values)]
+    if finite.size and np.abs(finite).max() <= FLAT_TOL:
+        raise fail(
+            "target",
+            f"one that depends on gamma for these counts (it holds for every gamma in "
+            f"[{low:g}, {high:g}], e.g. two classes always have opposite classifiers)",
+            target,
+        )
+    roots = []
+    for i in range(grid.size - 1):
+        a, b = values[i], values[i + 1]
+        if not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        if a == 0.0:
+            roots.append(float(grid[i]))
+        elif a * b < 0:
+            roots.append(float(brentq(residual, grid[i], grid[i + 1], xtol=1e-15, rtol=1e-15)))
+    if np.isfinite(values[-1]) and values[-1] == 0.0:
+        roots.append(float(grid[-1]))
+    if not roots:
+        raise fail(
+            "target",
+            f"reachable with {loss} for gamma in [{low:g}, {high:g}] (no sign change of its "
+            "residual there; widen the range or try another loss)",
+            target,
+        )
+    deviations = [target_deviation(spec_at(g), target) for g in roots]
+    best = int(np.argmin(deviations))
+    gamma = roots[best]
+    return Tuning(
+        target=target,
+        loss=loss,
+        gamma=gamma,
+        spec=spec_at(gamma),
+        deviation=deviations[best],
+        achieved=deviations[best] <= ACHIEVED_TOL,
+        roots=tuple(roots),
+    )
+
+
+def etf_margins(counts: object) -> np.ndarray:
+    """Margins ``delta_c`` proportional to ``n_c^{-1/2}`` (mean 1): with ``Delta = 1`` they make
+    the classifiers an exact simplex ETF for any counts (THEORY F4)."""
+    counts = check_counts("counts", counts).astype(float)
+    margins = counts**-0.5
+    return margins / margins.mean()
+
+
+def _residual(
+    target: str, spec_at: Callable[[float], Spec], big: int, small: int, second: int
+) -> Callable[[float], float]:
+    def norms_log_ratio(gamma: float, embeddings: bool) -> float:
+        spec = spec_at(gamma)
+        cf = closed_form(spec)
+        G = cf.embedding_gram(spec) if embeddings else cf.classifier_gram()
+        return 0.5 * float(np.log(G[big, big] / G[small, small]))
+
+    def cosine_difference(gamma: float) -> float:
+        spec = spec_at(gamma)
+        cf = closed_form(spec)
+        cw = geometry.cosines_from_gram(cf.classifier_gram())
+        ch = geometry.cosines_from_gram(cf.embedding_gram(spec))
+        return float(cw[second, small] - ch[second, small])
+
+    if target == "self-dual":
+        return cosine_difference
+    embeddings = target == "equal-embedding-norms"
+    return lambda gamma: norms_log_ratio(gamma, embeddings)
+
+
+def _spread(G: np.ndarray) -> float:
+    norms = geometry.norms_from_gram(G)
+    return float(norms.max() / norms.min() - 1.0)
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise fail("target", "one of " + ", ".join(TARGETS), target)
+
+
+def _check_range(search_range: tuple[float, float]) -> tuple[float, float]:
+    try:
+        low, high = search_range
+    except (TypeError, ValueError):
+        raise fail("search_range", "two numbers LOW,HIGH with LOW < HIGH", search_range) from None
+    low = check_float("search_range", low)
+    high = check_float("search_range", high)
+    if not high - low >= GRID_STEP:
+        raise fail(
+            "search_range", f"two numbers LOW,HIGH with HIGH - LOW >= {GRID_STEP}", search_range
+        )
+    return low, high

@@ -11,10 +11,11 @@ bias, so logits are ``W h`` as in the unconstrained features model (THEORY sec. 
 means are compared uncentred. Every loss goes through :func:`ucfm_svm.losses.loss_and_grad`
 (mean over the training set); the gradients are back-propagated by hand and the parameters follow
 full-batch gradient descent with heavy-ball momentum 0.9 (or Adam) and L2 weight decay on all
-parameters (the recipe of the paper's experiments, with full batches), run well past zero training
-error. The classifier starts with rows summing to zero: for ``Delta = I`` the logit gradient of
-every column sums to zero, so the mean row of ``W`` never receives a gradient and a random initial
-mean row would persist (decaying only through weight decay).
+parameters (the usual recipe of neural-collapse experiments, SGD with momentum 0.9 and weight
+decay 5e-4, here with full batches), run well past zero training error. The classifier starts
+with rows summing to zero: for ``Delta = I`` the logit gradient of every column sums to zero, so
+the mean row of ``W`` never receives a gradient and a random initial mean row would persist
+(decaying only through weight decay).
 
 Along training (log-spaced epochs) ``W`` and the training features are measured with
 :func:`ucfm_svm.analyze.analyze` against the UF-CS-SVM prediction for the subset's counts and the

@@ -108,3 +108,30 @@ def test_bad_label_files(cli, tmp_path):
 def test_no_subcommand_prints_help(cli):
     code, out, _ = cli()
     assert code == 2 and "solve" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["--method", "convex", "--restarts", "3"], "restarts"),
+        (["--method", "convex", "--seed", "1"], "seed"),
+        (["--method", "convex", "--alternations", "2"], "alternations"),
+        (["--method", "theory", "--level", "example"], "level"),
+        (["--method", "theory", "--solver", "scs"], "solver"),
+        (["--method", "nonconvex", "--solver", "scs"], "solver"),
+        (["--restarts", "2"], "restarts"),  # the default method, convex
+    ],
+)
+def test_solve_rejects_flags_the_method_does_not_take(cli, args, name):
+    code, _out, err = cli("solve", "--counts", "5,1", *args)
+    assert code == 2, err
+    assert f"'{name}' parameter" in err and len(err.strip().splitlines()) == 1
+
+
+def test_solve_method_flags_still_reach_their_method(cli):
+    code, out, err = cli("solve", "--counts", "5,1", "--method", "theory")
+    assert code == 0 and "closed form" in out, err
+    code, out, err = cli(
+        "solve", "--counts", "5,1", "--method", "nonconvex", "--restarts", "2", "--level", "class"
+    )
+    assert code == 0 and "optimal" in out, err

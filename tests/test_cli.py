@@ -135,3 +135,20 @@ def test_solve_method_flags_still_reach_their_method(cli):
         "solve", "--counts", "5,1", "--method", "nonconvex", "--restarts", "2", "--level", "class"
     )
     assert code == 0 and "optimal" in out, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["solve", "--counts", "5,1"],
+        ["verify", "--counts", "5,1", "--methods", "theory"],
+        ["path", "--counts", "5,1", "--lambdas", "1e-1"],
+        ["train", "--counts", "5,1", "--steps", "2"],
+    ],
+)
+def test_unwritable_json_is_a_usage_error(cli, tmp_path, argv):
+    for target in (tmp_path / "missing" / "r.json", tmp_path):
+        code, out, err = cli(*argv, "--json", str(target))
+        assert code == 2, err
+        assert "'json' parameter" in err and len(err.strip().splitlines()) == 1
+        assert out == ""  # rejected before any work is done

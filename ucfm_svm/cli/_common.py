@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -188,6 +192,36 @@ def summary(result: Result) -> str:
     return "\n".join(lines)
 
 
+def check_output_path(name: str, path: str | None) -> None:
+    """Reject an output path that cannot be written before any work is done.
+
+    ``path`` must not be a directory and its directory must exist and be writable; raises
+    ``SpecError`` naming the flag ``name`` (``json``, ``plot``) otherwise.
+    """
+    if path is None:
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        reason = "a directory"
+    elif not parent.is_dir():
+        reason = f"no directory {parent}"
+    elif not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        reason = "permission denied"
+    else:
+        return
+    raise fail(name, "a writable file path", f"{path} ({reason})")
+
+
+@contextmanager
+def writing(name: str, path: str) -> Iterator[None]:
+    """Context in which an ``OSError`` writing ``path`` becomes a one-line ``SpecError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise fail(name, "a writable file path", f"{path} ({exc.strerror or exc})") from None
+
+
 def print_error(prog: str, exc: Exception) -> None:
     """One-line error to stderr."""
     print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -200,7 +234,9 @@ __all__ = [
     "EXIT_USAGE",
     "Parser",
     "add_spec_arguments",
+    "check_output_path",
     "print_error",
     "spec_from_args",
     "summary",
+    "writing",
 ]

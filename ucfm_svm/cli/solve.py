@@ -8,7 +8,15 @@ from ..api import METHODS, method_options, solve
 from ..convex import LEVELS
 from ..result import OPTIMAL
 from ..validation import fail
-from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args, summary
+from ._common import (
+    EXIT_NOT_CERTIFIED,
+    EXIT_OK,
+    add_spec_arguments,
+    check_output_path,
+    spec_from_args,
+    summary,
+    writing,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
     spec = spec_from_args(args)
     options = method_flags(args)
+    check_output_path("json", args.json)
     result = solve(spec, args.method, **options)
     print(summary(result))
     if args.json:
-        result.to_json(args.json)
+        with writing("json", args.json):
+            result.to_json(args.json)
         print(f"wrote {args.json}")
     return EXIT_OK if result.status == OPTIMAL else EXIT_NOT_CERTIFIED

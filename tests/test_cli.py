@@ -152,3 +152,16 @@ def test_unwritable_json_is_a_usage_error(cli, tmp_path, argv):
         assert code == 2, err
         assert "'json' parameter" in err and len(err.strip().splitlines()) == 1
         assert out == ""  # rejected before any work is done
+
+
+def test_negative_numbers_in_any_notation_are_values(cli):
+    # argparse alone reads "-1e-3" and "-2,2" as unknown options ("expected one argument")
+    code, out, err = cli("solve", "--counts", "5,1", "--loss", "cdt", "--gamma", "-1e-3")
+    assert code == 0 and "gamma=-0.001" in out, err
+    code, out, err = cli(
+        "tune", "--step", "4,10,0.5", "--loss", "ldt", "--target", "etf-classifiers",
+        "--range", "-2,2",
+    )  # fmt: skip
+    assert code == 0 and "gamma = 0.5" in out, err
+    code, _out, err = cli("solve", "--counts", "5,1", "--gamma", "-x")
+    assert code == 2 and "--gamma" in err

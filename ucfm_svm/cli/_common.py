@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +18,22 @@ from ..result import Result
 from ..spec import CUSTOM, LOSSES, Spec, counts_from_labels, longtail_counts, step_counts
 from ..validation import fail, parse_list
 
+#: An argument that is a negative number or a list starting with one (``-1e-3``, ``-2,2``).
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
 #: Exit codes: success, bad input (argparse's own), result not certified or solver failure.
 EXIT_OK, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 2, 3
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line: ``ucfm-svm solve: error: ...`` (exit 2)."""
+    """An argument parser whose errors are one line: ``ucfm-svm solve: error: ...`` (exit 2).
+
+    Values that start with a minus sign and a number (``--gamma -1e-3``, ``--range -2,2``) are
+    values, not options: argparse's own pattern only knows ``-2`` and ``-0.5``.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

@@ -165,3 +165,19 @@ def test_negative_numbers_in_any_notation_are_values(cli):
     assert code == 0 and "gamma = 0.5" in out, err
     code, _out, err = cli("solve", "--counts", "5,1", "--gamma", "-x")
     assert code == 2 and "--gamma" in err
+
+
+def test_out_of_memory_is_one_line(cli, monkeypatch):
+    import ucfm_svm.cli.solve as solve_cli
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 298. GiB")
+
+    monkeypatch.setattr(solve_cli, "solve", too_big)
+    code, _out, err = cli("solve", "--counts", "5,1")
+    assert code == 2 and "does not fit in memory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_huge_dim_is_a_usage_error(cli):
+    code, _out, err = cli("solve", "--counts", "5,1", "--dim", "1e20")
+    assert code == 2 and "'dim' parameter must be an integer >= 1 and <= 100000" in err

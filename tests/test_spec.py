@@ -98,6 +98,7 @@ def test_preset_rejects(loss, kw, match):
         ({"counts": (5, 5), "margins": (1, np.inf)}, "'margins' parameter"),
         ({"counts": (5, 5), "margins": (1, 1, 1)}, "of length 2"),
         ({"counts": (5, 5), "dim": 0}, "'dim' parameter"),
+        ({"counts": (5, 5), "dim": 1e20}, "'dim' parameter"),  # was a numpy ValueError
     ],
 )
 def test_spec_rejects(kwargs, match):

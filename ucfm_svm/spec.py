@@ -43,6 +43,9 @@ LOSSES: dict[str, tuple[str, ...]] = {
 #: Losses whose Delta and delta in the SVM limit are both 1 (their weights and additive
 #: offsets leave no trace at vanishing regularization, THEORY.md section 1).
 CE_LIMIT_LOSSES = ("ce", "wce", "la", "ldam")
+#: Largest embedding dimension. The optimum has rank <= k - 1, so any d >= k - 1 gives the same
+#: geometry padded with zeros; the cap only stops W (k x d) and H (d x n) from exhausting memory.
+MAX_DIM = 100_000
 #: The name recorded for hyperparameters given directly rather than by a preset.
 CUSTOM = "custom"
 
@@ -234,8 +237,9 @@ class Spec:
     margins : tuple of float
         Margins ``delta_c > 0``.
     dim : int
-        Embedding dimension ``d >= 1``. The convex and closed-form routes need ``d >= k - 1``
-        (THEORY F1); a smaller ``d`` is a valid non-convex problem without a tight certificate.
+        Embedding dimension ``1 <= d <= MAX_DIM``. The convex and closed-form routes need
+        ``d >= k - 1`` (THEORY F1); a smaller ``d`` is a valid non-convex problem without a
+        tight certificate.
     loss : str
         The preset the hyperparameters came from, or ``"custom"``.
     gamma, tau : float or None
@@ -258,7 +262,7 @@ class Spec:
         k = counts.size
         scales = check_positive_vector("scales", self.scales, k)
         margins = check_positive_vector("margins", self.margins, k)
-        dim = check_int("dim", self.dim, low=1)
+        dim = check_int("dim", self.dim, low=1, high=MAX_DIM)
         if self.loss != CUSTOM and self.loss not in LOSSES:
             raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)
         for name in ("gamma", "tau"):

@@ -87,6 +87,8 @@ def test_step_longtail_and_labels_sources(cli, tmp_path):
         (["--counts", "5,5", "--loss", "ldt", "--margins", "1,2"], "'loss' parameter"),
         (["--counts", "5,5", "--method", "magic"], "--method"),
         (["--labels", "/nonexistent/labels.npy"], "'labels' parameter"),
+        (["--counts", "5,1", "--n-min", "3"], "'n_min' parameter"),  # was silently ignored
+        (["--step", "4,10,0.5", "--n-max", "9"], "'n_max' parameter"),
     ],
 )
 def test_bad_input_one_line_exit_2(cli, args, match):

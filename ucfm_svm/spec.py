@@ -108,9 +108,9 @@ def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.nd
 def counts_from_labels(path: str | Path) -> np.ndarray:
     """Class counts of an integer label file: ``.npy`` or ``.txt`` / ``.csv``.
 
-    A text file holds integer labels separated by commas, whitespace or newlines; one
-    non-numeric header line is skipped. Classes are the distinct labels, in increasing order.
-    At least two distinct labels are required.
+    A text file holds integer labels one per line or all on one line (separated by commas or
+    whitespace); one non-numeric header line is skipped. Classes are the distinct labels, in
+    increasing order. At least two distinct labels are required.
     """
     path = Path(path)
     name = "labels"
@@ -138,7 +138,7 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise fail(name, "a file of integer labels", f"{path} (non-integer values)")
-        labels = labels.astype(np.int64)
+        # kept as floats: a cast to int64 would merge labels beyond its range
     elif labels.dtype.kind not in "iu":
         raise fail(name, "a file of integer labels", f"{path} (values of type {labels.dtype})")
     _, counts = np.unique(labels, return_counts=True)
@@ -152,6 +152,15 @@ def _read_text_labels(path: Path) -> np.ndarray:
     lines = text.splitlines()
     if lines and lines[0].strip() and not _looks_numeric(lines[0]):
         text = "\n".join(lines[1:])
+    rows = [row for row in text.splitlines() if row.strip()]
+    widths = [len(row.replace(",", " ").split()) for row in rows]
+    if len(rows) > 1 and max(widths) > 1:
+        raise fail(
+            "labels",
+            "one label per line, or all labels on one line (a table of several columns is "
+            "ambiguous)",
+            f"{path} (a line with {max(widths)} values)",
+        )
     tokens = text.replace(",", " ").split()
     try:
         return np.array(tokens, dtype=np.int64)

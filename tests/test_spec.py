@@ -148,6 +148,14 @@ def test_bad_label_files(tmp_path, name, content, match):
         counts_from_labels(tmp_path / name)
 
 
+def test_label_array_must_be_a_vector(tmp_path):
+    np.save(tmp_path / "table.npy", np.array([[0, 1], [1, 1], [2, 0]]))  # was flattened
+    with pytest.raises(SpecError, match="a vector of integer labels"):
+        counts_from_labels(tmp_path / "table.npy")
+    np.save(tmp_path / "column.npy", np.array([[0], [1], [1]]))
+    assert counts_from_labels(tmp_path / "column.npy").tolist() == [1, 2]
+
+
 def test_huge_integer_labels_stay_distinct(tmp_path):
     # beyond int64: the cast used to map both to the same integer and merge the two classes
     (tmp_path / "big.txt").write_text("1e20\n2e20\n2e20\n0\n")

@@ -132,7 +132,10 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
             "a readable .npy, .txt or .csv file of integer labels",
             f"{path} ({exc.__class__.__name__}: {exc})",
         ) from None
-    labels = np.asarray(labels).ravel()
+    labels = np.asarray(labels)
+    if sum(size > 1 for size in labels.shape) > 1:
+        raise fail(name, "a vector of integer labels", f"{path} (an array of shape {labels.shape})")
+    labels = labels.ravel()
     if labels.size == 0:
         raise fail(name, "a non-empty file of integer labels", f"{path} (no labels)")
     if labels.dtype.kind == "f":

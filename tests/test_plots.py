@@ -1,0 +1,143 @@
+"""Figures: the two routes they draw agree, they state their setting, bad input fails clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from ucfm_svm import Spec, SpecError, step_counts
+from ucfm_svm.api import solve
+from ucfm_svm.plots import geometry as plots
+
+# Curves are the closed form and markers the convex solve, certified to a relative gap <= 1e-6;
+# norms and cosines are smooth functions of the Grams, so the two routes must agree to ~1e-6.
+ROUTE_TOL = 1e-6
+
+
+def _lines_and_markers(ax):
+    lines = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata())]
+    markers = [ln for ln in ax.get_lines() if ln.get_linestyle() == "None" and len(ln.get_xdata())]
+    return lines, markers
+
+
+def test_ratio_figure_draws_agreeing_routes_and_states_setting():
+    losses = [plots.LossSetting("ce"), plots.LossSetting("cdt", gamma=0.5)]
+    ratios = [1, 3, 10, 30]
+    fig = plots.figure_vs_ratio(4, 0.5, losses, ratios, ratios)
+    assert isinstance(fig, Figure)
+    title = fig._suptitle.get_text()
+    for text in ("k=4", "rho=0.5", "CE", "CDT (gamma=0.5)", "R"):
+        assert text in title
+    axes = fig.axes
+    assert len(axes) == 8
+    for ax in axes:
+        assert ax.get_ylabel() and ax.get_title()
+        lines, markers = _lines_and_markers(ax)
+        assert len(lines) == len(markers) == len(losses)
+        for line, mark in zip(lines, markers, strict=True):
+            np.testing.assert_array_equal(line.get_xdata(), mark.get_xdata())
+            a, b = np.asarray(line.get_ydata()), np.asarray(mark.get_ydata())
+            finite = np.isfinite(b)
+            assert np.all(np.abs(a[finite] - b[finite]) <= ROUTE_TOL * np.maximum(1, np.abs(b)))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "CE" in labels and "closed form (theory)" in labels
+
+
+def test_step_quantities_of_tuned_ldt_are_an_etf():
+    # THEORY F4: LDT at gamma = 1/2 (margins ~ n_c^{-1/2}) gives a simplex ETF of classifiers.
+    spec = Spec.from_loss(step_counts(6, 10, 0.5), "ldt", gamma=0.5)
+    q = plots.step_quantities(solve(spec, "convex"), 3)["classifiers"]
+    assert abs(q["norm ratio"] - 1) < ROUTE_TOL
+    for key in ("maj-maj", "min-min", "maj-min"):
+        assert abs(q[key] + 1 / 5) < ROUTE_TOL
+
+
+def test_step_quantities_at_r_one_and_single_minority():
+    spec = Spec.from_loss(step_counts(4, 1, 0.25), "ce")
+    q = plots.step_quantities(solve(spec, "convex"), 3)
+    assert abs(q["classifiers"]["norm ratio"] - 1) < ROUTE_TOL
+    assert np.isnan(q["classifiers"]["min-min"])
+    with pytest.raises(SpecError, match="'n_majority'"):
+        plots.step_quantities(solve(spec, "convex"), 4)
+
+
+def test_gamma_figure_marks_and_checks():
+    losses = [plots.LossSetting("ldt"), plots.LossSetting("cdt")]
+    fig = plots.figure_vs_gamma(4, 10, 0.5, losses, [-0.5, 0, 0.5], marks=[(0.5, "ETF", "ldt")])
+    title = fig._suptitle.get_text()
+    assert "R=10" in title and "k=4" in title and "LDT" in title
+    assert any(ln.get_linestyle() == "--" for ln in fig.axes[0].get_lines())
+    with pytest.raises(SpecError, match="'losses'"):
+        plots.figure_vs_gamma(4, 10, 0.5, [plots.LossSetting("ce")], [0, 1])
+    with pytest.raises(SpecError, match="'marks'"):
+        plots.figure_vs_gamma(4, 10, 0.5, losses, [0, 1], marks=[(0.5, "x", "vs")])
+    with pytest.raises(SpecError, match="'rho'"):
+        plots.figure_vs_gamma(4, 10, 0.3, losses, [0, 1])
+
+
+def test_grams_and_vectors():
+    result = solve(Spec.from_loss([10, 10, 1], "ce"), "convex")
+    fig = plots.figure_grams(result)
+    assert "counts=10,10,1" in fig._suptitle.get_text()
+    images = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    np.testing.assert_allclose(images[0], result.classifier_gram)
+    np.testing.assert_allclose(images[1], result.embedding_gram)
+    fig = plots.figure_vectors(result)
+    assert len(fig.axes) == 2 and "loss=ce" in fig._suptitle.get_text()
+    fig = plots.figure_vectors(solve(Spec.from_loss([10, 10, 1, 1], "ce"), "convex"))
+    assert fig.axes[0].name == "3d"
+    with pytest.raises(SpecError, match="'k' parameter must be 3 or 4"):
+        plots.figure_vectors(solve(Spec.from_loss([3, 3, 1, 1, 1], "ce"), "convex"))
+
+
+def test_vector_picture_preserves_the_gram():
+    # The projection onto the common subspace is an isometry for the k - 1 dimensional span.
+    result = solve(Spec.from_loss([10, 10, 1], "cdt", gamma=0.5), "convex")
+    fig = plots.figure_vectors(result)
+    tips = np.array([t.xy for t in fig.axes[0].texts])
+    np.testing.assert_allclose(tips @ tips.T, result.classifier_gram, atol=1e-9)
+
+
+def test_cli_plot_writes_png_and_pdf(cli, tmp_path):
+    code, _, err = cli("plot", "grams", "--counts", "5,5,1", "--out", str(tmp_path / "g"))
+    assert code == 0, err
+    assert (tmp_path / "g.png").stat().st_size > 0 and (tmp_path / "g.pdf").stat().st_size > 0
+    code, _, err = cli(
+        "plot", "ratio", "--step", "4,10,0.5", "--range", "1,10", "--out", str(tmp_path / "r.png")
+    )
+    assert code == 0, err
+    assert (tmp_path / "r.png").exists() and (tmp_path / "r.pdf").exists()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--counts", "10,-1"],
+        ["--step", "4,10,0.3"],
+        ["--counts", "5,1", "--loss", "cdt"],
+        ["--counts", "5,1", "--loss", "nope"],
+        ["--counts", "5,1", "--dim", "0"],
+        ["--counts", "5,1", "--scales", "1,-2"],
+    ],
+)
+def test_cli_plot_bad_spec_fails_like_solve(cli, tmp_path, flags):
+    code_s, _, err_s = cli("solve", *flags)
+    code_p, _, err_p = cli("plot", "grams", *flags, "--out", str(tmp_path / "x"))
+    assert code_s == code_p == 2
+    assert err_p.replace("ucfm-svm plot", "ucfm-svm solve") == err_s
+    assert err_p.count("\n") == 1 and "Traceback" not in err_p
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_plot_kind_specific_errors(cli, tmp_path):
+    code, _, err = cli("plot", "ratio", "--counts", "10,1", "--out", str(tmp_path / "x"))
+    assert code == 2 and "'step' parameter" in err
+    code, _, err = cli(
+        "plot", "gamma", "--step", "4,10,0.5", "--losses", "ce", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "'losses' parameter" in err
+    code, _, err = cli(
+        "plot", "ratio", "--step", "4,10,0.5", "--range", "5,2", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "'range' parameter" in err

@@ -1,0 +1,240 @@
+"""Sweeps: grid expansion, one record per point after interruptions, failures recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ucfm_svm import SpecError
+from ucfm_svm.sweep import (
+    DONE,
+    FAILED,
+    load_results,
+    load_sweep,
+    point_key,
+    read_records,
+    run_sweep,
+    sweep_from_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_example_file_expands_to_unique_points():
+    sweep = load_sweep(ROOT / "examples" / "step_sweep.toml")
+    assert len(sweep.points) == 60
+    assert len({point_key(p) for p in sweep.points}) == 60
+    losses = [p["loss"] for p in sweep.points]
+    assert losses.count("ce") == 6 and losses.count("vs") == 18
+    assert all(p["tau"] == 1.0 for p in sweep.points if p["loss"] == "vs")
+    assert all(
+        p["tau"] is None and p["gamma"] is not None
+        for p in sweep.points
+        if p["loss"] in ("cdt", "ldt")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        (
+            'methods = ["convex"]\nlosses = ["ce"]\nbogus = 1\n[counts]\nexplicit = [[2, 1]]',
+            "bogus",
+        ),
+        ('methods = ["magic"]\nlosses = ["ce"]\n[counts]\nexplicit = [[2, 1]]', "method"),
+        ('methods = ["convex"]\nlosses = ["xe"]\n[counts]\nexplicit = [[2, 1]]', "losses"),
+        ('methods = ["convex"]\nlosses = ["ce"]', "counts"),
+        ('methods = ["convex"]\nlosses = ["ce"]\n[counts.step]\nk = 4', "counts.step.R"),
+        (
+            'methods = ["convex"]\nlosses = ["ce"]\n[counts.step]\nk = 4\nR = 2\nrho = 0.5\n'
+            "[options.convex]\nlevel2 = 1",
+            "options.convex.level2",
+        ),
+        ('methods = ["convex"\n', "sweep"),
+    ],
+)
+def test_bad_sweep_files(tmp_path, text, name):
+    with pytest.raises(SpecError, match=re.escape(f"'{name}' parameter")):
+        load_sweep(_write(tmp_path, text))
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="'sweep' parameter"):
+        load_sweep("/nonexistent/sweep.toml")
+
+
+def test_failed_point_recorded_and_sweep_goes_on(tmp_path):
+    sweep = sweep_from_dict(
+        {
+            "methods": ["convex"],
+            "losses": ["ce"],
+            "counts": {"step": {"k": [4, 10], "R": [10], "rho": [0.25]}},
+        }
+    )
+    out = tmp_path / "f.jsonl"
+    summary = run_sweep(sweep, out, progress=False)
+    assert (summary.total, summary.done, summary.failed) == (2, 1, 1)
+    records = {r["point"]["counts"]["step"]["k"]: r for r in _lines(out)}
+    assert records[4]["state"] == DONE and records[4]["status"] == "optimal"
+    assert records[10]["state"] == FAILED and "'rho' parameter" in records[10]["error"]
+    assert summary.worst_rel_gap is not None and summary.worst_rel_gap <= 1e-6
+    # a rerun skips both; --retry-failed runs the failed one again, still one record per point
+    assert run_sweep(sweep, out, progress=False).ran == 0
+    again = run_sweep(sweep, out, progress=False, retry_failed=True)
+    assert again.ran == 1 and len(_lines(out)) == 2
+
+
+def test_interrupted_sweep_resumes_with_one_record_per_point(tmp_path):
+    # 2 k x 2 R x 2 n_min x (CE + 2 gammas x 3 losses) = 56 class-level points
+    sweep = sweep_from_dict(
+        {
+            "methods": ["convex"],
+            "losses": ["ce", "ldt", "cdt", "vs"],
+            "gamma": [0.5, 1.0],
+            "tau": 1.0,
+            "counts": {"step": {"k": [4, 6], "R": [10, 100], "rho": [0.5], "n_min": [1, 2]}},
+        }
+    )
+    assert len(sweep.points) == 56
+    out = tmp_path / "r.jsonl"
+    seen = []
+
+    def interrupt(record):
+        seen.append(record["key"])
+        if len(seen) == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, out, progress=False, on_record=interrupt)
+    first = out.read_text().splitlines()
+    assert len(first) == 7
+    summary = run_sweep(sweep, out, progress=False)
+    assert summary.ran == 56 - 7 and summary.done == 56 and summary.failed == 0
+    lines = out.read_text().splitlines()
+    assert lines[:7] == first  # finished points were not run again
+    keys = [json.loads(line)["key"] for line in lines]
+    assert sorted(keys) == sorted(point_key(p) for p in sweep.points)
+
+
+def test_partial_last_line_is_repaired(tmp_path):
+    sweep = sweep_from_dict(
+        {
+            "methods": ["convex"],
+            "losses": ["ce"],
+            "counts": {"explicit": [[3, 1], [3, 3, 1], [5, 1, 1]]},
+        }
+    )
+    out = tmp_path / "p.jsonl"
+    run_sweep(sweep, out, progress=False)
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
+    assert len(read_records(out)) == 2
+    summary = run_sweep(sweep, out, progress=False)
+    assert summary.ran == 1 and summary.done == 3
+    assert len(_lines(out)) == 3
+
+
+def test_corrupt_file_is_rejected(tmp_path):
+    out = tmp_path / "c.jsonl"
+    out.write_text('{"no key": 1}\n')
+    with pytest.raises(SpecError, match="'out' parameter"):
+        read_records(out)
+
+
+def test_parallel_jobs_match_sequential(tmp_path):
+    sweep = sweep_from_dict(
+        {
+            "methods": ["convex"],
+            "losses": ["ce", "cdt"],
+            "gamma": 0.5,
+            "counts": {"step": {"k": [4, 6], "R": [10, 100], "rho": 0.5}},
+        }
+    )
+    seq = run_sweep(sweep, tmp_path / "a.jsonl", progress=False)
+    par = run_sweep(sweep, tmp_path / "b.jsonl", jobs=2, progress=False)
+    assert seq.done == par.done == 8
+    a, b = read_records(tmp_path / "a.jsonl"), read_records(tmp_path / "b.jsonl")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert abs(a[key]["objective"] - b[key]["objective"]) <= 1e-9 * a[key]["objective"]
+
+
+def test_killed_cli_sweep_resumes(tmp_path):
+    # A real interruption: the CLI process is SIGKILLed after a few points, then rerun.
+    # k = 12 class-level solves take ~0.1 s each: long enough to kill part-way.
+    text = (
+        'methods = ["convex"]\nlosses = ["ce", "ldt", "cdt", "vs"]\ngamma = [0.25, 0.5, 1.0]\n'
+        "[counts.step]\nk = [12]\nR = [10, 20, 30, 40]\nrho = 0.5\n"
+    )
+    path = _write(tmp_path, text)
+    out = tmp_path / "k.jsonl"
+    total = len(load_sweep(path).points)
+    assert total == 40
+    cmd = [sys.executable, "-m", "ucfm_svm", "sweep", str(path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = out.read_text().count("\n")
+    assert 3 <= written < total, "the sweep was not interrupted part-way"
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{total} points, {total} done, 0 failed" in proc.stdout
+    keys = [r["key"] for r in _lines(out)]
+    assert len(keys) == total == len(set(keys))
+
+
+def test_verify_points_record_checks_and_worst_error(tmp_path):
+    sweep = sweep_from_dict(
+        {
+            "methods": ["verify"],
+            "losses": ["ce", "cdt"],
+            "gamma": 0.5,
+            "counts": {"explicit": [[10, 10, 1, 1]]},
+            "options": {"verify": {"methods": ["theory", "convex"]}},
+        }
+    )
+    summary = run_sweep(sweep, tmp_path / "v.jsonl", progress=False)
+    assert summary.done == 2 and summary.checks_failed == 0 and summary.not_certified == 0
+    records = load_results(tmp_path / "v.jsonl")
+    for record in records:
+        assert record["status"] == "passed" and set(record["routes"]) == {"theory", "convex"}
+        ratios = [c["value"] / c["tolerance"] for c in record["checks"]]
+        worst = record["worst_check"]
+        assert worst["value"] / worst["tolerance"] == max(ratios) <= 1
+    assert summary.worst_check in [r["worst_check"] for r in records]
+    assert "worst verification error" in summary.to_text()
+    with pytest.raises(SpecError, match=re.escape("'options.verify.level' parameter")):
+        sweep_from_dict(
+            {
+                "methods": ["verify"],
+                "losses": ["ce"],
+                "counts": {"explicit": [[2, 1]]},
+                "options": {"verify": {"level": "class"}},
+            }
+        )

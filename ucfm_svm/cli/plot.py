@@ -1,0 +1,152 @@
+"""``ucfm-svm plot KIND``: figures of the geometry, saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..api import METHODS, solve
+from ..plots import geometry as plots
+from ..reproduce import tuned_hyperparameters, tuning_marks
+from ..spec import LOSSES, step_counts
+from ..validation import fail, parse_list
+from ._common import EXIT_OK, add_spec_arguments, spec_from_args
+
+KINDS = ("ratio", "gamma", "grams", "vectors")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``plot`` subcommand."""
+    p = subparsers.add_parser(
+        "plot",
+        help="draw the geometry (PNG and PDF)",
+        description="Draw one figure. ratio: norm ratio and cosines against R for the STEP "
+        "setting of --step (its R is ignored) and the losses of --losses; gamma: the same "
+        "against gamma at the R of --step; grams: Gram heatmaps of one solve; vectors: the "
+        "classifier and embedding vectors of one solve (k = 3 or 4).",
+    )
+    p.add_argument("kind", choices=KINDS, help="which figure")
+    add_spec_arguments(p)
+    p.add_argument(
+        "--method",
+        default="convex",
+        choices=sorted(METHODS),
+        help="solver for grams/vectors and for the markers of ratio/gamma (default convex)",
+    )
+    p.add_argument(
+        "--losses",
+        default=None,
+        metavar="L1,L2,...",
+        help="losses compared by ratio/gamma (default: --loss if given, else ce,ldt,cdt for "
+        "ratio and ldt,cdt for gamma); they share --gamma (default 0.5) and --tau",
+    )
+    p.add_argument(
+        "--range",
+        default=None,
+        metavar="LO,HI",
+        help="x range: R for ratio (default 1,1000), gamma for gamma (default -1,1.5)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="output file stem; writes PATH.png and PATH.pdf (default ./KIND)",
+    )
+    p.set_defaults(run=run)
+
+
+def _losses(args: argparse.Namespace, default: str, need_gamma: bool) -> list[plots.LossSetting]:
+    names = [t.strip() for t in (args.losses or args.loss or default).split(",")]
+    gamma = 0.5 if args.gamma is None else float(args.gamma)
+    tau = None if args.tau is None else float(args.tau)
+    out = []
+    for name in names:
+        if name not in LOSSES or (need_gamma and "gamma" not in LOSSES[name]):
+            allowed = "cdt, ldt, vs" if need_gamma else ", ".join(LOSSES)
+            raise fail("losses", f"a comma-separated list of {allowed}", args.losses)
+        out.append(
+            plots.LossSetting(
+                name,
+                gamma=gamma if "gamma" in LOSSES[name] else None,
+                tau=tau if "tau" in LOSSES[name] else None,
+            )
+        )
+    return out
+
+
+def _range(args: argparse.Namespace, default: tuple[float, float], low: float | None) -> tuple:
+    if args.range is None:
+        return default
+    values = parse_list("range", args.range)
+    if len(values) != 2 or values[0] >= values[1] or (low is not None and values[0] < low):
+        bound = f" with LO >= {low:g}" if low is not None else ""
+        raise fail("range", f"two increasing numbers LO,HI{bound}", args.range)
+    return values[0], values[1]
+
+
+def _step_setting(args: argparse.Namespace, kind: str) -> tuple[int, float, float, int]:
+    if args.step is None:
+        raise fail("step", f"given for plot kind '{kind}' (K,R,RHO)", None)
+    k, R, rho = parse_list("step", args.step)
+    return int(k), R, rho, int(float(args.n_min))
+
+
+def make_figure(args: argparse.Namespace):
+    """Build the requested figure (raises ``SpecError`` on bad input)."""
+    spec = spec_from_args(args)  # the same checks and messages as `solve`
+    if args.kind == "ratio":
+        k, _, rho, n_min = _step_setting(args, "ratio")
+        lo, hi = _range(args, (1.0, 1000.0), low=1.0)
+        ratios = np.unique(np.round(np.geomspace(lo, hi, 40) * n_min) / n_min)
+        markers = np.unique(np.round(np.geomspace(lo, hi, 7) * n_min) / n_min)
+        return plots.figure_vs_ratio(
+            k,
+            rho,
+            _losses(args, "ce,ldt,cdt", False),
+            ratios,
+            markers,
+            n_min=n_min,
+            marker_method=args.method,
+        )
+    if args.kind == "gamma":
+        k, R, rho, n_min = _step_setting(args, "gamma")
+        lo, hi = _range(args, (-1.0, 1.5), low=None)
+        losses = _losses(args, "ldt,cdt", True)
+        tunings = tuned_hyperparameters(step_counts(k, R, rho, n_min))
+        return plots.figure_vs_gamma(
+            k,
+            R,
+            rho,
+            losses,
+            np.linspace(lo, hi, 51),
+            np.linspace(lo, hi, 6),
+            n_min=n_min,
+            marker_method=args.method,
+            marks=tuning_marks(tunings, [s.loss for s in losses], (lo, hi)),
+        )
+    result = solve(spec, args.method)
+    if args.kind == "grams":
+        return plots.figure_grams(result)
+    return plots.figure_vectors(result)
+
+
+def save(fig, stem: str | Path) -> list[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.pdf``; returns the paths."""
+    stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".pdf"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw and save the figure."""
+    fig = make_figure(args)
+    for path in save(fig, args.out or args.kind):
+        print(f"wrote {path}")
+    return EXIT_OK

@@ -1,0 +1,53 @@
+"""``ucfm-svm sweep FILE``: run a TOML grid of problems, resumable, one JSONL record per point."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..sweep import load_sweep, run_sweep
+from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
+
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` subcommand."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a resumable grid of problems from a TOML file",
+        description="Run every point of a TOML sweep file (see examples/step_sweep.toml), "
+        "appending one JSON line per finished point. Rerunning with the same output skips "
+        "the points already recorded, so an interrupted sweep resumes.",
+    )
+    p.add_argument("file", metavar="FILE", help="TOML sweep file")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="JSONL output (default: FILE with the suffix .jsonl)",
+    )
+    p.add_argument("--jobs", default=1, metavar="N", help="parallel worker processes (default 1)")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the points recorded as failed",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep and print its summary; exit 3 if a point failed or was not certified."""
+    sweep = load_sweep(args.file)
+    out = Path(args.out) if args.out else Path(args.file).with_suffix(".jsonl")
+    try:
+        summary = run_sweep(
+            sweep, out, jobs=args.jobs, retry_failed=args.retry_failed, progress=not args.quiet
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: finished points are saved in {out}; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    print(summary.to_text())
+    return EXIT_OK if summary.failed == 0 and summary.not_certified == 0 else EXIT_NOT_CERTIFIED

@@ -39,6 +39,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class StoreGiven(argparse.Action):
+    """``store`` that also records that the flag was given (see :func:`given`), so that a
+    flag with a default can still be rejected where it does not apply."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"_given_{self.dest}", True)
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the :class:`StoreGiven` flag ``dest`` was on the command line."""
+    return bool(getattr(args, f"_given_{dest}", False))
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags that define a :class:`~ucfm_svm.spec.Spec` (shared by every subcommand)."""
     counts = parser.add_argument_group("class counts (choose one)")
@@ -57,13 +77,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     counts.add_argument(
         "--n-min",
-        default=None,
+        default=1,
+        action=StoreGiven,
         metavar="M",
         help="examples per minority class with --step (default 1)",
     )
     counts.add_argument(
         "--n-max",
-        default=None,
+        default=5000,
+        action=StoreGiven,
         metavar="M",
         help="examples of the head class with --longtail (default 5000)",
     )
@@ -95,9 +117,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> Spec:
     """Build the specification from parsed flags; raises ``SpecError`` on bad input."""
-    if args.n_min is not None and args.step is None:
+    if given(args, "n_min") and args.step is None:
         raise fail("n_min", "left unset without --step (it sets STEP's minority count)", args.n_min)
-    if args.n_max is not None and args.longtail is None:
+    if given(args, "n_max") and args.longtail is None:
         raise fail("n_max", "left unset without --longtail (it sets the head count)", args.n_max)
     if args.counts is not None:
         counts = parse_list("counts", args.counts, int)
@@ -106,14 +128,14 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         parts = parse_list("step", args.step, float)
         if len(parts) != 3:
             raise fail("step", "three comma-separated numbers K,R,RHO", args.step)
-        n_min = 1 if args.n_min is None else _number("n_min", args.n_min)
+        n_min = _number("n_min", args.n_min)
         counts = step_counts(parts[0], parts[1], parts[2], n_min)
         source = f"STEP k={parts[0]:g}, R={parts[1]:g}, rho={parts[2]:g}, n_min={n_min:g}"
     elif args.longtail is not None:
         parts = parse_list("longtail", args.longtail, float)
         if len(parts) != 2:
             raise fail("longtail", "two comma-separated numbers K,IF", args.longtail)
-        n_max = 5000 if args.n_max is None else _number("n_max", args.n_max)
+        n_max = _number("n_max", args.n_max)
         counts = longtail_counts(parts[0], parts[1], n_max)
         source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}"
     else:

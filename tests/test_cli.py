@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from ucfm_svm.cli import build_parser
+
 REQUIRED_KEYS = {
     "spec",
     "method",
@@ -167,6 +169,9 @@ def test_negative_numbers_in_any_notation_are_values(cli):
     assert code == 0 and "gamma = 0.5" in out, err
     code, _out, err = cli("solve", "--counts", "5,1", "--gamma", "-x")
     assert code == 2 and "--gamma" in err
+    # the README's `plot gamma ... --range -1,1.5` failed the same way on main
+    args = build_parser().parse_args(["plot", "gamma", "--step", "10,10,0.5", "--range", "-1,1.5"])
+    assert args.range == "-1,1.5"
 
 
 def test_out_of_memory_is_one_line(cli, monkeypatch):

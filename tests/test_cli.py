@@ -197,3 +197,10 @@ def test_solver_failure_is_one_line_with_status_and_advice(cli):
     assert "CLARABEL: status" in err and "Try another backend" in err
     assert ".." not in err and "verbose=True" not in err  # cvxpy's advice is for Python users
     assert "--level class" not in err  # already the class level
+
+
+def test_unusable_output_folder_is_one_line_error(cli):
+    code, _, err = cli("reproduce", "--quick", "--out", "/proc/ucfm-svm-test/out")
+    assert code == 2
+    assert "cannot use the path /proc/ucfm-svm-test" in err
+    assert len(err.strip().splitlines()) == 1

@@ -55,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "class level, or a smaller --dim",
         )
         return EXIT_USAGE
+    except OSError as exc:  # an output folder or file that cannot be made or written
+        if isinstance(exc, BrokenPipeError):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print_error(prog, f"cannot use the path{where}: {exc.strerror or exc}; give a "
+                    "writable location (--out, --json, --plot)")
+        return EXIT_USAGE
 
 
 def entry() -> None:

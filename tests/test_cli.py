@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from ucfm_svm.cli import build_parser
+
 REQUIRED_KEYS = {
     "spec",
     "method",
@@ -87,6 +89,8 @@ def test_step_longtail_and_labels_sources(cli, tmp_path):
         (["--counts", "5,5", "--loss", "ldt", "--margins", "1,2"], "'loss' parameter"),
         (["--counts", "5,5", "--method", "magic"], "--method"),
         (["--labels", "/nonexistent/labels.npy"], "'labels' parameter"),
+        (["--counts", "5,1", "--n-min", "3"], "'n_min' parameter"),  # was silently ignored
+        (["--step", "4,10,0.5", "--n-max", "9"], "'n_max' parameter"),
     ],
 )
 def test_bad_input_one_line_exit_2(cli, args, match):
@@ -108,3 +112,95 @@ def test_bad_label_files(cli, tmp_path):
 def test_no_subcommand_prints_help(cli):
     code, out, _ = cli()
     assert code == 2 and "solve" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["--method", "convex", "--restarts", "3"], "restarts"),
+        (["--method", "convex", "--seed", "1"], "seed"),
+        (["--method", "convex", "--alternations", "2"], "alternations"),
+        (["--method", "theory", "--level", "example"], "level"),
+        (["--method", "theory", "--solver", "scs"], "solver"),
+        (["--method", "nonconvex", "--solver", "scs"], "solver"),
+        (["--restarts", "2"], "restarts"),  # the default method, convex
+    ],
+)
+def test_solve_rejects_flags_the_method_does_not_take(cli, args, name):
+    code, _out, err = cli("solve", "--counts", "5,1", *args)
+    assert code == 2, err
+    assert f"'{name}' parameter" in err and len(err.strip().splitlines()) == 1
+
+
+def test_solve_method_flags_still_reach_their_method(cli):
+    code, out, err = cli("solve", "--counts", "5,1", "--method", "theory")
+    assert code == 0 and "closed form" in out, err
+    code, out, err = cli(
+        "solve", "--counts", "5,1", "--method", "nonconvex", "--restarts", "2", "--level", "class"
+    )
+    assert code == 0 and "optimal" in out, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["solve", "--counts", "5,1"],
+        ["verify", "--counts", "5,1", "--methods", "theory"],
+        ["path", "--counts", "5,1", "--lambdas", "1e-1"],
+        ["train", "--counts", "5,1", "--steps", "2"],
+    ],
+)
+def test_unwritable_json_is_a_usage_error(cli, tmp_path, argv):
+    for target in (tmp_path / "missing" / "r.json", tmp_path):
+        code, out, err = cli(*argv, "--json", str(target))
+        assert code == 2, err
+        assert "'json' parameter" in err and len(err.strip().splitlines()) == 1
+        assert out == ""  # rejected before any work is done
+
+
+def test_negative_numbers_in_any_notation_are_values(cli):
+    # argparse alone reads "-1e-3" and "-2,2" as unknown options ("expected one argument")
+    code, out, err = cli("solve", "--counts", "5,1", "--loss", "cdt", "--gamma", "-1e-3")
+    assert code == 0 and "gamma=-0.001" in out, err
+    code, out, err = cli(
+        "tune", "--step", "4,10,0.5", "--loss", "ldt", "--target", "etf-classifiers",
+        "--range", "-2,2",
+    )  # fmt: skip
+    assert code == 0 and "gamma = 0.5" in out, err
+    code, _out, err = cli("solve", "--counts", "5,1", "--gamma", "-x")
+    assert code == 2 and "--gamma" in err
+    # the README's `plot gamma ... --range -1,1.5` failed the same way on main
+    args = build_parser().parse_args(["plot", "gamma", "--step", "10,10,0.5", "--range", "-1,1.5"])
+    assert args.range == "-1,1.5"
+
+
+def test_out_of_memory_is_one_line(cli, monkeypatch):
+    import ucfm_svm.cli.solve as solve_cli
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 298. GiB")
+
+    monkeypatch.setattr(solve_cli, "solve", too_big)
+    code, _out, err = cli("solve", "--counts", "5,1")
+    assert code == 2 and "does not fit in memory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_huge_dim_is_a_usage_error(cli):
+    code, _out, err = cli("solve", "--counts", "5,1", "--dim", "1e20")
+    assert code == 2 and "'dim' parameter must be an integer >= 1 and <= 100000" in err
+
+
+def test_solver_failure_is_one_line_with_status_and_advice(cli):
+    # margins 600 orders of magnitude apart: Clarabel reports "infeasible", SCS fails
+    code, _out, err = cli("solve", "--counts", "5,5", "--margins", "1e300,1e-300")
+    assert code == 3 and len(err.strip().splitlines()) == 1
+    assert "CLARABEL: status" in err and "Try another backend" in err
+    assert ".." not in err and "verbose=True" not in err  # cvxpy's advice is for Python users
+    assert "--level class" not in err  # already the class level
+
+
+def test_unusable_output_folder_is_one_line_error(cli):
+    code, _, err = cli("reproduce", "--quick", "--out", "/proc/ucfm-svm-test/out")
+    assert code == 2
+    assert "cannot use the path /proc/ucfm-svm-test" in err
+    assert len(err.strip().splitlines()) == 1

@@ -17,11 +17,19 @@ from ucfm_svm.nonconvex import solve_nonconvex
 from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
 from ucfm_svm.spec import step_counts
 
-#: The issue's tolerance for Grams against the convex solve. Both routes are certified to a
-#: relative gap below 1e-6; the Grams are O(sqrt(gap)) away from the optimum in the worst case
-#: (strong convexity of the balanced factorization in the product), i.e. about 1e-3, but the
-#: refinement stops at gaps ~1e-10, which puts them well inside 1e-4.
+#: The issue's tolerance for Grams against the convex solve (an upper limit for every case).
 GRAM_TOL = 1e-4
+
+
+def gram_tol(*results) -> float:
+    """Gram tolerance from the certified gaps actually reached: near the unique optimum the
+    Grams move like sqrt(gap) (quadratic growth), so ``max(1e-6, 2 sqrt(gap))`` as in
+    ``verify.route_tolerance`` (measured errors are at most ~0.012 sqrt(gap)). The refinement
+    stops at gaps ~1e-10, so this is ~2e-5, well inside the issue's 1e-4."""
+    gap = max(r.rel_gap for r in results)
+    return min(GRAM_TOL, max(1e-6, 2 * np.sqrt(gap)))
+
+
 #: Relative objective agreement: both objectives are within their certified gaps (<= 1e-6) of
 #: the same optimum.
 OBJ_RTOL = 1e-6
@@ -54,8 +62,8 @@ def test_class_level_agrees_with_convex(counts, loss, gamma):
     # Weak duality across routes: each bound is below the other route's feasible cost.
     assert res.lower_bound <= ref.objective * (1 + 1e-12)
     assert ref.lower_bound <= res.objective * (1 + 1e-12)
-    assert rel_fro(res.classifier_gram, ref.classifier_gram) < GRAM_TOL
-    assert rel_fro(res.embedding_gram, ref.embedding_gram) < GRAM_TOL
+    assert rel_fro(res.classifier_gram, ref.classifier_gram) < gram_tol(res, ref)
+    assert rel_fro(res.embedding_gram, ref.embedding_gram) < gram_tol(res, ref)
     assert res.iterations > 0 and res.restarts == 1
 
 
@@ -79,8 +87,8 @@ def test_example_level_collapse_emerges(counts, loss, gamma):
     assert res.status == OPTIMAL, res.message
     assert res.nc1 <= 1e-6
     assert res.objective == pytest.approx(by_class.objective, rel=OBJ_RTOL)
-    assert rel_fro(res.classifier_gram, by_class.classifier_gram) < GRAM_TOL
-    assert rel_fro(res.embedding_gram, by_class.embedding_gram) < GRAM_TOL
+    assert rel_fro(res.classifier_gram, by_class.classifier_gram) < gram_tol(res, by_class)
+    assert rel_fro(res.embedding_gram, by_class.embedding_gram) < gram_tol(res, by_class)
 
 
 def test_alternation_alone_stalls():

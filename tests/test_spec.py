@@ -98,6 +98,7 @@ def test_preset_rejects(loss, kw, match):
         ({"counts": (5, 5), "margins": (1, np.inf)}, "'margins' parameter"),
         ({"counts": (5, 5), "margins": (1, 1, 1)}, "of length 2"),
         ({"counts": (5, 5), "dim": 0}, "'dim' parameter"),
+        ({"counts": (5, 5), "dim": 1e20}, "'dim' parameter"),  # was a numpy ValueError
     ],
 )
 def test_spec_rejects(kwargs, match):
@@ -137,12 +138,28 @@ def test_labels_files(tmp_path):
         ("word.csv", "0\nx\n1", "integer labels"),
         ("one.txt", "3 3 3", "at least 2 distinct"),
         ("y.json", "[0, 1]", "ending in .npy"),
+        # an (id, label) table: its ids used to be counted as labels
+        ("table.csv", "id,label\n0,1\n1,1\n2,0\n", "one label per line"),
     ],
 )
 def test_bad_label_files(tmp_path, name, content, match):
     (tmp_path / name).write_text(content)
     with pytest.raises(SpecError, match=match):
         counts_from_labels(tmp_path / name)
+
+
+def test_label_array_must_be_a_vector(tmp_path):
+    np.save(tmp_path / "table.npy", np.array([[0, 1], [1, 1], [2, 0]]))  # was flattened
+    with pytest.raises(SpecError, match="a vector of integer labels"):
+        counts_from_labels(tmp_path / "table.npy")
+    np.save(tmp_path / "column.npy", np.array([[0], [1], [1]]))
+    assert counts_from_labels(tmp_path / "column.npy").tolist() == [1, 2]
+
+
+def test_huge_integer_labels_stay_distinct(tmp_path):
+    # beyond int64: the cast used to map both to the same integer and merge the two classes
+    (tmp_path / "big.txt").write_text("1e20\n2e20\n2e20\n0\n")
+    assert counts_from_labels(tmp_path / "big.txt").tolist() == [1, 1, 2]
 
 
 def test_missing_and_corrupt_label_files(tmp_path):

@@ -173,3 +173,13 @@ def test_registered_and_cli_json(cli, tmp_path):
     convex = solve_convex(Spec.from_loss(step_counts(10, 10, 0.5), "cdt", gamma=0.5))
     assert rel_fro(np.array(data["classifier_gram"]), convex.classifier_gram) < GRAM_TOL
     assert rel_fro(np.array(data["embedding_gram"]), convex.embedding_gram) < GRAM_TOL
+
+
+def test_overflowing_closed_form_is_a_solver_error_not_nan():
+    # margins 600 orders of magnitude apart: the point overflows to nan; it used to come back as
+    # "not certified: closed form ... certified by its dual" with objective nan
+    from ucfm_svm.errors import SolverError
+
+    spec = Spec.custom([5, 5], margins=[1e300, 1e-300])
+    with pytest.raises(SolverError, match="not finite"):
+        solve_theory(spec, fallback=False)

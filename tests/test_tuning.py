@@ -105,6 +105,9 @@ def test_bad_inputs():
         tune([3, 1], "ldt", "orthogonal")
     with pytest.raises(SpecError, match="'search_range' parameter"):
         tune([3, 1], "ldt", "etf-classifiers", search_range=(1.0, 0.0))
+    with pytest.raises(SpecError, match="HIGH - LOW <= 100"):
+        # a grid of 4e7 closed forms: ran for minutes and gigabytes before the width limit
+        tune([3, 1], "ldt", "etf-classifiers", search_range=(-1e6, 1e6))
     with pytest.raises(SpecError, match="'target' parameter must be reachable"):
         tune([9, 9, 1, 1], "ldt", "etf-classifiers", search_range=(1.0, 2.0))
     with pytest.raises(SpecError, match="holds for every gamma"):

@@ -135,3 +135,8 @@ def test_report_is_frozen():
     report = verify(Spec.from_loss([3, 1]), methods=("theory",))
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.reference = "x"  # type: ignore[misc]
+
+
+def test_repeated_method_is_rejected(cli):
+    code, _out, err = cli("verify", "--counts", "5,1", "--methods", "theory,theory")
+    assert code == 2 and "'methods' parameter must be distinct names" in err

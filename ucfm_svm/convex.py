@@ -75,7 +75,7 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
         try:
             problem.solve(solver=name, **_SOLVER_OPTIONS[name])
         except cp.error.SolverError as exc:
-            attempts.append(f"{name}: {exc}")
+            attempts.append(f"{name}: {_first_sentence(exc)}")
             continue
         if problem.status in cp.settings.SOLUTION_PRESENT and Z.value is not None:
             break
@@ -84,8 +84,9 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
         raise SolverError(
             f"The convex solve ({level} level, k={spec.k}, n={spec.n}) failed: "
             + "; ".join(attempts)
-            + ". Try another backend (--solver SCS or CLARABEL), the class level "
-            "(--level class), or counts and hyperparameters of moderate ratio."
+            + ". Try another backend (--solver SCS or CLARABEL), "
+            + ("the class level (--level class), " if level == "example" else "")
+            + "or counts and hyperparameters of moderate ratio."
         )
     seconds = time.perf_counter() - start
 
@@ -370,9 +371,14 @@ def _solved(problem: cp.Problem, variable: cp.Variable, what: str) -> np.ndarray
         try:
             problem.solve(solver=name)
         except cp.error.SolverError as exc:
-            attempts.append(f"{name}: {exc}")
+            attempts.append(f"{name}: {_first_sentence(exc)}")
             continue
         if problem.status in cp.settings.SOLUTION_PRESENT and variable.value is not None:
             return np.asarray(variable.value, dtype=float)
         attempts.append(f"{name}: status {problem.status}")
     raise SolverError(f"The {what} failed: " + "; ".join(attempts))
+
+
+def _first_sentence(exc: Exception) -> str:
+    """cvxpy's failure text without its advice for Python users ("solve with verbose=True")."""
+    return str(exc).split(". ")[0].rstrip(".")

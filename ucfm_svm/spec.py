@@ -43,6 +43,9 @@ LOSSES: dict[str, tuple[str, ...]] = {
 #: Losses whose Delta and delta in the SVM limit are both 1 (their weights and additive
 #: offsets leave no trace at vanishing regularization, THEORY.md section 1).
 CE_LIMIT_LOSSES = ("ce", "wce", "la", "ldam")
+#: Largest embedding dimension. The optimum has rank <= k - 1, so any d >= k - 1 gives the same
+#: geometry padded with zeros; the cap only stops W (k x d) and H (d x n) from exhausting memory.
+MAX_DIM = 100_000
 #: The name recorded for hyperparameters given directly rather than by a preset.
 CUSTOM = "custom"
 
@@ -105,9 +108,9 @@ def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.nd
 def counts_from_labels(path: str | Path) -> np.ndarray:
     """Class counts of an integer label file: ``.npy`` or ``.txt`` / ``.csv``.
 
-    A text file holds integer labels separated by commas, whitespace or newlines; one
-    non-numeric header line is skipped. Classes are the distinct labels, in increasing order.
-    At least two distinct labels are required.
+    A text file holds integer labels one per line or all on one line (separated by commas or
+    whitespace); one non-numeric header line is skipped. Classes are the distinct labels, in
+    increasing order. At least two distinct labels are required.
     """
     path = Path(path)
     name = "labels"
@@ -129,13 +132,16 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
             "a readable .npy, .txt or .csv file of integer labels",
             f"{path} ({exc.__class__.__name__}: {exc})",
         ) from None
-    labels = np.asarray(labels).ravel()
+    labels = np.asarray(labels)
+    if sum(size > 1 for size in labels.shape) > 1:
+        raise fail(name, "a vector of integer labels", f"{path} (an array of shape {labels.shape})")
+    labels = labels.ravel()
     if labels.size == 0:
         raise fail(name, "a non-empty file of integer labels", f"{path} (no labels)")
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise fail(name, "a file of integer labels", f"{path} (non-integer values)")
-        labels = labels.astype(np.int64)
+        # kept as floats: a cast to int64 would merge labels beyond its range
     elif labels.dtype.kind not in "iu":
         raise fail(name, "a file of integer labels", f"{path} (values of type {labels.dtype})")
     _, counts = np.unique(labels, return_counts=True)
@@ -149,6 +155,15 @@ def _read_text_labels(path: Path) -> np.ndarray:
     lines = text.splitlines()
     if lines and lines[0].strip() and not _looks_numeric(lines[0]):
         text = "\n".join(lines[1:])
+    rows = [row for row in text.splitlines() if row.strip()]
+    widths = [len(row.replace(",", " ").split()) for row in rows]
+    if len(rows) > 1 and max(widths) > 1:
+        raise fail(
+            "labels",
+            "one label per line, or all labels on one line (a table of several columns is "
+            "ambiguous)",
+            f"{path} (a line with {max(widths)} values)",
+        )
     tokens = text.replace(",", " ").split()
     try:
         return np.array(tokens, dtype=np.int64)
@@ -234,8 +249,9 @@ class Spec:
     margins : tuple of float
         Margins ``delta_c > 0``.
     dim : int
-        Embedding dimension ``d >= 1``. The convex and closed-form routes need ``d >= k - 1``
-        (THEORY F1); a smaller ``d`` is a valid non-convex problem without a tight certificate.
+        Embedding dimension ``1 <= d <= MAX_DIM``. The convex and closed-form routes need
+        ``d >= k - 1`` (THEORY F1); a smaller ``d`` is a valid non-convex problem without a
+        tight certificate.
     loss : str
         The preset the hyperparameters came from, or ``"custom"``.
     gamma, tau : float or None
@@ -258,7 +274,7 @@ class Spec:
         k = counts.size
         scales = check_positive_vector("scales", self.scales, k)
         margins = check_positive_vector("margins", self.margins, k)
-        dim = check_int("dim", self.dim, low=1)
+        dim = check_int("dim", self.dim, low=1, high=MAX_DIM)
         if self.loss != CUSTOM and self.loss not in LOSSES:
             raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)
         for name in ("gamma", "tau"):

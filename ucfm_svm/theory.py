@@ -219,7 +219,14 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     H_mean[: k - 1, :] = root[:, None] * cf.Vt / np.sqrt(spec.n_vec)[None, :]
     ratio = geometry.min_margin_ratio(spec, geometry.class_logits(spec, W, H_mean))
     if ratio < 1:  # rounding only: the closed form is exactly tight
-        W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
+        with np.errstate(divide="ignore", invalid="ignore"):  # overflow is reported below
+            W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H_mean)) and np.isfinite(ratio)):
+        raise SolverError(
+            "The closed form is not finite in float64 (scales span "
+            f"{_decades(spec.Delta):.0f} and margins {_decades(spec.delta):.0f} orders of "
+            "magnitude): bring the hyperparameters to a moderate range."
+        )
     if cf.certified:
         message = (
             f"closed form (THEORY F5') certified by its dual: objective {cf.value:.10g}, "
@@ -238,3 +245,8 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         message=message,
         solver="closed form",
     )
+
+
+def _decades(values: np.ndarray) -> float:
+    """``log10(max / min)`` of a positive vector."""
+    return float(np.log10(values.max()) - np.log10(values.min()))

@@ -32,9 +32,10 @@ def fail(name: str, allowed: str, got: object) -> SpecError:
     return SpecError(f"The '{name}' parameter must be {allowed}. Got {_show(got)} instead.")
 
 
-def check_int(name: str, value: object, *, low: int | None = None) -> int:
-    """Return ``value`` as an ``int``, requiring a whole number ``>= low``."""
-    allowed = "an integer" if low is None else f"an integer >= {low}"
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an ``int``, requiring a whole number in ``[low, high]``."""
+    bounds = [f"{op} {b}" for op, b in ((">=", low), ("<=", high)) if b is not None]
+    allowed = " ".join(["an integer", " and ".join(bounds)]).strip()
     if isinstance(value, bool):
         raise fail(name, allowed, value)
     try:
@@ -44,7 +45,7 @@ def check_int(name: str, value: object, *, low: int | None = None) -> int:
     if not math.isfinite(as_float) or as_float != int(as_float):
         raise fail(name, allowed, value)
     out = int(as_float)
-    if low is not None and out < low:
+    if (low is not None and out < low) or (high is not None and out > high):
         raise fail(name, allowed, value)
     return out
 

@@ -221,6 +221,10 @@ def verify(
     methods = tuple(methods)
     if not methods:
         raise fail("methods", "a non-empty list of methods", list(methods))
+    if len(set(methods)) < len(methods):
+        raise fail(
+            "methods", "distinct names (a route compared with itself checks nothing)", list(methods)
+        )
     options = dict(options or {})
     for name in options:
         if name not in methods:

@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the parsed namespace
 carries ``run(args) -> exit code``. Only this package prints and chooses exit codes:
-0 success, 2 bad input, 3 not certified or solver failure.
+0 success, 2 bad input (or a problem too large for memory), 3 not certified or solver failure.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import path, plot, reproduce, solve, sweep, train, tune, verify
+from . import analyze, path, plot, reproduce, solve, sweep, train, tune, verify
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce)
+SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze)
 
 
 def build_parser() -> Parser:
@@ -48,6 +48,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SolverError as exc:
         print_error(prog, exc)
         return EXIT_NOT_CERTIFIED
+    except MemoryError as exc:  # e.g. --step 200000,10,0.5: dense k x k matrices of 300 GiB
+        print_error(
+            prog,
+            f"the problem does not fit in memory ({exc}); try fewer classes or examples, the "
+            "class level, or a smaller --dim",
+        )
+        return EXIT_USAGE
+    except OSError as exc:  # an output folder or file that cannot be made or written
+        if isinstance(exc, BrokenPipeError):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print_error(
+            prog,
+            f"cannot use the path{where}: {exc.strerror or exc}; give a "
+            "writable location (--out, --json, --plot)",
+        )
+        return EXIT_USAGE
 
 
 def entry() -> None:

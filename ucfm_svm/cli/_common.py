@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -13,15 +18,45 @@ from ..result import Result
 from ..spec import CUSTOM, LOSSES, Spec, counts_from_labels, longtail_counts, step_counts
 from ..validation import fail, parse_list
 
+#: An argument that is a negative number or a list starting with one (``-1e-3``, ``-2,2``).
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
 #: Exit codes: success, bad input (argparse's own), result not certified or solver failure.
 EXIT_OK, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 2, 3
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line: ``ucfm-svm solve: error: ...`` (exit 2)."""
+    """An argument parser whose errors are one line: ``ucfm-svm solve: error: ...`` (exit 2).
+
+    Values that start with a minus sign and a number (``--gamma -1e-3``, ``--range -2,2``) are
+    values, not options: argparse's own pattern only knows ``-2`` and ``-0.5``.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class StoreGiven(argparse.Action):
+    """``store`` that also records that the flag was given (see :func:`given`), so that a
+    flag with a default can still be rejected where it does not apply."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"_given_{self.dest}", True)
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the :class:`StoreGiven` flag ``dest`` was on the command line."""
+    return bool(getattr(args, f"_given_{dest}", False))
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +78,14 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     counts.add_argument(
         "--n-min",
         default=1,
+        action=StoreGiven,
         metavar="M",
         help="examples per minority class with --step (default 1)",
     )
     counts.add_argument(
         "--n-max",
         default=5000,
+        action=StoreGiven,
         metavar="M",
         help="examples of the head class with --longtail (default 5000)",
     )
@@ -80,6 +117,10 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> Spec:
     """Build the specification from parsed flags; raises ``SpecError`` on bad input."""
+    if given(args, "n_min") and args.step is None:
+        raise fail("n_min", "left unset without --step (it sets STEP's minority count)", args.n_min)
+    if given(args, "n_max") and args.longtail is None:
+        raise fail("n_max", "left unset without --longtail (it sets the head count)", args.n_max)
     if args.counts is not None:
         counts = parse_list("counts", args.counts, int)
         source = ""
@@ -188,6 +229,36 @@ def summary(result: Result) -> str:
     return "\n".join(lines)
 
 
+def check_output_path(name: str, path: str | None) -> None:
+    """Reject an output path that cannot be written before any work is done.
+
+    ``path`` must not be a directory and its directory must exist and be writable; raises
+    ``SpecError`` naming the flag ``name`` (``json``, ``plot``) otherwise.
+    """
+    if path is None:
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        reason = "a directory"
+    elif not parent.is_dir():
+        reason = f"no directory {parent}"
+    elif not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        reason = "permission denied"
+    else:
+        return
+    raise fail(name, "a writable file path", f"{path} ({reason})")
+
+
+@contextmanager
+def writing(name: str, path: str) -> Iterator[None]:
+    """Context in which an ``OSError`` writing ``path`` becomes a one-line ``SpecError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise fail(name, "a writable file path", f"{path} ({exc.strerror or exc})") from None
+
+
 def print_error(prog: str, exc: Exception) -> None:
     """One-line error to stderr."""
     print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -200,7 +271,9 @@ __all__ = [
     "EXIT_USAGE",
     "Parser",
     "add_spec_arguments",
+    "check_output_path",
     "print_error",
     "spec_from_args",
     "summary",
+    "writing",
 ]

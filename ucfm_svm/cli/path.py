@@ -10,7 +10,14 @@ from ..convex import LEVELS
 from ..spec import LOSSES, Spec
 from ..training import DEFAULT_LAMBDAS, Trajectory, check_lambdas, norm_ratio, regularization_path
 from ..validation import fail
-from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args
+from ._common import (
+    EXIT_NOT_CERTIFIED,
+    EXIT_OK,
+    add_spec_arguments,
+    check_output_path,
+    spec_from_args,
+    writing,
+)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,15 +132,19 @@ def table(traj: Trajectory) -> str:
     return "\n".join(lines)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Reject unwritable ``--json`` / ``--plot`` paths before the run."""
+    check_output_path("json", args.json)
+    check_output_path("plot", args.plot)
+
+
 def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
     """Write ``--json`` (first run at the top, the others under ``compared``) and ``--plot``."""
     if args.json:
         data = runs[0].to_dict()
         data["compared"] = [t.to_dict() for t in runs[1:]]
-        try:
+        with writing("json", args.json):
             Path(args.json).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-        except OSError as exc:
-            raise fail("json", "a writable file path", f"{args.json} ({exc.strerror})") from None
         print(f"wrote {args.json}")
     if args.plot:
         from ..plots.training import trajectory_figure
@@ -148,6 +159,7 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the path for the loss and each ``--compare`` loss; exit 3 unless all certified."""
     spec = spec_from_args(args)
+    check_outputs(args)
     specs = [spec, *compared_specs(args, spec)]
     lambdas = check_lambdas(args.lambdas)
     runs = [

@@ -8,7 +8,15 @@ from ..api import METHODS, method_options, solve
 from ..convex import LEVELS
 from ..result import OPTIMAL
 from ..validation import fail
-from ._common import EXIT_NOT_CERTIFIED, EXIT_OK, add_spec_arguments, spec_from_args, summary
+from ._common import (
+    EXIT_NOT_CERTIFIED,
+    EXIT_OK,
+    add_spec_arguments,
+    check_output_path,
+    spec_from_args,
+    summary,
+    writing,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,16 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--level",
-        default="class",
+        default=None,
         choices=LEVELS,
-        help="class level (k x k, any n) or example level (k x n)",
+        help="class level (k x k, any n; the default) or example level (k x n); "
+        "convex, nonconvex and structured",
     )
     p.add_argument(
         "--solver",
         default=None,
         choices=["CLARABEL", "SCS"],
         type=str.upper,
-        help="convex backend (default Clarabel, then SCS)",
+        help="convex backend (default Clarabel, then SCS); convex only",
     )
     p.add_argument(
         "--full",
@@ -64,19 +73,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def method_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The options for ``args.method``: every method flag that was given.
+
+    A flag is passed as the keyword of the same name. A flag that only other methods take
+    (``--restarts`` with ``--method convex``, ``--level`` with ``--method theory``) is an error
+    rather than silently ignored.
+    """
+    accepted = method_options(args.method)
+    options = {}
+    for name in sorted({name for method in METHODS for name in method_options(method)}):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in accepted:
+            takers = [method for method in METHODS if name in method_options(method)]
+            raise fail(
+                name,
+                f"left unset with --method {args.method} (only --method "
+                f"{' or '.join(takers)} takes it)",
+                value,
+            )
+        options[name] = value
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
     spec = spec_from_args(args)
-    if args.full and "full" not in method_options(args.method):
-        raise fail("full", "used with a method that has it (structured)", f"--method {args.method}")
-    options = {
-        name: getattr(args, name)
-        for name in method_options(args.method)
-        if getattr(args, name, None) is not None
-    }
+    options = method_flags(args)
+    check_output_path("json", args.json)
     result = solve(spec, args.method, **options)
     print(summary(result))
     if args.json:
-        result.to_json(args.json)
+        with writing("json", args.json):
+            result.to_json(args.json)
         print(f"wrote {args.json}")
     return EXIT_OK if result.status == OPTIMAL else EXIT_NOT_CERTIFIED

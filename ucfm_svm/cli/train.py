@@ -6,7 +6,7 @@ import argparse
 
 from ..training import gradient_descent
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args
-from .path import add_training_arguments, compared_specs, table, write_outputs
+from .path import add_training_arguments, check_outputs, compared_specs, table, write_outputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train the loss and each ``--compare`` loss; print, write JSON and figure."""
     spec = spec_from_args(args)
+    check_outputs(args)
     runs = [
         gradient_descent(
             s,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..validation import fail
 from ..verify import DEFAULT_METHODS, verify
-from ._common import add_spec_arguments, spec_from_args
+from ._common import add_spec_arguments, check_output_path, spec_from_args, writing
 
 #: Exit codes of ``verify``: every check passed, or at least one failed.
 EXIT_PASSED, EXIT_FAILED = 0, 1
@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in str(args.methods).split(",")]
     if any(not m for m in methods):
         raise fail("methods", "a comma-separated list of method names", args.methods)
+    check_output_path("json", args.json)
     report = verify(spec, methods)
     print(report.to_text())
     if args.json:
-        Path(args.json).write_text(report.to_json() + "\n")
+        with writing("json", args.json):
+            Path(args.json).write_text(report.to_json() + "\n")
         print(f"wrote {args.json}")
     return EXIT_PASSED if report.passed else EXIT_FAILED

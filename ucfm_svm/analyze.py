@@ -1,0 +1,404 @@
+"""Measure a trained network's last layer against the predicted UF-CS-SVM geometry.
+
+A trained classifier gives last-layer weights ``W`` (k x d), penultimate features of its
+training examples and their integer labels. Neural-collapse tools compare them with the simplex
+ETF; under imbalance the right target is the UF-CS-SVM minimizer for the file's class counts and
+the loss the network was trained with (THEORY.md section 1: cross-entropy and its variants
+converge in direction to it). This module computes, one small pure function each:
+
+- within-class variability ``NC1`` (:func:`ucfm_svm.geometry.nc1`);
+- classifier and class-mean norms and cosines;
+- self-duality: distance between ``W^T`` and the class means ``Hbar``, both Frobenius-normalized,
+  and the per-class cosines ``cos(w_c, hbar_c)``;
+- distance of the classifier and class-mean Grams to the simplex ETF (Gram ``I - 11^T/k``);
+- distance of the same Grams to the UF-CS-SVM prediction (:func:`ucfm_svm.geometry.gram_distance`,
+  scale-free, in ``[0, 2]``).
+
+Convention: logits are ``W h`` (no bias), as in the unconstrained features model, so the class
+means are taken as they are (``preprocess="none"``). Two alternatives:
+
+- ``"project"`` keeps only the part of each feature in the row space of ``W``,
+  ``h -> W^+ W h``. The logits do not change, and the UF-CS-SVM minimizer has no other part
+  (THEORY F1: ``W = U S^{1/2} Q``, ``H = Q^T S^{1/2} V^T`` share ``Q``), so this is a no-op on
+  the prediction; in a trained network the other part is invisible to the loss (its gradient
+  ``W^T G`` lies in that row space) and is kept only by what the earlier layers do.
+- ``"center"`` subtracts the mean of all training features (the convention of Papyan et al.,
+  2020, for features with a last-layer bias), which changes what is compared.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import api, geometry
+from .errors import SpecError
+from .result import Result
+from .spec import Spec
+from .validation import Shown, fail
+
+#: Layouts of the features array: examples as rows (n x d) or as columns (d x n).
+LAYOUTS = ("nd", "dn")
+#: What is done to the features before class means are taken (see the module notes).
+PREPROCESS = ("none", "project", "center")
+#: Keys of an ``.npz`` input.
+KEYS = ("W", "features", "labels")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Validated last layer of a trained network.
+
+    Attributes
+    ----------
+    W : (k, d) array
+        Classifier rows ``w_c``.
+    H : (d, n) array
+        Features of the training examples as columns.
+    labels : (n,) int64 array
+        Labels in ``0..k-1``; every class has at least one example.
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Number of classes (rows of ``W``)."""
+        return self.W.shape[0]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Examples per class, shape (k,)."""
+        return np.bincount(self.labels, minlength=self.k).astype(np.int64)
+
+
+def check_trained(W: object, features: object, labels: object, layout: str = "nd") -> Trained:
+    """Validate arrays of a trained last layer and return them as a :class:`Trained`.
+
+    Parameters
+    ----------
+    W : array of shape (k, d), ``k >= 2``
+    features : array of shape (n, d) (``layout="nd"``) or (d, n) (``layout="dn"``)
+    labels : array of shape (n,)
+        Integers (or whole-valued floats) in ``0..k-1``, each class present at least once.
+
+    Raises
+    ------
+    SpecError
+        One line naming the offending array: wrong dimensions, shapes that do not fit, NaN or
+        infinite entries, non-integer labels, labels outside ``0..k-1``, empty classes.
+    """
+    if layout not in LAYOUTS:
+        raise fail("features_layout", "one of " + ", ".join(LAYOUTS), layout)
+    W = _numeric("W", W)
+    features = _numeric("features", features)
+    labels = np.asarray(labels)
+    if W.ndim != 2 or W.shape[0] < 2 or W.shape[1] < 1:
+        raise fail("W", "a 2-D array of shape (k, d) with k >= 2 classes", _shape(W))
+    k, d = W.shape
+    if features.ndim != 2:
+        raise fail("features", f"a 2-D array ({layout})", _shape(features))
+    H = features.T if layout == "nd" else features
+    if H.shape[0] != d:
+        want = f"(n, {d})" if layout == "nd" else f"({d}, n)"
+        raise fail(
+            "features",
+            f"of shape {want} to match W of shape ({k}, {d}) (layout {layout})",
+            _shape(features),
+        )
+    if labels.ndim != 1 or labels.size != H.shape[1]:
+        raise fail("labels", f"a 1-D array of length n = {H.shape[1]}", _shape(labels))
+    labels = _integer_labels(labels)
+    out = (labels < 0) | (labels >= k)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise fail(
+            "labels",
+            f"integers in 0..{k - 1} (k = {k} rows of W)",
+            Shown(f"{labels[i]} at position {i}"),
+        )
+    counts = np.bincount(labels, minlength=k)
+    if (counts == 0).any():
+        empty = np.flatnonzero(counts == 0).tolist()
+        raise fail(
+            "labels",
+            f"such that each of the k = {k} classes has an example",
+            Shown(f"no example of class {', '.join(map(str, empty))}"),
+        )
+    for name, arr in (("W", W), ("features", H)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            count = Shown(f"{int(bad.sum())} non-finite entries")
+            raise fail(name, "finite (no NaN or inf)", count)
+    return Trained(W=W, H=np.ascontiguousarray(H), labels=labels)
+
+
+def _numeric(name: str, value: object) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise fail(name, "an array of real numbers", Shown(f"an array of dtype {arr.dtype}"))
+    return arr.astype(float)
+
+
+def _integer_labels(labels: np.ndarray) -> np.ndarray:
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise fail("labels", "integers", Shown(f"{labels[i]} at position {i}"))
+        return labels.astype(np.int64)
+    raise fail("labels", "integers", Shown(f"an array of dtype {labels.dtype}"))
+
+
+def _shape(arr: np.ndarray) -> Shown:
+    return Shown(f"an array of shape {arr.shape}")
+
+
+def load_trained(
+    path: str | Path,
+    *,
+    features: str | Path | None = None,
+    labels: str | Path | None = None,
+    layout: str = "nd",
+) -> Trained:
+    """Read a trained last layer from disk and validate it (:func:`check_trained`).
+
+    Either ``path`` is an ``.npz`` archive with the keys ``W``, ``features`` and ``labels``, or
+    ``path`` is an ``.npy`` file holding ``W`` and ``features`` and ``labels`` name the other two
+    ``.npy`` files. Pickled objects are refused.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        for name, value in (("features", features), ("labels", labels)):
+            if value is not None:
+                raise fail(name, "left unset when FILE is an .npz archive", str(value))
+        arrays = _read_npz(path)
+        return check_trained(arrays["W"], arrays["features"], arrays["labels"], layout)
+    if path.suffix.lower() == ".npy":
+        if features is None or labels is None:
+            missing = "features" if features is None else "labels"
+            raise fail(missing, "an .npy file when FILE is an .npy file of W", None)
+        return check_trained(
+            _read_npy("W", path),
+            _read_npy("features", features),
+            _read_npy("labels", labels),
+            layout,
+        )
+    raise fail("file", "an .npz archive or an .npy file", str(path))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    allowed = "a readable .npz archive with the keys W, features and labels"
+    if not path.is_file():
+        raise fail("file", allowed, Shown(f"{path.name} (no such file)"))
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in KEYS if key not in archive.files]
+            if missing:
+                raise fail("file", allowed, Shown(f"{path.name} (missing {', '.join(missing)})"))
+            return {key: archive[key] for key in KEYS}
+    except SpecError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail(
+            "file", allowed, Shown(f"{path.name} ({exc.__class__.__name__}: {exc})")
+        ) from None
+
+
+def _read_npy(name: str, path: str | Path) -> np.ndarray:
+    path = Path(path)
+    allowed = "a readable .npy file"
+    if path.suffix.lower() != ".npy" or not path.is_file():
+        raise fail(name, allowed, Shown(f"{path.name} (no such .npy file)"))
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise fail(name, allowed, Shown(f"{path.name} ({exc.__class__.__name__}: {exc})")) from None
+
+
+# --- the prediction -------------------------------------------------------------------------------
+def predict(
+    counts: object, loss: str = "ce", *, gamma: float | None = None, tau: float | None = None
+) -> Result:
+    """The UF-CS-SVM minimizer for ``counts`` and the SVM limit of ``loss`` (THEORY sec. 1).
+
+    Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, THEORY F1), by the
+    closed-form ``"theory"`` method when it is registered in :data:`ucfm_svm.api.METHODS`, else
+    by the certified convex solve.
+    """
+    spec = Spec.from_loss(counts, loss, gamma=gamma, tau=tau)
+    method = "theory" if "theory" in api.METHODS else "convex"
+    return api.solve(spec, method)
+
+
+# --- measures -------------------------------------------------------------------------------------
+def etf_gram(k: int) -> np.ndarray:
+    """Gram ``I - 11^T/k`` of the simplex ETF (equal norms, cosines ``-1/(k-1)``)."""
+    return np.eye(k) - np.full((k, k), 1.0 / k)
+
+
+def preprocess_features(W: np.ndarray, H: np.ndarray, how: str) -> np.ndarray:
+    """Features (d x n) as they are, projected ``W^+ W H``, or centred ``H - mean``."""
+    if how == "project":
+        return np.linalg.pinv(W) @ (W @ H)
+    if how == "center":
+        return H - H.mean(axis=1, keepdims=True)
+    return H
+
+
+def self_duality(W: np.ndarray, H_mean: np.ndarray) -> float:
+    """``|| W^T/||W||_F - Hbar/||Hbar||_F ||_F`` (NC3 of Papyan et al., 2020), in ``[0, 2]``."""
+    return float(np.linalg.norm(W.T / np.linalg.norm(W) - H_mean / np.linalg.norm(H_mean)))
+
+
+def duality_cosines(W: np.ndarray, H_mean: np.ndarray) -> np.ndarray:
+    """``cos(w_c, hbar_c)`` for each class, shape (k,)."""
+    num = np.sum(W.T * H_mean, axis=0)
+    return num / (np.linalg.norm(W, axis=1) * np.linalg.norm(H_mean, axis=0))
+
+
+def squared_norm_ratio(G: np.ndarray, majority: np.ndarray, minority: np.ndarray) -> float:
+    """Mean squared norm of the majority over that of the minority, ``G`` a Gram (THEORY F6)."""
+    diag = np.diag(G)
+    return float(diag[majority].mean() / diag[minority].mean())
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Measures of a trained last layer and of its predicted geometry.
+
+    Grams are at the trained scale; distances are scale-free (:func:`geometry.gram_distance`).
+    ``*_norm_ratio`` are mean squared norms, majority over minority, when the counts are STEP-like
+    (two groups of classes, :meth:`Spec.step_groups`), else ``None``.
+    """
+
+    spec: Spec
+    prediction_method: str
+    preprocess: str
+    nc1: float
+    classifier_gram: np.ndarray
+    embedding_gram: np.ndarray
+    classifier_norms: np.ndarray
+    embedding_norms: np.ndarray
+    classifier_cosines: np.ndarray
+    embedding_cosines: np.ndarray
+    self_duality: float
+    duality_cosines: np.ndarray
+    classifier_distance_to_etf: float
+    embedding_distance_to_etf: float
+    classifier_distance_to_prediction: float
+    embedding_distance_to_prediction: float
+    classifier_norm_ratio: float | None
+    embedding_norm_ratio: float | None
+    predicted_classifier_norm_ratio: float | None
+    predicted_embedding_norm_ratio: float | None
+    predicted_classifier_gram: np.ndarray
+    predicted_embedding_gram: np.ndarray
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (arrays as nested lists, the spec as :meth:`Spec.to_dict`)."""
+        out: dict = {}
+        for key, value in self.__dict__.items():
+            if key == "spec":
+                value = value.to_dict()
+            elif isinstance(value, np.ndarray):
+                value = value.tolist()
+            out[key] = _finite_or_none(value)
+        return out
+
+
+def analyze(
+    trained: Trained,
+    loss: str = "ce",
+    *,
+    gamma: float | None = None,
+    tau: float | None = None,
+    preprocess: str = "none",
+    prediction: Result | None = None,
+) -> Analysis:
+    """Measure ``trained`` against the UF-CS-SVM prediction for its counts and ``loss``.
+
+    Parameters
+    ----------
+    trained : Trained
+        From :func:`check_trained` or :func:`load_trained`.
+    loss, gamma, tau
+        Loss preset the network was trained with (``Spec.from_loss``).
+    preprocess : {"none", "project", "center"}
+        Keep the features as they are, project them on the row space of ``W``, or subtract
+        their mean, before NC1 and class means are computed (see the module notes).
+    prediction : Result, optional
+        A precomputed :func:`predict` for the same counts and loss (saves the solve when the same
+        problem is measured many times, e.g. along training); its counts must match.
+    """
+    if preprocess not in PREPROCESS:
+        raise fail("preprocess", "one of " + ", ".join(PREPROCESS), preprocess)
+    counts = trained.counts
+    if prediction is None:
+        prediction = predict(counts, loss, gamma=gamma, tau=tau)
+    elif tuple(prediction.spec.counts) != tuple(counts.tolist()):
+        raise fail(
+            "prediction",
+            f"a result for the counts of the trained file ({_short(counts)})",
+            Shown(_short(np.asarray(prediction.spec.counts))),
+        )
+    spec = prediction.spec
+    H = preprocess_features(trained.W, trained.H, preprocess)
+    k = trained.k
+    H_mean = geometry.class_means(H, trained.labels, k)
+    cg = geometry.gram(trained.W)
+    eg = H_mean.T @ H_mean
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero row gives nan cosines
+        cos = (geometry.cosines_from_gram(cg), geometry.cosines_from_gram(eg))
+        dual = duality_cosines(trained.W, H_mean)
+    pcg, peg = prediction.classifier_gram, prediction.embedding_gram
+    etf = etf_gram(k)
+    groups = spec.step_groups()
+    ratios = (None, None, None, None)
+    if groups is not None:
+        ratios = tuple(squared_norm_ratio(G, *groups) for G in (cg, eg, pcg, peg))
+    return Analysis(
+        spec=spec,
+        prediction_method=prediction.method,
+        preprocess=preprocess,
+        nc1=geometry.nc1(H, trained.labels, k),
+        classifier_gram=cg,
+        embedding_gram=eg,
+        classifier_norms=geometry.norms_from_gram(cg),
+        embedding_norms=geometry.norms_from_gram(eg),
+        classifier_cosines=cos[0],
+        embedding_cosines=cos[1],
+        self_duality=self_duality(trained.W, H_mean),
+        duality_cosines=dual,
+        classifier_distance_to_etf=geometry.gram_distance(cg, etf),
+        embedding_distance_to_etf=geometry.gram_distance(eg, etf),
+        classifier_distance_to_prediction=geometry.gram_distance(cg, pcg),
+        embedding_distance_to_prediction=geometry.gram_distance(eg, peg),
+        classifier_norm_ratio=ratios[0],
+        embedding_norm_ratio=ratios[1],
+        predicted_classifier_norm_ratio=ratios[2],
+        predicted_embedding_norm_ratio=ratios[3],
+        predicted_classifier_gram=pcg,
+        predicted_embedding_gram=peg,
+    )
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _short(counts: np.ndarray) -> str:
+    if counts.size <= 12:
+        return "counts " + ",".join(str(int(c)) for c in counts)
+    return f"k={counts.size}, n={int(counts.sum())}"

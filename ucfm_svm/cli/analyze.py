@@ -1,0 +1,139 @@
+"""``ucfm-svm analyze``: measure a trained last layer against the predicted UF-CS-SVM geometry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import geometry
+from ..analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
+from ..spec import LOSSES
+from ._common import EXIT_OK, _number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``analyze`` subcommand."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="measure trained W and features against the predicted geometry",
+        description="Read last-layer weights W (k x d), training features and integer labels, "
+        "and report NC1, norms, cosines, self-duality, distance to the simplex ETF and distance "
+        "to the UF-CS-SVM geometry predicted for the file's class counts and the given loss.",
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="an .npz archive with keys W, features, labels; or an .npy file of W "
+        "(then give --features and --labels)",
+    )
+    p.add_argument("--features", default=None, metavar="NPY", help="features .npy (with FILE.npy)")
+    p.add_argument("--labels", default=None, metavar="NPY", help="labels .npy (with FILE.npy)")
+    p.add_argument(
+        "--features-layout",
+        default="nd",
+        choices=LAYOUTS,
+        help="features as n x d rows (nd, default) or d x n columns (dn)",
+    )
+    p.add_argument(
+        "--loss",
+        default="ce",
+        metavar="NAME",
+        help="loss the network was trained with: " + ", ".join(LOSSES) + " (default ce)",
+    )
+    p.add_argument("--gamma", default=None, metavar="G", help="cdt / ldt / vs exponent")
+    p.add_argument("--tau", default=None, metavar="T", help="la / vs offset temperature")
+    p.add_argument(
+        "--preprocess",
+        default="none",
+        choices=PREPROCESS,
+        help="features as they are (none, default: logits W h without bias, as in the model), "
+        "projected on the row space of W (project: the part the logits see), or minus their "
+        "mean (center)",
+    )
+    p.add_argument(
+        "--json", default=None, metavar="PATH", help="write the measures as JSON ('-': stdout)"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, measure, print the report (or JSON to stdout) and write JSON."""
+    trained = load_trained(
+        args.file, features=args.features, labels=args.labels, layout=args.features_layout
+    )
+    gamma = None if args.gamma is None else _number("gamma", args.gamma)
+    tau = None if args.tau is None else _number("tau", args.tau)
+    result = analyze(trained, args.loss, gamma=gamma, tau=tau, preprocess=args.preprocess)
+    text = json.dumps(result.to_dict(), indent=1, allow_nan=False)
+    if args.json == "-":
+        print(text)
+        return EXIT_OK
+    print(report(result, trained.W.shape[1], trained.labels.size))
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def report(a: Analysis, d: int, n: int) -> str:
+    """Readable account of an :class:`Analysis`."""
+    spec = a.spec
+    lines = [
+        f"trained last layer: k={spec.k}, d={d}, n={n}, counts "
+        + ",".join(str(c) for c in spec.counts),
+        f"prediction   UF-CS-SVM, loss={spec.loss}"
+        + (f", gamma={spec.gamma:g}" if spec.gamma is not None else "")
+        + (f", tau={spec.tau:g}" if spec.tau is not None else "")
+        + f" ({a.prediction_method}); features preprocessed: {a.preprocess}",
+        f"NC1          {a.nc1:.4e}",
+        "distance to prediction (normalized Grams, 0..2)",
+        f"  classifiers {a.classifier_distance_to_prediction:.4e}",
+        f"  embeddings  {a.embedding_distance_to_prediction:.4e}",
+        "distance to simplex ETF",
+        f"  classifiers {a.classifier_distance_to_etf:.4e}",
+        f"  embeddings  {a.embedding_distance_to_etf:.4e}",
+        f"self-duality ||W^T/||W|| - Hbar/||Hbar|| ||  {a.self_duality:.4e}; "
+        f"cos(w_c, hbar_c) {_fmt(a.duality_cosines)}",
+        "norms",
+        f"  classifiers {_fmt(a.classifier_norms)}",
+        f"  embeddings  {_fmt(a.embedding_norms)}",
+    ]
+    groups = spec.step_groups()
+    if groups is not None:
+        lines.append("squared norm ratio majority / minority (trained vs predicted)")
+        for name, got, want in (
+            ("classifiers", a.classifier_norm_ratio, a.predicted_classifier_norm_ratio),
+            ("embeddings", a.embedding_norm_ratio, a.predicted_embedding_norm_ratio),
+        ):
+            lines.append(f"  {name:<12}{got:.6g} vs {want:.6g}")
+        lines.append("cosines, majority / minority groups (trained vs predicted)")
+        for name, G, P in (
+            ("classifiers", a.classifier_gram, a.predicted_classifier_gram),
+            ("embeddings", a.embedding_gram, a.predicted_embedding_gram),
+        ):
+            got = geometry.grouped_cosines(G, *groups)
+            want = geometry.grouped_cosines(P, *groups)
+            text = ", ".join(
+                f"{key} {got[key]:+.4f} vs {want[key]:+.4f}"
+                for key in got
+                if np.isfinite(want[key])
+            )
+            lines.append(f"  {name:<12}{text}")
+    else:
+        off = ~np.eye(spec.k, dtype=bool)
+        for name, C in (("classifiers", a.classifier_cosines), ("embeddings", a.embedding_cosines)):
+            vals = C[off]
+            lines.append(
+                f"cosines {name}: off-diagonal min {vals.min():+.4f}, mean {vals.mean():+.4f}, "
+                f"max {vals.max():+.4f}"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(values: np.ndarray) -> str:
+    if values.size <= 12:
+        return " ".join(f"{v:.4g}" for v in values)
+    return f"min {values.min():.4g}, median {np.median(values):.4g}, max {values.max():.4g}"

@@ -5,9 +5,9 @@ Routes (each run in a fresh subprocess, with a timeout):
 - ``direct``: example-level nuclear-norm program in cvxpy/SCS (``k x n`` variable), the baseline;
 - ``class cvxpy``: class-level program (THEORY F2, ``k x k``), Clarabel;
 - ``grouped cvxpy``: class-level program over groups of identical classes (``g x g``);
-- ``nonconvex``: the non-convex pipeline, if ``"nonconvex" in api.METHODS``;
+- ``nonconvex``: the non-convex pipeline (``api.METHODS["nonconvex"]``);
 - ``dense closed form``: THEORY F5' with a dense SVD of ``A`` and the dense certificate
-  (``api.METHODS["theory"]`` if present, else the same computation written out here);
+  (``--method theory``, ``ucfm_svm.theory.solve_theory``);
 - ``structured``: the secular-equation closed form (``ucfm_svm.structured``), lean and ``full``.
 
 Counts: STEP (R = 10, rho = 1/2) and exponential long tails at k in {10, 100, 1000, 8142}
@@ -40,13 +40,12 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ucfm_svm import api, geometry
-from ucfm_svm.certificate import class_lower_bound
+from ucfm_svm import api
 from ucfm_svm.convex import solve_convex, solve_convex_grouped
 from ucfm_svm.result import Result
 from ucfm_svm.spec import Spec, longtail_counts, step_counts
 from ucfm_svm.structured import structured_solution
-from ucfm_svm.theory import scaled_logit_matrix
+from ucfm_svm.theory import DENSE_MAX_K, solve_theory
 
 ROUTES = (
     "direct",
@@ -63,8 +62,6 @@ DIRECT_MAX_KN = 15_000
 CLASS_MAX_K = 100
 GROUPED_MAX_GROUPS = 60
 NONCONVEX_MAX_K = 100
-#: A dense SVD of 8142 x 8142 alone takes ~50 s on this machine idle.
-DENSE_MAX_K = 4000
 FULL_TIMEOUT = 300.0
 
 
@@ -130,38 +127,11 @@ def skip_reason(route: str, spec: Spec) -> str | None:
         return f"skipped: k > {CLASS_MAX_K} (PSD cone of size 2k)"
     if route == "grouped cvxpy" and len(spec.groups()) > GROUPED_MAX_GROUPS:
         return f"skipped: {len(spec.groups())} groups > {GROUPED_MAX_GROUPS}"
-    if route == "nonconvex":
-        if "nonconvex" not in api.METHODS:
-            return "not available (no 'nonconvex' in api.METHODS)"
-        if k > NONCONVEX_MAX_K:
-            return f"skipped: k > {NONCONVEX_MAX_K}"
+    if route == "nonconvex" and k > NONCONVEX_MAX_K:
+        return f"skipped: k > {NONCONVEX_MAX_K}"
     if route == "dense closed form" and k > DENSE_MAX_K:
-        return f"skipped: k > {DENSE_MAX_K} (dense SVD of k x k, ~50 s at k = 8142)"
+        return f"skipped: k > {DENSE_MAX_K} (--method theory refuses it: use structured)"
     return None
-
-
-def dense_closed_form(spec: Spec) -> Result:
-    """THEORY F5' with dense linear algebra: SVD of ``A``, balanced factors, and the bound of the
-    multipliers ``-L``, ``L = Delta^{-1} U V^T N^{1/2}`` (``certificate.class_lower_bound``)."""
-    if "theory" in api.METHODS:
-        return api.solve(spec, "theory")
-    start = time.perf_counter()
-    A = scaled_logit_matrix(spec)
-    U, s, Vt = np.linalg.svd(A)
-    r = int(np.sum(s > 1e-12 * s[0]))
-    root_n = np.sqrt(spec.n_vec)
-    L = (U[:, :r] @ Vt[:r]) / spec.Delta[:, None] * root_n[None, :]
-    lower = class_lower_bound(spec, -L)
-    W, Hg = geometry.balanced_factors(A, spec.dim)
-    return Result.from_point(
-        spec,
-        W,
-        Hg / root_n[None, :],
-        method="dense closed form",
-        level="class",
-        lower_bound=lower,
-        seconds=time.perf_counter() - start,
-    )
 
 
 def _call(route: str, spec: Spec) -> Result:
@@ -174,7 +144,7 @@ def _call(route: str, spec: Spec) -> Result:
     if route == "nonconvex":
         return api.solve(spec, "nonconvex")
     if route == "dense closed form":
-        return dense_closed_form(spec)
+        return solve_theory(spec)
     if route == "structured":
         return structured_solution(spec)
     if route == "structured full":

@@ -183,3 +183,28 @@ def test_overflowing_closed_form_is_a_solver_error_not_nan():
     spec = Spec.custom([5, 5], margins=[1e300, 1e-300])
     with pytest.raises(SolverError, match="not finite"):
         solve_theory(spec, fallback=False)
+
+
+def test_dense_theory_refuses_large_k_and_points_to_structured(cli):
+    # Above DENSE_MAX_K the dense SVD costs minutes and GiBs: a one-line error naming the
+    # structured method, before any k x k array is formed (this call would take ~3 min).
+    from ucfm_svm.theory import DENSE_MAX_K
+
+    code, _, err = cli("solve", "--step", "8142,10,0.5", "--method", "theory")
+    assert code == 2
+    assert "'k' parameter must be at most" in err and "--method structured" in err
+    assert DENSE_MAX_K < 8142
+
+
+def test_analyze_prediction_above_dense_limit_uses_structured(monkeypatch):
+    # Lower the limit so the structured branch runs at small k, and compare it with the dense one.
+    from ucfm_svm import analyze
+
+    counts = [40, 17, 9, 3, 1]
+    dense = analyze.predict(counts, "cdt", gamma=0.5)
+    monkeypatch.setattr(analyze, "DENSE_MAX_K", 4)
+    structured = analyze.predict(counts, "cdt", gamma=0.5)
+    assert dense.method == "theory" and structured.method == "structured"
+    # Both closed forms are accurate to rounding (1e-12 measured; test_structured uses 1e-9).
+    assert np.allclose(structured.classifier_gram, dense.classifier_gram, rtol=0, atol=1e-9)
+    assert np.allclose(structured.embedding_gram, dense.embedding_gram, rtol=0, atol=1e-9)

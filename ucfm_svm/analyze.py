@@ -38,6 +38,7 @@ from . import api, geometry
 from .errors import SpecError
 from .result import Result
 from .spec import Spec
+from .theory import DENSE_MAX_K
 from .validation import Shown, fail
 
 #: Layouts of the features array: examples as rows (n x d) or as columns (d x n).
@@ -229,13 +230,14 @@ def predict(
 ) -> Result:
     """The UF-CS-SVM minimizer for ``counts`` and the SVM limit of ``loss`` (THEORY sec. 1).
 
-    Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, THEORY F1), by the
-    closed-form ``"theory"`` method when it is registered in :data:`ucfm_svm.api.METHODS`, else
-    by the certified convex solve.
+    Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, THEORY F1) by the
+    closed form (THEORY F5') certified by its own dual: the dense ``"theory"`` method up to
+    ``theory.DENSE_MAX_K`` classes, the structured one with its Grams (``full=True``) above.
     """
     spec = Spec.from_loss(counts, loss, gamma=gamma, tau=tau)
-    method = "theory" if "theory" in api.METHODS else "convex"
-    return api.solve(spec, method)
+    if spec.k > DENSE_MAX_K:
+        return api.solve(spec, "structured", full=True)
+    return api.solve(spec, "theory")
 
 
 # --- measures -------------------------------------------------------------------------------------

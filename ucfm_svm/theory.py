@@ -38,6 +38,14 @@ from .convex import solve_convex
 from .errors import SolverError
 from .result import CERTIFY_RTOL, Result
 from .spec import Spec
+from .validation import fail
+
+#: Largest k for ``solve_theory`` (a dense SVD of the k x k matrix ``A``: O(k^3) time, O(k^2)
+#: memory). Measured on the 2-core machine under load, ImageNet-LT-like long tail: k = 1000 in
+#: 0.5 s and 0.2 GiB, k = 2000 in 2.9 s and 0.5 GiB; k = 8142 would take minutes and several
+#: GiB. Above it ``ucfm_svm.structured`` (``--method structured``, ``--full`` for the Grams)
+#: computes the same closed form in O(k) memory.
+DENSE_MAX_K = 2000
 
 
 def optimal_shift(spec: Spec) -> np.ndarray:
@@ -177,7 +185,8 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     Parameters
     ----------
     spec : Spec
-        Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1).
+        Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1) and
+        ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.structured.structured_solution``).
     fallback : bool
         If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
         negative beyond rounding, so the all-tight point is not optimal, or an SVD too
@@ -193,6 +202,14 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         hyperparameters the gap is at float rounding (~1e-14).
     """
     spec.require_certifiable("theory")
+    if spec.k > DENSE_MAX_K:
+        raise fail(
+            "k",
+            f"at most {DENSE_MAX_K} for the theory method (a dense SVD: O(k^3) time, O(k^2) "
+            "memory); use --method structured, the same closed form in O(k) memory (--full adds "
+            "W, H and the k x k Grams)",
+            spec.k,
+        )
     start = time.perf_counter()
     cf = closed_form(spec)
     failure = (

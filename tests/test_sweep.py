@@ -69,11 +69,27 @@ def test_example_file_expands_to_unique_points():
             "options.convex.level2",
         ),
         ('methods = ["convex"\n', "sweep"),
+        # inf is valid TOML; it was accepted and crashed the JSONL writer with a traceback
+        (
+            'methods = ["convex"]\nlosses = ["cdt"]\ngamma = [inf]\n[counts]\nexplicit = [[2, 1]]',
+            "gamma",
+        ),
+        (
+            'methods = ["convex"]\nlosses = ["ce"]\n[counts.step]\nk = 4\nR = nan\nrho = 0.5',
+            "counts.step.R",
+        ),
     ],
 )
 def test_bad_sweep_files(tmp_path, text, name):
     with pytest.raises(SpecError, match=re.escape(f"'{name}' parameter")):
         load_sweep(_write(tmp_path, text))
+
+
+def test_binary_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xb1\xff\x00methods")
+    with pytest.raises(SpecError, match=r"'sweep' parameter .*UTF-8"):
+        load_sweep(path)
 
 
 def test_missing_file():

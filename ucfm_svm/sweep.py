@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -179,9 +180,11 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a TOML sweep file (module docstring); raises ``SpecError``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise fail("sweep", "a readable TOML sweep file", f"{path} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise fail("sweep", "a TOML sweep file (UTF-8 text)", f"{path} (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise fail("sweep", "a valid TOML file", f"{path} ({exc})") from None
     return sweep_from_dict(data, default_name=path.stem)
@@ -209,8 +212,8 @@ def _check_keys(name: str, table: object, allowed: Iterable[str]) -> dict:
 
 
 def _number(name: str, value: object) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail(name, "a number or a list of numbers", value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(name, "a finite number or a list of finite numbers", value)
     return value
 
 

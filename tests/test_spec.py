@@ -28,6 +28,8 @@ def test_longtail_matches_cifar10_lt_formula():
         ({"k": 4, "R": 0.5, "rho": 0.5}, "'R' parameter must be a finite number >= 1"),
         ({"k": 4, "R": 2.5, "rho": 0.5}, "'R' parameter must be such that R \\* n_min"),
         ({"k": 4, "R": 10, "rho": 1.0}, "'rho' parameter"),
+        # R = 1e300 was an OverflowError traceback (ucfm-svm plot ratio --range 1,1e300)
+        ({"k": 4, "R": 1e300, "rho": 0.5}, "'R' parameter must be such that R \\* n_min is at"),
     ],
 )
 def test_step_rejects(kwargs, match):
@@ -94,6 +96,8 @@ def test_preset_rejects(loss, kw, match):
         ({"counts": (5, -1)}, "'counts' parameter"),
         ({"counts": (5, 1.5)}, "'counts' parameter"),
         ({"counts": (5,)}, "at least 2"),
+        # 1e19 fits uint64 but not int64: it was reported as "Got -9223372036854775808"
+        ({"counts": (10**19, 1)}, "up to 2\\^53 .*Got 1e\\+19 at position 0"),
         ({"counts": (5, 5), "scales": (1, 0)}, "'scales' parameter must be a list of finite pos"),
         ({"counts": (5, 5), "margins": (1, np.inf)}, "'margins' parameter"),
         ({"counts": (5, 5), "margins": (1, 1, 1)}, "of length 2"),

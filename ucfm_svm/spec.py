@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import SpecError
 from .validation import (
+    MAX_COUNT,
     check_counts,
     check_float,
     check_int,
@@ -79,6 +80,8 @@ def step_counts(k: int, R: float, rho: float, n_min: int = 1) -> np.ndarray:
     if abs(k_min - round(k_min)) > 1e-9 or round(k_min) < 1 or round(k_min) > k - 1:
         raise fail("rho", f"such that rho * k is a whole number between 1 and {k - 1} (k={k})", rho)
     n_maj = R * n_min
+    if n_maj > MAX_COUNT:
+        raise fail("R", f"such that R * n_min is at most 2^53 (n_min={n_min})", R)
     if abs(n_maj - round(n_maj)) > 1e-9 * max(1.0, n_maj):
         raise fail("R", f"such that R * n_min is a whole number (n_min={n_min})", R)
     k_min = round(k_min)

@@ -99,9 +99,14 @@ def check_positive_vector(name: str, values: object, length: int | None = None) 
     return arr
 
 
+#: Largest class count: integers up to 2^53 are exact in float64 (the solvers work in floats).
+MAX_COUNT = 2**53
+
+
 def check_counts(name: str, values: object) -> np.ndarray:
-    """Return class counts as an ``int64`` array: at least 2 classes, each a positive integer."""
-    allowed = "a list of at least 2 positive integers (one count per class)"
+    """Return class counts as an ``int64`` array: at least 2 classes, each an integer in
+    ``1..MAX_COUNT``."""
+    allowed = "a list of at least 2 positive integers up to 2^53 (one count per class)"
     try:
         arr = np.asarray(values)
     except (TypeError, ValueError):
@@ -112,6 +117,7 @@ def check_counts(name: str, values: object) -> np.ndarray:
         raise fail(name, allowed, _list(values))
     as_float = arr.astype(float)
     bad = ~np.isfinite(as_float) | (as_float < 1) | (as_float != np.round(as_float))
+    bad |= as_float > MAX_COUNT
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise fail(name, allowed, Shown(f"{arr[i]} at position {i}"))

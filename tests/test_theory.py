@@ -208,3 +208,14 @@ def test_analyze_prediction_above_dense_limit_uses_structured(monkeypatch):
     # Both closed forms are accurate to rounding (1e-12 measured; test_structured uses 1e-9).
     assert np.allclose(structured.classifier_gram, dense.classifier_gram, rtol=0, atol=1e-9)
     assert np.allclose(structured.embedding_gram, dense.embedding_gram, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["theory", "structured"])
+def test_underflowing_scales_are_a_solver_error(method):
+    # Delta^-2 overflows: the dense SVD raised numpy's LinAlgError (a traceback in the CLI) and
+    # the structured path returned objective inf with nan norms.
+    from ucfm_svm.errors import SolverError
+
+    spec = Spec.custom([10, 10, 1], scales=[1e-300, 1, 1])
+    with pytest.raises(SolverError, match="not finite in float64"):
+        solve(spec, method)

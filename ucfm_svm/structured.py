@@ -54,7 +54,7 @@ from . import geometry
 from .errors import SolverError
 from .result import NOT_CERTIFIED, OPTIMAL, Result
 from .spec import Spec
-from .theory import optimal_logits
+from .theory import not_finite_error, optimal_logits
 from .validation import fail
 
 #: Classes whose ``d_c = g_c^2`` differ by at most this times ``max d`` form one cluster
@@ -169,7 +169,7 @@ def _root_sums(cl: Clusters, u: np.ndarray, vectors_out: np.ndarray | None = Non
         if info != 0:
             raise SolverError(
                 f"LAPACK dlasd4 failed on secular root {j} of {m - 1} (info={info}). "
-                "Try the dense closed form (--full) or the convex method."
+                "Try the dense closed form (--method theory) or --method convex."
             )
         # d_G - mu = sigma^2 - poles_G^2 = -(poles_G - sigma)(poles_G + sigma)
         diff = -(delta * work)
@@ -178,7 +178,7 @@ def _root_sums(cl: Clusters, u: np.ndarray, vectors_out: np.ndarray | None = Non
         if not mu > 0:
             raise SolverError(
                 f"Secular root {j} is not positive ({mu:.3g}); the spec is too ill-conditioned "
-                "for the structured path. Try --full or the convex method."
+                "for the structured path. Try --method theory (dense) or --method convex."
             )
         root = np.sqrt(mu)
         r = 1.0 / diff
@@ -230,8 +230,11 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
     if not isinstance(full, (bool, np.bool_)):
         raise fail("full", "True or False", full)
     start = time.perf_counter()
-    u, g = logit_factors(spec)
-    cl = clusters(spec)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        u, g = logit_factors(spec)
+        cl = clusters(spec)
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(cl.d))):
+        raise not_finite_error(spec)  # was a result full of nan and inf
     # With full=True the eigenvectors go straight into the buffer that becomes W.
     buffer = np.zeros((spec.k, spec.dim), order="F") if full else None
     sums = _root_sums(cl, u, buffer)

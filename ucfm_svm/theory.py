@@ -211,7 +211,11 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
             spec.k,
         )
     start = time.perf_counter()
-    cf = closed_form(spec)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported below
+            cf = closed_form(spec)
+    except np.linalg.LinAlgError:  # the SVD of a matrix with inf/nan entries does not converge
+        raise not_finite_error(spec) from None
     failure = (
         f"closed form not certified (smallest multiplier {cf.min_multiplier:.3g} of the "
         f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
@@ -239,11 +243,7 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         with np.errstate(divide="ignore", invalid="ignore"):  # overflow is reported below
             W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
     if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H_mean)) and np.isfinite(ratio)):
-        raise SolverError(
-            "The closed form is not finite in float64 (scales span "
-            f"{_decades(spec.Delta):.0f} and margins {_decades(spec.delta):.0f} orders of "
-            "magnitude): bring the hyperparameters to a moderate range."
-        )
+        raise not_finite_error(spec)
     if cf.certified:
         message = (
             f"closed form (THEORY F5') certified by its dual: objective {cf.value:.10g}, "
@@ -261,6 +261,15 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         seconds=time.perf_counter() - start,
         message=message,
         solver="closed form",
+    )
+
+
+def not_finite_error(spec: Spec) -> SolverError:
+    """The error for a closed form that overflows or underflows float64 (extreme scales/margins)."""
+    return SolverError(
+        "The closed form is not finite in float64 (scales span "
+        f"{_decades(spec.Delta):.0f} and margins {_decades(spec.delta):.0f} orders of "
+        "magnitude): bring the hyperparameters to a moderate range."
     )
 
 

@@ -90,3 +90,22 @@ def test_labels_file_counts(tmp_path):
         np.testing.assert_array_equal(counts_from_labels(tmp_path / name), counts)
     result = structured_solution(Spec.from_loss(counts_from_labels(tmp_path / "labels.npy")))
     assert result.certified
+
+
+def test_grouped_solver_failure_message_is_one_clean_line(monkeypatch):
+    # Every backend failing: the grouped solve used to repeat cvxpy's advice for Python users
+    # ("solve with verbose=True ...") where solve_convex already cut it (one shared helper now).
+    import cvxpy as cp
+
+    from ucfm_svm.errors import SolverError
+
+    def fail(self, *args, **kwargs):
+        raise cp.error.SolverError(
+            "Solver 'X' failed. Try another solver, or solve with verbose=True for more info."
+        )
+
+    monkeypatch.setattr(cp.Problem, "solve", fail)
+    with pytest.raises(SolverError) as info:
+        solve_convex_grouped(Spec.from_loss(step_counts(4, 10, 0.5), "ce"))
+    message = str(info.value)
+    assert "verbose" not in message and message.count("Solver 'X' failed") == 2

@@ -70,20 +70,11 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
 
     start = time.perf_counter()
     problem, Z, constraint = _nuclear_program(spec, labels, weights)
-    attempts = []
-    for name in solvers:
-        try:
-            problem.solve(solver=name, **_SOLVER_OPTIONS[name])
-        except cp.error.SolverError as exc:
-            attempts.append(f"{name}: {_first_sentence(exc)}")
-            continue
-        if problem.status in cp.settings.SOLUTION_PRESENT and Z.value is not None:
-            break
-        attempts.append(f"{name}: status {problem.status}")
-    else:
+    name, failures = _run_backends(problem, Z, solvers)
+    if name is None:
         raise SolverError(
             f"The convex solve ({level} level, k={spec.k}, n={spec.n}) failed: "
-            + "; ".join(attempts)
+            + failures
             + ". Try another backend (--solver SCS or CLARABEL), "
             + ("the class level (--level class), " if level == "example" else "")
             + "or counts and hyperparameters of moderate ratio."
@@ -214,20 +205,11 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
         constraints.append(cp.diag(gaps)[np.flatnonzero(within)] >= margin[within])
     B = cp.multiply(np.sqrt(np.outer(m, m)) * root_n[None, :] / scale[:, None], Q) + cp.diag(beta)
     problem = cp.Problem(cp.Minimize(cp.normNuc(B) + (m - 1) @ beta), constraints)
-    attempts = []
-    for name in solvers:
-        try:
-            problem.solve(solver=name, **_SOLVER_OPTIONS[name])
-        except cp.error.SolverError as exc:
-            attempts.append(f"{name}: {exc}")
-            continue
-        if problem.status in cp.settings.SOLUTION_PRESENT and Q.value is not None:
-            break
-        attempts.append(f"{name}: status {problem.status}")
-    else:
+    name, failures = _run_backends(problem, Q, solvers)
+    if name is None:
         raise SolverError(
             f"The grouped convex solve (k={spec.k}, {g} groups) failed: "
-            + "; ".join(attempts)
+            + failures
             + ". Try another backend (--solver SCS or CLARABEL) or --method structured."
         )
     seconds = time.perf_counter() - start
@@ -365,18 +347,32 @@ def _margin_constraint(spec: Spec, Z: cp.Expression, labels: np.ndarray) -> cp.C
 
 
 def _solved(problem: cp.Problem, variable: cp.Variable, what: str) -> np.ndarray:
-    """Solve a block QP with Clarabel, then SCS; the variable's value, or SolverError."""
+    """Solve a block QP with Clarabel, then SCS (default settings); the variable's value, or
+    SolverError."""
+    name, failures = _run_backends(problem, variable, DEFAULT_SOLVERS, tuned=False)
+    if name is None:
+        raise SolverError(f"The {what} failed: " + failures)
+    return np.asarray(variable.value, dtype=float)
+
+
+def _run_backends(
+    problem: cp.Problem, variable: cp.Variable, solvers: tuple, tuned: bool = True
+) -> tuple[str | None, str]:
+    """Solve ``problem`` with each backend of ``solvers`` in turn (with the accuracy settings
+    ``_SOLVER_OPTIONS`` if ``tuned``) until one returns a value of ``variable``. Returns the name
+    of that backend (``None`` if none did) and the failures of the backends tried before it,
+    joined by ``"; "``."""
     attempts = []
-    for name in DEFAULT_SOLVERS:
+    for name in solvers:
         try:
-            problem.solve(solver=name)
+            problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
         except cp.error.SolverError as exc:
             attempts.append(f"{name}: {_first_sentence(exc)}")
             continue
         if problem.status in cp.settings.SOLUTION_PRESENT and variable.value is not None:
-            return np.asarray(variable.value, dtype=float)
+            return name, "; ".join(attempts)
         attempts.append(f"{name}: status {problem.status}")
-    raise SolverError(f"The {what} failed: " + "; ".join(attempts))
+    return None, "; ".join(attempts)
 
 
 def _first_sentence(exc: Exception) -> str:

@@ -210,7 +210,9 @@ FIGURE_CAPTIONS = {
     "axis) for CE, LDT and CDT; lines: closed form, markers: certified convex solve. VS has "
     "CDT's geometry in the SVM limit (its tau leaves no trace) and is not drawn.",
     "geometry_vs_gamma": "the same against gamma at fixed R for LDT and CDT; vertical lines "
-    "mark the tuned gammas of the table above.",
+    "mark the tuned gammas of the table above. LDT's ETF line and CDT's self-dual line coincide "
+    "(both at gamma = 1/2 for any counts: every g_c = delta_c sqrt(n_c) / Delta_c is equal), so "
+    "only one of the two shows.",
     "grams_ce_k4": "Gram matrices of classifiers and class means, CE, STEP k=4, R=10, rho=1/2.",
     "vectors_ce_k3": "classifiers and class means of CE in their 2-D span, STEP k=3, R=10: the "
     "minority classifier is shorter, the minority embedding longer.",

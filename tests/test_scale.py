@@ -109,3 +109,15 @@ def test_grouped_solver_failure_message_is_one_clean_line(monkeypatch):
         solve_convex_grouped(Spec.from_loss(step_counts(4, 10, 0.5), "ce"))
     message = str(info.value)
     assert "verbose" not in message and message.count("Solver 'X' failed") == 2
+
+
+@pytest.mark.parametrize("counts", [[5, 5, 5], [7, 7]])
+def test_grouped_single_group_matches_closed_form(counts):
+    # One group (balanced counts, STEP at R = 1) was a numpy TypeError: the within-group dual
+    # came back 2-D. Clarabel gaps here are ~1e-15; its point is accurate to ~1e-8.
+    spec = Spec.from_loss(counts, "ce")
+    result = solve_convex_grouped(spec)
+    closed = structured_solution(spec)
+    assert result.status == OPTIMAL
+    assert result.objective == pytest.approx(closed.objective, rel=1e-8)
+    np.testing.assert_allclose(result.classifier_norms, closed.classifier_norms, rtol=1e-6)

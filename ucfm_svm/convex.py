@@ -239,7 +239,7 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
     mu = nu / np.outer(m, m)
     mu_within = np.zeros(g)
     if within.any():
-        nu_w = np.clip(np.asarray(constraints[1].dual_value, dtype=float), 0.0, None)
+        nu_w = np.clip(np.asarray(constraints[1].dual_value, dtype=float).ravel(), 0.0, None)
         mu_within[within] = nu_w / (m[within] * (m[within] - 1))
     L_diag = (m[:, None] * mu).sum(axis=0) + (m - 1) * mu_within
     numerator = float(np.sum(m * margin * L_diag))

@@ -141,3 +141,16 @@ def test_cli_plot_kind_specific_errors(cli, tmp_path):
         "plot", "ratio", "--step", "4,10,0.5", "--range", "5,2", "--out", str(tmp_path / "x")
     )
     assert code == 2 and "'range' parameter" in err
+
+
+@pytest.mark.parametrize("kind", ["ratio", "grams"])
+def test_cli_plot_structured_draws_and_grouped_is_refused(cli, tmp_path, kind):
+    # Both were tracebacks: the lean structured result and convex_grouped carry no Grams.
+    spec = ["--step", "4,10,0.5"] + (["--range", "1,10"] if kind == "ratio" else [])
+    code, _, err = cli("plot", kind, *spec, "--method", "structured", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    code, _, err = cli(
+        "plot", kind, *spec, "--method", "convex_grouped", "--out", str(tmp_path / "g")
+    )
+    assert code == 2 and "'method' parameter must be a method that returns the Grams" in err
+    assert err.count("\n") == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import METHODS, solve
+from ..api import METHODS
 from ..plots import geometry as plots
 from ..reproduce import tuned_hyperparameters, tuning_marks
 from ..spec import LOSSES, step_counts
@@ -126,7 +126,7 @@ def make_figure(args: argparse.Namespace):
             marker_method=args.method,
             marks=tuning_marks(tunings, [s.loss for s in losses], (lo, hi)),
         )
-    result = solve(spec, args.method)
+    result = plots.solve_with_grams(spec, args.method)
     if args.kind == "grams":
         return plots.figure_grams(result)
     return plots.figure_vectors(result)

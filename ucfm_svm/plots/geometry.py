@@ -96,9 +96,22 @@ def step_quantities(result: Result, n_majority: int) -> dict[str, dict[str, floa
     return out
 
 
-def _curve(specs: Sequence[Spec], method: str, n_majority: int) -> dict[str, dict[str, np.ndarray]]:
+def solve_with_grams(spec: Spec, method: str) -> Result:
+    """``api.solve(spec, method)`` with both ``k x k`` Grams: ``structured`` is asked for them
+    (``full=True``); a method that never returns them (``convex_grouped``) is a ``SpecError``."""
     api.method_options(method)  # raises SpecError for an unknown method
-    rows = [step_quantities(api.solve(spec, method), n_majority) for spec in specs]
+    result = api.solve(spec, method, **({"full": True} if method == "structured" else {}))
+    if result.classifier_gram is None or result.embedding_gram is None:
+        raise fail(
+            "method",
+            "a method that returns the Grams (convex, theory, nonconvex, structured)",
+            method,
+        )
+    return result
+
+
+def _curve(specs: Sequence[Spec], method: str, n_majority: int) -> dict[str, dict[str, np.ndarray]]:
+    rows = [step_quantities(solve_with_grams(spec, method), n_majority) for spec in specs]
     return {
         fam: {q: np.array([r[fam][q] for r in rows]) for q, _ in QUANTITIES} for fam, _ in FAMILIES
     }

@@ -21,6 +21,7 @@ from ucfm_svm.sweep import (
     load_sweep,
     point_key,
     read_records,
+    run_point,
     run_sweep,
     sweep_from_dict,
 )
@@ -254,3 +255,17 @@ def test_verify_points_record_checks_and_worst_error(tmp_path):
                 "options": {"verify": {"level": "class"}},
             }
         )
+
+
+def test_routes_without_grams_are_recorded(tmp_path):
+    # A lean structured point crashed the sweep (grouped cosines of a missing Gram).
+    path = _write(
+        tmp_path,
+        'methods = ["structured", "convex_grouped"]\nlosses = ["ce"]\n'
+        "[counts.step]\nk = 4\nR = 10\nrho = 0.5",
+    )
+    sweep = load_sweep(path)
+    records = [run_point(p) for p in sweep.points]
+    assert [r["state"] for r in records] == ["done", "done"]
+    assert all(r["status"] == "optimal" and r["cosines"] is None for r in records)
+    assert records[0]["objective"] == pytest.approx(records[1]["objective"], rel=1e-8)

@@ -140,3 +140,17 @@ def test_report_is_frozen():
 def test_repeated_method_is_rejected(cli):
     code, _out, err = cli("verify", "--counts", "5,1", "--methods", "theory,theory")
     assert code == 2 and "'methods' parameter must be distinct names" in err
+
+
+def test_structured_and_grouped_routes_are_compared():
+    # Both were TypeError tracebacks (no Grams in a lean structured or a grouped result).
+    spec = Spec.from_loss(step_counts(4, 10, 0.5), "cdt", gamma=0.5)
+    report = verify(spec, ("convex_grouped", "structured", "theory"))
+    assert report.passed and report.reference == "structured"  # the first route with Grams
+    grouped = {c.quantity for c in report.checks if c.route == "convex_grouped vs structured"}
+    assert grouped == {"objective", "classifier norms", "embedding norms"}
+    theory = {c.quantity for c in report.checks if c.route == "theory vs structured"}
+    assert "classifier gram" in theory and "logits" in theory
+    # the grouped route alone: its own checks, nothing to compare, no geometry to describe
+    alone = verify(Spec.from_loss([5, 5, 5], "ce"), ("convex_grouped",))
+    assert alone.passed and alone.geometry == {}

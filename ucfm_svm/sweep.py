@@ -367,7 +367,7 @@ def run_point(point: dict) -> dict:
     groups = spec.step_groups()
     record["cosines"] = (
         None
-        if groups is None
+        if groups is None or result.classifier_gram is None
         else {
             name: geometry.grouped_cosines(G, *groups)
             for name, G in (

@@ -238,13 +238,18 @@ def verify(
                 skipped.append(f"{name} (not available in this installation)")
                 continue
             raise fail("methods", "names among " + ", ".join(api.METHODS), name)
+        opts = dict(options.get(name, {}))
+        if name == "structured":
+            opts.setdefault("full", True)  # the Grams, so that the geometry is compared too
         try:
-            results[name] = api.solve(spec, name, **dict(options.get(name, {})))
+            results[name] = api.solve(spec, name, **opts)
         except SolverError as exc:
             checks.append(Check("solve", name, math.inf, 0.0, False, note=str(exc)))
     for name, result in results.items():
         checks += _own_checks(name, result)
-    reference = next(iter(results), None)
+    # convex_grouped returns norms but no Grams: it is compared, not a reference, where possible
+    with_grams = [n for n, r in results.items() if r.classifier_gram is not None]
+    reference = next(iter(with_grams or results), None)
     if reference is not None:
         ref = results[reference]
         for name, result in results.items():
@@ -257,7 +262,11 @@ def verify(
         reference=reference,
         checks=tuple(checks),
         skipped=tuple(skipped),
-        geometry=describe_geometry(results[reference]) if reference is not None else {},
+        geometry=(
+            describe_geometry(results[reference])
+            if reference is not None and results[reference].classifier_gram is not None
+            else {}
+        ),
     )
 
 
@@ -331,22 +340,38 @@ def _own_checks(name: str, result: Result) -> list[Check]:
 
 
 def _pair_checks(name: str, result: Result, ref_name: str, ref: Result) -> list[Check]:
+    """Objective and norms of ``result`` against the reference; Grams, cosines and logits too
+    when both have them (``convex_grouped`` returns norms only)."""
     tol_a, tol_b = route_tolerance(name, result), route_tolerance(ref_name, ref)
     tol = Tolerance(max(tol_a.objective, tol_b.objective), max(tol_a.geometry, tol_b.geometry))
     route = f"{name} vs {ref_name}"
     values = {
         "objective": (abs(result.objective - ref.objective) / abs(ref.objective), tol.objective),
-        "classifier gram": (_rel_fro(result.classifier_gram, ref.classifier_gram), tol.geometry),
-        "embedding gram": (_rel_fro(result.embedding_gram, ref.embedding_gram), tol.geometry),
         "classifier norms": (_rel_max(result.classifier_norms, ref.classifier_norms), tol.geometry),
         "embedding norms": (_rel_max(result.embedding_norms, ref.embedding_norms), tol.geometry),
-        "classifier cosines": (
-            _cos_error(result.classifier_gram, ref.classifier_gram),
-            tol.geometry,
-        ),
-        "embedding cosines": (_cos_error(result.embedding_gram, ref.embedding_gram), tol.geometry),
-        "logits": (_rel_fro(result.logits, ref.logits), tol.geometry),
     }
+    if result.classifier_gram is not None and ref.classifier_gram is not None:
+        values.update(
+            {
+                "classifier gram": (
+                    _rel_fro(result.classifier_gram, ref.classifier_gram),
+                    tol.geometry,
+                ),
+                "embedding gram": (
+                    _rel_fro(result.embedding_gram, ref.embedding_gram),
+                    tol.geometry,
+                ),
+                "classifier cosines": (
+                    _cos_error(result.classifier_gram, ref.classifier_gram),
+                    tol.geometry,
+                ),
+                "embedding cosines": (
+                    _cos_error(result.embedding_gram, ref.embedding_gram),
+                    tol.geometry,
+                ),
+                "logits": (_rel_fro(result.logits, ref.logits), tol.geometry),
+            }
+        )
     return [Check(q, route, v, t, v <= t) for q, (v, t) in values.items()]
 
 
@@ -374,11 +399,14 @@ def _step_checks(spec: Spec, ref_name: str, ref: Result) -> list[Check]:
             np.array(formula.classifier_norms), ref.classifier_norms[[a, b]]
         ),
         "embedding norms": _rel_max(np.array(formula.embedding_norms), ref.embedding_norms[[a, b]]),
-        "classifier cosines": _grouped_error(
-            formula.classifier_cosines, ref.classifier_gram, groups
-        ),
-        "embedding cosines": _grouped_error(formula.embedding_cosines, ref.embedding_gram, groups),
     }
+    if ref.classifier_gram is not None:
+        errors["classifier cosines"] = _grouped_error(
+            formula.classifier_cosines, ref.classifier_gram, groups
+        )
+        errors["embedding cosines"] = _grouped_error(
+            formula.embedding_cosines, ref.embedding_gram, groups
+        )
     tolerances = {q: tol for q in errors}
     tolerances["objective"] = max(STEP_FORMULA_TOL, route_tolerance(ref_name, ref).objective)
     return [Check(q, route, v, tolerances[q], v <= tolerances[q]) for q, v in errors.items()]

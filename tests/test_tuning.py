@@ -137,3 +137,12 @@ def test_cli_tune_exit_codes(cli):
     assert code == 2 and "'tau' parameter must be a finite number" in err
     code, _, err = cli("tune", "--counts", "3,1", "--target", "self-dual")
     assert code == 2 and "'loss' parameter must be one of cdt, ldt, vs" in err
+
+
+def test_tune_refuses_more_classes_than_the_dense_closed_form_takes():
+    # It used to start hundreds of dense k x k SVDs (seconds each at k = 2000) and then fail
+    # at the final solve_theory, which refuses k > DENSE_MAX_K.
+    from ucfm_svm.theory import DENSE_MAX_K
+
+    with pytest.raises(SpecError, match="'counts' parameter must be at most 2000 classes"):
+        tune([2] * (DENSE_MAX_K + 1), "cdt", "equal-classifier-norms")

@@ -33,7 +33,7 @@ from scipy.optimize import brentq
 from . import geometry
 from .errors import SpecError
 from .spec import LOSSES, Spec
-from .theory import closed_form
+from .theory import DENSE_MAX_K, closed_form
 from .validation import check_counts, check_float, fail
 
 #: Target names and what each one asks of the geometry.
@@ -144,6 +144,10 @@ def tune(
         Bad arguments, or no root of the target's residual in ``search_range``.
     """
     counts = check_counts("counts", counts)
+    if counts.size > DENSE_MAX_K:  # hundreds of dense closed forms: refuse before the first
+        raise fail(
+            "counts", f"at most {DENSE_MAX_K} classes for tune (dense closed form)", counts.size
+        )
     if loss not in TUNABLE_LOSSES:
         raise fail("loss", "one of " + ", ".join(TUNABLE_LOSSES) + " (a loss with gamma)", loss)
     _check_target(target)

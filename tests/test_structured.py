@@ -17,7 +17,7 @@ from tests.helpers import rel_fro
 from ucfm_svm import Spec, SpecError
 from ucfm_svm.certificate import class_lower_bound, example_lower_bound
 from ucfm_svm.convex import solve_convex
-from ucfm_svm.result import OPTIMAL
+from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
 from ucfm_svm.spec import longtail_counts, step_counts
 from ucfm_svm.structured import Clusters, _sign_violations, _Sums, clusters, structured_solution
 from ucfm_svm.theory import optimal_logits, scaled_logit_matrix, solve_theory
@@ -259,3 +259,19 @@ def test_failed_sign_check_gives_no_certificate(monkeypatch):
     result = structured_solution(Spec.from_loss([10, 10, 1, 1]))
     assert result.lower_bound is None and not result.certified
     assert "no certificate" in result.message
+
+
+def test_wide_spread_of_d_gives_no_certificate():
+    # Margins over 5 decades: d_max / d_min = 3e11. The shift d_max I - D of dlasd4 costs the
+    # small d_c their relative accuracy: the computed vectors were orthonormal only to 1.2e-5,
+    # the embedding norms off by 1e-5 from the dense SVD (accurate to eps sqrt(3e11) ~ 1e-10
+    # here), and the result still claimed a certified optimum.
+    spec = Spec.custom(list(range(1, 31)), margins=list(np.geomspace(1e-5, 1, 30)))
+    result = structured_solution(spec)
+    assert result.status == NOT_CERTIFIED and result.lower_bound is None
+    assert "orders of magnitude" in result.message and "--method theory" in result.message
+    # the objective (a sum of singular values) is still right: 1e-12 measured
+    assert result.objective == pytest.approx(solve_theory(spec).objective, rel=1e-9)
+    # two decades (d_max / d_min = 3e5, estimated vector error 7e-11) stay certified
+    narrow = Spec.custom(list(range(1, 31)), margins=list(np.geomspace(1e-2, 1, 30)))
+    assert structured_solution(narrow).status == OPTIMAL

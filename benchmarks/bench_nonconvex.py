@@ -9,19 +9,30 @@ ratio of median times to the convex solve's, both measured in this process.
 Example level: STEP counts with up to 50 examples per class, d = k, random features and no
 block steps (collapse must emerge): NC1, gap and Grams against the class-level convex solve.
 
+Extended grid (``--extended``): k in {4, 6, 10, 12}, R in {10, 100, 1000}, rho in {1/2, 1/3}
+(k rho whole), CE and CDT/LDT with gamma in {-1, -0.5, 0.5, 1}; Grams against the closed form
+(``api.solve(spec, "theory")``, THEORY F5'). With ``--baseline FILE`` (an older
+``nonconvex.py``, e.g. ``git show main:ucfm_svm/nonconvex.py > /tmp/nonconvex_main.py``) both
+versions solve every case in this process, interleaved, and the time ratio is reported.
+
 Run from the repository root (not in CI; a few minutes)::
 
     nice -n 10 python benchmarks/bench_nonconvex.py [--seeds 5] [--quick]
+    nice -n 10 python benchmarks/bench_nonconvex.py --extended --seeds 2 [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
+from collections.abc import Callable
 
 import numpy as np
 
+from ucfm_svm import api
 from ucfm_svm.convex import solve_convex
+from ucfm_svm.geometry import gram_distance
 from ucfm_svm.nonconvex import solve_nonconvex
 from ucfm_svm.spec import Spec, step_counts
 
@@ -158,11 +169,85 @@ def example_level(seeds: int, quick: bool) -> None:
     )
 
 
+EXTENDED_LOSSES = [("ce", None)] + [
+    (loss, g) for loss in ("cdt", "ldt") for g in (-1.0, -0.5, 0.5, 1.0)
+]
+
+
+def load_baseline(path: str) -> Callable:
+    """``solve_nonconvex`` of another version of the module, imported inside this package."""
+    module_spec = importlib.util.spec_from_file_location("ucfm_svm._bench_baseline", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.solve_nonconvex
+
+
+def extended(seeds: int, baseline: str | None) -> None:
+    solvers = {"current": solve_nonconvex}
+    if baseline:
+        solvers = {"baseline": load_baseline(baseline), **solvers}
+    rows: dict[str, list[dict]] = {name: [] for name in solvers}
+    for k in (4, 6, 10, 12):
+        for R in (10, 100, 1000):
+            for rho in (1 / 2, 1 / 3):
+                if abs(k * rho - round(k * rho)) > 1e-9:
+                    continue
+                for loss, gamma in EXTENDED_LOSSES:
+                    spec = Spec.from_loss(step_counts(k, R, rho), loss, gamma=gamma)
+                    ref = api.solve(spec, "theory")
+                    for seed in range(seeds):
+                        for name, solve in solvers.items():
+                            start = time.perf_counter()
+                            res = solve(spec, seed=seed)
+                            t = time.perf_counter() - start
+                            rows[name].append(
+                                {
+                                    "case": f"k={k} R={R} rho={rho:.3g} {loss} g={gamma} "
+                                    f"seed={seed}",
+                                    "certified": res.certified,
+                                    "rel_gap": res.rel_gap,
+                                    "gram": max(
+                                        gram_distance(res.classifier_gram, ref.classifier_gram),
+                                        gram_distance(res.embedding_gram, ref.embedding_gram),
+                                    ),
+                                    "t": t,
+                                }
+                            )
+    for name, sel in rows.items():
+        times = np.array([r["t"] for r in sel])
+        ok = sum(r["certified"] for r in sel)
+        print(
+            f"{name}: certified {ok}/{len(sel)} = {ok / len(sel):.2%}; worst rel_gap "
+            f"{max(r['rel_gap'] for r in sel):.2e}; worst Gram distance to theory "
+            f"{max(r['gram'] for r in sel):.2e}; time median {np.median(times):.3f} s, "
+            f"max {times.max():.3f} s"
+        )
+        for r in sel:
+            if not r["certified"]:
+                print(
+                    f"  not certified: {r['case']}: rel_gap {r['rel_gap']:.2e}, "
+                    f"Gram {r['gram']:.1e}"
+                )
+    if baseline:
+        ratio = np.array(
+            [c["t"] / b["t"] for b, c in zip(rows["baseline"], rows["current"], strict=True)]
+        )
+        print(
+            f"time ratio current/baseline per run: median {np.median(ratio):.2f}, "
+            f"max {ratio.max():.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="k in {3, 4} only")
+    parser.add_argument("--extended", action="store_true", help="the harder grid (R to 1000)")
+    parser.add_argument("--baseline", help="an older nonconvex.py to compare against")
     args = parser.parse_args()
+    if args.extended:
+        extended(args.seeds, args.baseline)
+        return
     class_level(args.seeds, args.quick)
     example_level(min(args.seeds, 2), args.quick)
 

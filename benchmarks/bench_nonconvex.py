@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from collections.abc import Callable
 
@@ -178,6 +179,7 @@ def load_baseline(path: str) -> Callable:
     """``solve_nonconvex`` of another version of the module, imported inside this package."""
     module_spec = importlib.util.spec_from_file_location("ucfm_svm._bench_baseline", path)
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses look their module up there
     module_spec.loader.exec_module(module)
     return module.solve_nonconvex
 

@@ -79,6 +79,11 @@ STALL_RTOL = 1e-13
 MAX_INNER = 5000
 #: Largest violation at which an inner solve that hit :data:`MAX_INNER` triggers a polish.
 POLISH_VIOLATION = 1e-2
+#: Spread ``max/min`` of the Jacobi scaling (:meth:`_Columns.jacobi`) at the start above which
+#: the refinement runs L-BFGS in Jacobi-scaled variables. Below it plain variables are kept
+#: (the issue's grid has spreads below ~50); above it (LDT gamma=-1, R=1000: 2.4e4) L-BFGS-B
+#: in plain variables fails its line search at once and the penalty blows up.
+PRECONDITION_SPREAD = 1e3
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
 #: Largest KKT system (entries) solved by NNLS for the class-level multipliers.
@@ -152,6 +157,36 @@ class _Columns:
         Qs = self.weighted(P)
         grad = np.concatenate([(W + Qs @ G.T).ravel(), (G + W.T @ Qs).ravel()])
         return value, grad
+
+    def jacobi(self, x: np.ndarray, mu: float) -> np.ndarray:
+        """Diagonal preconditioner ``1 / sqrt(h)`` of ``L_mu`` at ``x``, per variable.
+
+        ``h`` bounds the diagonal of the Hessian by blocks: ``1`` from the cost plus ``mu``
+        times the squared gradient norms of the constraints through each row ``w_c`` (all
+        columns ``i``: ``(Delta_c ||g_i|| / (s_i delta_i))^2``) and each column ``g_i``
+        (``||Delta_c w_c - Delta_{y_i} w_{y_i}||^2 / (s_i delta_i)^2``, all ``c != y_i``).
+        """
+        W, G = self.unpack(x)
+        Delta = self.spec.Delta
+        per = 1.0 / (self.s * self.delta) ** 2  # (m,)
+        g2 = np.sum(G * G, axis=0)
+        SW = Delta[:, None] * W
+        true_rows = SW[self.labels]  # m x d
+        diff2 = np.sum((SW[:, None, :] - true_rows[None, :, :]) ** 2, axis=2) * self.mask
+        # Row c meets each column i once as a wrong class and (for c = y_i) k - 1 times.
+        wrong = Delta**2 * ((self.mask * (g2 * per)[None, :]).sum(axis=1))
+        true = Delta**2 * np.bincount(self.labels, weights=g2 * per, minlength=self.spec.k)
+        h_w = 1.0 + mu * (wrong + (self.spec.k - 1) * true)
+        h_g = 1.0 + mu * per * diff2.sum(axis=0)
+        d = self.spec.dim
+        return np.concatenate([np.repeat(h_w, d), np.tile(h_g, d)]) ** -0.5
+
+    def scaled_lagrangian(
+        self, y: np.ndarray, lam: np.ndarray, mu: float, D: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """``L_mu(D y)`` and its gradient in ``y`` (diagonal scaling ``x = D y``)."""
+        value, grad = self.lagrangian(D * y, lam, mu)
+        return value, D * grad
 
     def class_point(self, W: np.ndarray, G: np.ndarray) -> np.ndarray:
         """Class-mean embeddings ``Hbar`` (d x k) of the columns."""
@@ -255,16 +290,19 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
     previous_violation = np.inf
     previous_cost = np.inf
     best = _Run(None, None, np.inf, -np.inf, iterations, 0, "no feasible point")
+    D = cols.jacobi(x, mu)
+    precondition = D.max() > PRECONDITION_SPREAD * D.min()
     for outer in range(1, MAX_OUTER + 1):
+        D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         res = minimize(
-            cols.lagrangian,
-            x,
-            args=(lam, mu),
+            cols.scaled_lagrangian,
+            x / D,
+            args=(lam, mu, D),
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": MAX_INNER, "ftol": 1e-16, "gtol": 1e-11 * scale, "maxcor": 20},
         )
-        x = res.x
+        x = D * res.x
         iterations += int(res.nit)
         W, G = cols.unpack(x)
         r = cols.violations(W, G)

@@ -38,6 +38,12 @@ One run has three stages:
    a gap ~1e-5, which Newton steps on the all-tight system close to rounding. The polished
    point and multipliers count only through their own cost and certified bound.
 
+The refinement runs L-BFGS in Jacobi-scaled variables when the scaling spread at the start is
+above :data:`PRECONDITION_SPREAD`. When no start certifies (and ``d >= k - 1``), one more start
+is made by continuation (:func:`_continuation`): the problems with scales ``Delta^t`` and
+margins ``delta^t`` for ``t = 0.5, 0.75`` move a random start towards the problem's optimum.
+No start uses the closed form or the convex solve.
+
 The certificate is :mod:`ucfm_svm.certificate` applied to the refinement's own multipliers
 (``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
 the class-mean point, found by nonnegative least squares on the stationarity condition
@@ -524,7 +530,9 @@ def solve_nonconvex(
         ``H`` (d x n), one free column per example; collapse is measured, not assumed (``nc1``).
     restarts : int
         Number of starts (``>= 1``); the best feasible point is kept and every start's cost is
-        reported in ``restart_objectives``. The lower bound is the best over all starts.
+        reported in ``restart_objectives``. The lower bound is the best over all starts. When
+        none certifies (``d >= k - 1``), one continuation start is added (module docstring);
+        the result's ``restarts`` counts the starts made.
     seed : int
         Seed of the random starts (``>= 0``).
     alternations : int or None

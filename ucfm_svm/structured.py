@@ -77,14 +77,14 @@ PROGRESS_MIN_ROOTS = 2000
 SIGN_RTOL = 1e3 * np.finfo(float).eps
 EPS = np.finfo(float).eps
 #: Roots per block of the vectorized secular-root passes (``BLOCK x m`` work arrays).
-BLOCK = 64
+BLOCK = 32
 #: Most Newton / bisection steps of :func:`_polish` (dlaed4's roots take 1 or 2).
 POLISH_STEPS = 100
 LEVELS = ("class", "example")
 #: Largest backward error ``max_G |vhat_G^2 / v_G^2 - 1|`` (:func:`_secular_roots`) at which
 #: the certificate is given. The computed vectors are orthonormal to working precision for the
 #: update ``vhat``; the bound, built from them for the update ``v``, moves by about this much
-#: relative, so this keeps it a factor 10 below ``CERTIFY_RTOL``. Measured up to 2e-14 on
+#: relative, so this keeps it a factor 10 below ``CERTIFY_RTOL``. Measured up to 1e-13 on
 #: margins and scales spread over 9 decades each (k = 10..200).
 VECTOR_RTOL = 1e-7
 
@@ -279,6 +279,7 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fixed = (ctypes.byref(size), ctypes.byref(which), poles.ctypes.data_as(double_p))
     fixed += (z.ctypes.data_as(double_p),)
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
+    rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
     blocks = _blocks(m - 1)
     bar = tqdm(
         blocks,
@@ -295,9 +296,10 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             gap = d[0] - d[1]
             delta[0] = (-cl.weight[0] * gap, cl.weight[1] * gap)
         else:
-            for row, j in zip(delta, block, strict=True):
+            # the last block may be shorter than the buffer (zip stops at the block)
+            for row_p, j in zip(rows_p, block.tolist(), strict=False):
                 which.value = j + 1
-                _DLAED4(*fixed, row.ctypes.data_as(double_p), *tail)
+                _DLAED4(*fixed, row_p, *tail)
                 if info.value != 0:
                     raise SolverError(
                         f"LAPACK dlaed4 failed on secular root {j} of {m - 1} "

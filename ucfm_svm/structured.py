@@ -76,8 +76,10 @@ PROGRESS_MIN_ROOTS = 2000
 #: multipliers (an entry of ``U V^T`` within rounding of 0 is treated as 0).
 SIGN_RTOL = 1e3 * np.finfo(float).eps
 EPS = np.finfo(float).eps
-#: Roots per block of the vectorized secular-root passes (``BLOCK x m`` work arrays).
+#: Roots per block of the vectorized secular-root passes (``rows x m`` work arrays), at most;
+#: fewer when a block would exceed :data:`BLOCK_BYTES` (memory stays ``O(m)``).
 BLOCK = 32
+BLOCK_BYTES = 2**18
 #: Most Newton / bisection steps of :func:`_polish` (dlaed4's roots take 1 or 2).
 POLISH_STEPS = 100
 LEVELS = ("class", "example")
@@ -182,9 +184,11 @@ class _Sums:
     backward: float  # max_G |vhat_G^2 / v_G^2 - 1|
 
 
-def _blocks(count: int) -> list[np.ndarray]:
-    """Root indices ``0 .. count-1`` in blocks of :data:`BLOCK` (``BLOCK x m`` work arrays)."""
-    return [np.arange(lo, min(lo + BLOCK, count)) for lo in range(0, count, BLOCK)]
+def _blocks(count: int, m: int) -> list[np.ndarray]:
+    """Root indices ``0 .. count-1`` in blocks of up to :data:`BLOCK` rows of ``m`` doubles
+    (:data:`BLOCK_BYTES` per work array; at least 4 rows)."""
+    rows = max(4, min(BLOCK, BLOCK_BYTES // (8 * m)))
+    return [np.arange(lo, min(lo + rows, count)) for lo in range(0, count, rows)]
 
 
 def _differences(d: np.ndarray, origin: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -212,10 +216,12 @@ def _polish(
     hi = d[roots] - d[origin]
     active = np.arange(tau.size)
     for _ in range(POLISH_STEPS):
-        inv = 1.0 / _differences(d, origin[active], tau[active])  # 1 / (mu - d)
-        value = -(inv @ w)  # f(mu)
-        slope = (inv * inv) @ w
-        scale = np.abs(inv) @ w
+        inv = 1.0 / _differences(d, origin[active], tau[active])
+        value = -(inv @ w)  # f(mu), inv = 1 / (mu - d)
+        np.abs(inv, out=inv)
+        scale = inv @ w
+        np.square(inv, out=inv)
+        slope = inv @ w
         t = tau[active]
         lo[active] = np.where(value < 0, np.maximum(lo[active], t), lo[active])
         hi[active] = np.where(value > 0, np.minimum(hi[active], t), hi[active])
@@ -275,12 +281,12 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     size, which, info = ctypes.c_int(m), ctypes.c_int(), ctypes.c_int()
     rho_ref, lam = ctypes.c_double(rho), ctypes.c_double()
     double_p = ctypes.POINTER(ctypes.c_double)
-    buffer = np.zeros((min(BLOCK, m - 1), m))
+    blocks = _blocks(m - 1, m)
+    buffer = np.zeros((blocks[0].size, m))
     fixed = (ctypes.byref(size), ctypes.byref(which), poles.ctypes.data_as(double_p))
     fixed += (z.ctypes.data_as(double_p),)
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
     rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
-    blocks = _blocks(m - 1)
     bar = tqdm(
         blocks,
         desc="secular roots",
@@ -341,7 +347,7 @@ def _root_sums(
     (right); class ``c`` of cluster ``G`` gets ``direction_c X[G]`` and ``direction_c Y[G]``
     with ``direction = u / sqrt(w_G)`` (unit on each cluster). If ``left_out`` (k x >= m-1,
     Fortran order) and ``right_out`` (>= m-1 x k) are given, column / row ``j`` receive them.
-    ``O(m^2)`` time (``O(k m)`` with the outputs), ``O(BLOCK m)`` memory.
+    ``O(m^2)`` time (``O(k m)`` with the outputs), ``O(m)`` memory (:func:`_blocks`).
     """
     m = cl.d.size
     s_up, s_down, s_uv = np.zeros(m), np.zeros(m), np.zeros(m)
@@ -363,7 +369,7 @@ def _root_sums(
         )
     what2 = vhat2 / cl.d
     sigma = np.sqrt(roots)
-    for block in _blocks(m - 1):
+    for block in _blocks(m - 1, m):
         inv = 1.0 / _differences(cl.d, origin[block], tau[block])
         inv2 = inv * inv
         norm_x = inv2 @ what2  # ||what^{1/2} o r||^2

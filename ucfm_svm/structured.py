@@ -49,6 +49,7 @@ which the certificate is conditioned (:data:`VECTOR_RTOL`). A dlasd4 solve of th
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,11 +147,22 @@ def clusters(spec: Spec, rtol: float = CLUSTER_RTOL) -> Clusters:
     return Clusters(index=index, d=value, weight=weight / weight.sum(), size=size)
 
 
+@functools.cache
 def _dlaed4_routine() -> Callable[..., None]:
     """LAPACK ``dlaed4`` (not wrapped by ``scipy.linalg.lapack``) from SciPy's Cython LAPACK
     table, called through ctypes with the Fortran signature
-    ``(N, I, D, Z, DELTA, RHO, DLAM, INFO)`` (all arguments by reference)."""
-    capsule = cython_lapack.__pyx_capi__["dlaed4"]
+    ``(N, I, D, Z, DELTA, RHO, DLAM, INFO)`` (all arguments by reference).
+
+    Bound on first use, not at import, so that a SciPy without this table entry costs only the
+    structured method (with a clear ``SolverError``), not the whole package.
+    """
+    try:
+        capsule = cython_lapack.__pyx_capi__["dlaed4"]
+    except (AttributeError, KeyError):
+        raise SolverError(
+            "This SciPy does not expose LAPACK dlaed4 in scipy.linalg.cython_lapack, which the "
+            "structured method needs. Use --method theory (dense, k <= 2000) or --method convex."
+        ) from None
     api = ctypes.pythonapi
     api.PyCapsule_GetName.restype = ctypes.c_char_p
     api.PyCapsule_GetName.argtypes = [ctypes.py_object]
@@ -162,9 +174,6 @@ def _dlaed4_routine() -> Callable[..., None]:
         None, int_p, int_p, double_p, double_p, double_p, double_p, double_p, int_p
     )
     return signature(address)
-
-
-_DLAED4 = _dlaed4_routine()
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,7 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fixed += (z.ctypes.data_as(double_p),)
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
     rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
+    dlaed4 = _dlaed4_routine()
     bar = tqdm(
         blocks,
         desc="secular roots",
@@ -305,7 +315,7 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # the last block may be shorter than the buffer (zip stops at the block)
             for row_p, j in zip(rows_p, block.tolist(), strict=False):
                 which.value = j + 1
-                _DLAED4(*fixed, row_p, *tail)
+                dlaed4(*fixed, row_p, *tail)
                 if info.value != 0:
                     raise SolverError(
                         f"LAPACK dlaed4 failed on secular root {j} of {m - 1} "

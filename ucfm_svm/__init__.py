@@ -6,12 +6,14 @@ them with a convex lower bound, and reports the geometry (norms and angles) of c
 embeddings.
 """
 
+from .api import METHODS, solve
 from .convex import solve_convex
 from .errors import SolverError, SpecError, UcfmError
 from .result import Result
 from .spec import Spec, counts_from_labels, longtail_counts, step_counts
 
 __all__ = [
+    "METHODS",
     "Result",
     "SolverError",
     "Spec",
@@ -19,6 +21,7 @@ __all__ = [
     "UcfmError",
     "counts_from_labels",
     "longtail_counts",
+    "solve",
     "solve_convex",
     "step_counts",
 ]

@@ -224,6 +224,11 @@ def extended(seeds: int, baseline: str | None) -> None:
             f"{max(r['gram'] for r in sel):.2e}; time median {np.median(times):.3f} s, "
             f"max {times.max():.3f} s"
         )
+        for r in sorted(sel, key=lambda r: -r["gram"])[:3]:
+            print(
+                f"  largest Gram distance: {r['case']}: {r['gram']:.1e} "
+                f"(rel_gap {r['rel_gap']:.1e})"
+            )
         for r in sel:
             if not r["certified"]:
                 print(

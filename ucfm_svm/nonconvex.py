@@ -329,6 +329,11 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         best.iterations, best.outer = iterations, outer
         if violation <= FEASIBILITY_TOL and _closed(best):
             best.stopped = "gap closed"
+            if precondition:
+                # Badly scaled problems are flat along the light classes' embeddings: at gap
+                # 1e-9 the embedding Gram can still be 1e-3 from the optimum (LDT gamma=-1,
+                # R=1000, k=4). Newton steps take the point to rounding when they can.
+                _try_polish(cols, best, W, G, lam, force=True)
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
@@ -353,7 +358,14 @@ def _closed(run: _Run) -> bool:
     return run.objective - run.lower_bound <= TARGET_RTOL * run.objective
 
 
-def _try_polish(cols: _Columns, best: _Run, W: np.ndarray, G: np.ndarray, lam: np.ndarray) -> bool:
+def _try_polish(
+    cols: _Columns,
+    best: _Run,
+    W: np.ndarray,
+    G: np.ndarray,
+    lam: np.ndarray,
+    force: bool = False,
+) -> bool:
     """Polish ``(W, G, lam)`` (:func:`_polish`) and keep what improves ``best``'s cost or bound;
     ``True`` when the gap closed.
 
@@ -361,11 +373,12 @@ def _try_polish(cols: _Columns, best: _Run, W: np.ndarray, G: np.ndarray, lam: n
     (every margin is tight at the optimum in every case seen, THEORY F5, but the multipliers of
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
-    cost and certified bound.
+    cost and certified bound. With ``force`` both guesses are tried even when the gap is
+    already closed (a better point may still be reached).
     """
     guesses = [(cols.mask > 0) & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), cols.mask > 0]
     for active in guesses:
-        if _closed(best):
+        if _closed(best) and not force:
             break
         polished = _polish(cols, W, G, lam, active)
         if polished is None:

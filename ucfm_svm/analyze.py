@@ -36,7 +36,7 @@ import numpy as np
 
 from . import api, geometry
 from .errors import SpecError
-from .result import Result
+from .result import Result, jsonable
 from .spec import Spec
 from .theory import DENSE_MAX_K
 from .validation import Shown, fail
@@ -310,9 +310,7 @@ class Analysis:
         for key, value in self.__dict__.items():
             if key == "spec":
                 value = value.to_dict()
-            elif isinstance(value, np.ndarray):
-                value = value.tolist()
-            out[key] = _finite_or_none(value)
+            out[key] = jsonable(value)
         return out
 
 
@@ -390,14 +388,6 @@ def analyze(
         predicted_classifier_gram=pcg,
         predicted_embedding_gram=peg,
     )
-
-
-def _finite_or_none(value: object) -> object:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 def _short(counts: np.ndarray) -> str:

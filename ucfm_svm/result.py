@@ -188,13 +188,9 @@ class Result:
             value = getattr(self, f.name)
             if f.name == "spec":
                 value = value.to_dict()
-            elif isinstance(value, np.ndarray):
-                value = value.tolist()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = _finite_or_none(value)
-        out["gap"] = _finite_or_none(self.gap)
-        out["rel_gap"] = _finite_or_none(self.rel_gap)
+            out[f.name] = jsonable(value)
+        out["gap"] = jsonable(self.gap)
+        out["rel_gap"] = jsonable(self.rel_gap)
         return out
 
     def to_json(self, path: str | Path) -> None:
@@ -236,11 +232,21 @@ class Result:
         return cls.from_dict(data)
 
 
-def _finite_or_none(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
+def jsonable(value: object) -> object:
+    """``value`` made strict-JSON ready: arrays and tuples become lists, numpy scalars Python
+    scalars, and non-finite floats ``None`` (JSON has no NaN or infinity); dicts and lists are
+    converted recursively."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {key: jsonable(v) for key, v in value.items()}
     return value
 
 

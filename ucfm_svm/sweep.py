@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api, geometry
-from .result import OPTIMAL
+from .result import OPTIMAL, jsonable
 from .spec import LOSSES, Spec, longtail_counts, step_counts
 from .validation import Shown, check_int, fail
 from .verify import DEFAULT_METHODS, verify
@@ -393,17 +393,7 @@ def run_point(point: dict) -> dict:
             worst_check=worst,
             verification_error=worst["value"],
         )
-    return _json_safe(record)
-
-
-def _json_safe(value: object) -> object:
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    return jsonable(record)
 
 
 # --- the JSONL file ---

@@ -42,7 +42,7 @@ from scipy.optimize import minimize
 from . import geometry
 from .api import solve
 from .losses import LossParams, loss_and_grad, params_from_spec, scaled_logit_gradient
-from .result import Result
+from .result import Result, jsonable
 from .spec import Spec
 from .validation import check_float, check_int, fail, parse_list
 
@@ -242,7 +242,7 @@ class Trajectory:
             if f.name == "spec":
                 value = value.to_dict()
             elif f.name == "params":
-                value = {g.name: _jsonable(getattr(value, g.name)) for g in fields(value)}
+                value = {g.name: jsonable(getattr(value, g.name)) for g in fields(value)}
             elif f.name == "svm":
                 value = {
                     "method": value.method,
@@ -256,7 +256,7 @@ class Trajectory:
                 }
             elif f.name == "fits":
                 value = [fit.to_dict() for fit in value]
-            out[f.name] = _jsonable(value)
+            out[f.name] = jsonable(value)
         out["classifier_cosines"] = [
             geometry.cosines_from_gram(G).tolist() for G in self.classifier_grams
         ]
@@ -277,21 +277,6 @@ CERTIFICATE_TOL = 1e-6
 
 def _normalized(G: np.ndarray) -> np.ndarray:
     return G / np.linalg.norm(G)
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {key: _jsonable(v) for key, v in value.items()}
-    return value
 
 
 class _Model:

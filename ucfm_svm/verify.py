@@ -32,7 +32,7 @@ import numpy as np
 
 from . import api, geometry
 from .errors import SolverError
-from .result import CERTIFY_RTOL, Result
+from .result import CERTIFY_RTOL, Result, jsonable
 from .spec import Spec
 from .step_theory import step_geometry
 from .validation import fail
@@ -160,7 +160,7 @@ class VerificationReport:
 
     def to_json(self) -> str:
         """:meth:`to_dict` as a JSON string."""
-        return json.dumps(_finite(self.to_dict()), indent=1, allow_nan=False)
+        return json.dumps(jsonable(self.to_dict()), indent=1, allow_nan=False)
 
     def to_text(self) -> str:
         """Readable report: routes, a table of checks, the reference geometry, the verdict."""
@@ -451,13 +451,3 @@ def _geometry_lines(geo: dict) -> list[str]:
             verdict = "not a simplex ETF"
         lines.append(f"  {'':<12}{verdict} (largest cosine error {info['etf_error']:.1e})")
     return lines
-
-
-def _finite(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -32,9 +32,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ucfm_svm import api
-from ucfm_svm.convex import solve_convex
 from ucfm_svm.geometry import gram_distance
-from ucfm_svm.nonconvex import solve_nonconvex
+from ucfm_svm.solvers.convex import solve_convex
+from ucfm_svm.solvers.nonconvex import solve_nonconvex
 from ucfm_svm.spec import Spec, step_counts
 
 LOSSES = [("ce", None)] + [(loss, g) for loss in ("cdt", "ldt", "vs") for g in (0.25, 0.5)]

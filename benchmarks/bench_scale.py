@@ -7,8 +7,9 @@ Routes (each run in a fresh subprocess, with a timeout):
 - ``grouped cvxpy``: class-level program over groups of identical classes (``g x g``);
 - ``nonconvex``: the non-convex pipeline (``api.METHODS["nonconvex"]``);
 - ``dense closed form``: THEORY F5' with a dense SVD of ``A`` and the dense certificate
-  (``--method theory``, ``ucfm_svm.theory.solve_theory``);
-- ``structured``: the secular-equation closed form (``ucfm_svm.structured``), lean and ``full``.
+  (``--method theory``, ``ucfm_svm.solvers.theory.solve_theory``);
+- ``structured``: the secular-equation closed form (``ucfm_svm.solvers.structured``), lean and
+``full``.
 
 Counts: STEP (R = 10, rho = 1/2) and exponential long tails at k in {10, 100, 1000, 8142}
 (CIFAR-10-LT, CIFAR-100-LT, ImageNet-LT-like, and an iNaturalist-2018-like profile of 437,512
@@ -41,11 +42,11 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ucfm_svm import api
-from ucfm_svm.convex import solve_convex, solve_convex_grouped
 from ucfm_svm.result import Result
+from ucfm_svm.solvers.convex import solve_convex, solve_convex_grouped
+from ucfm_svm.solvers.structured import structured_solution
+from ucfm_svm.solvers.theory import DENSE_MAX_K, solve_theory
 from ucfm_svm.spec import Spec, longtail_counts, step_counts
-from ucfm_svm.structured import structured_solution
-from ucfm_svm.theory import DENSE_MAX_K, solve_theory
 
 ROUTES = (
     "direct",

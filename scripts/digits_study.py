@@ -1,7 +1,7 @@
 """Deep-net study on scikit-learn's digits: do trained MLPs reach the predicted geometry?
 
 Trains a small MLP (plain numpy) on STEP-imbalanced subsets of digits with CE, CDT, LDT and VS,
-measures its last layer along training with ``ucfm_svm.analyze`` against the UF-CS-SVM
+measures its last layer along training with ``ucfm_svm.analysis.analyze`` against the UF-CS-SVM
 prediction, and writes a JSON, a PNG and a summary table. See ``ucfm_svm/study.py``.
 
     nice -n 10 python scripts/digits_study.py --out out/digits      # the README run
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ucfm_svm.plots.study import study_figure
-from ucfm_svm.study import StudyConfig, run_study
+from ucfm_svm.runs.study import StudyConfig, run_study
 
 
 def summary_lines(data: dict) -> list[str]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ucfm_svm import Spec, SpecError, solve_convex, step_counts
-from ucfm_svm.analyze import analyze, check_trained, load_trained, predict
+from ucfm_svm.analysis.analyze import analyze, check_trained, load_trained, predict
 from ucfm_svm.geometry import balanced_factors
-from ucfm_svm.theory import scaled_logit_matrix
+from ucfm_svm.solvers.theory import scaled_logit_matrix
 
 # The convex prediction's Grams are accurate to ~1e-8 relative (Clarabel's gap ~1e-9, THEORY
 # F1 checks); the criterion for "the same geometry" is a distance below 1e-6.

@@ -7,8 +7,8 @@ import pytest
 
 from tests.helpers import psd_sqrt, rel_fro
 from ucfm_svm import Spec, SpecError, solve_convex
-from ucfm_svm.certificate import class_lower_bound, example_lower_bound
 from ucfm_svm.result import OPTIMAL, Result
+from ucfm_svm.solvers.certificate import class_lower_bound, example_lower_bound
 
 #: Clarabel is run to 1e-10 gaps; Grams of two independent solves agree far below this.
 GRAM_TOL = 1e-6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ucfm_svm.losses import (
+from ucfm_svm.regularized.losses import (
     loss_and_grad,
     loss_params,
     params_from_spec,

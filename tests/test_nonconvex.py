@@ -11,10 +11,10 @@ import pytest
 from tests.helpers import rel_fro
 from ucfm_svm import Spec, SpecError, solve_convex
 from ucfm_svm.api import solve
-from ucfm_svm.convex import BlockSteps
 from ucfm_svm.geometry import class_logits, class_objective, min_margin_ratio, nc1
-from ucfm_svm.nonconvex import solve_nonconvex
 from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
+from ucfm_svm.solvers.convex import BlockSteps
+from ucfm_svm.solvers.nonconvex import solve_nonconvex
 from ucfm_svm.spec import step_counts
 
 #: The issue's tolerance for Grams against the convex solve (an upper limit for every case).

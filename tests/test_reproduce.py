@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from ucfm_svm.reproduce import (
+from ucfm_svm.runs.reproduce import (
     ReproduceConfig,
     f9_finding,
     grid_rows,
     report_markdown,
     verification_sweep,
 )
-from ucfm_svm.sweep import CHECKS_FAILED, PASSED, point_key, run_point
+from ucfm_svm.runs.sweep import CHECKS_FAILED, PASSED, point_key, run_point
 
 
 def test_quick_reproduce_writes_report_figures_and_resumes(cli, tmp_path):

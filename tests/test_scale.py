@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from ucfm_svm import Spec
-from ucfm_svm.convex import solve_convex, solve_convex_grouped
 from ucfm_svm.result import OPTIMAL
+from ucfm_svm.solvers.convex import solve_convex, solve_convex_grouped
+from ucfm_svm.solvers.structured import structured_solution
 from ucfm_svm.spec import counts_from_labels, longtail_counts, step_counts
-from ucfm_svm.structured import structured_solution
 
 #: Two Clarabel solves run to 1e-10 gaps (ungrouped and grouped) agree to ~1e-9 in the objective;
 #: norms come from their points, accurate to ~1e-8.
@@ -72,7 +72,7 @@ def test_class_level_memory_flat_in_n():
 
 def test_structured_memory_linear_in_k():
     """k = 2000 classes of distinct d_c: the lean path stays far below one k x k matrix
-    (32 MB); its extra memory is O(k) (module docstring of ucfm_svm.structured)."""
+    (32 MB); its extra memory is O(k) (module docstring of ucfm_svm.solvers.structured)."""
     k = 2000
     rng = np.random.default_rng(0)
     spec = Spec.custom(np.arange(1, k + 1), margins=np.exp(rng.uniform(-1, 1, size=k)))

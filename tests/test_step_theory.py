@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ucfm_svm import Spec, SpecError, geometry, solve_convex, step_counts
-from ucfm_svm.spec import svm_hyperparameters
-from ucfm_svm.step_theory import (
+from ucfm_svm.solvers.step_theory import (
     ce_minority_collapse,
     step_geometry,
     step_geometry_for_loss,
     step_hyperparameters,
 )
-from ucfm_svm.theory import closed_form, optimal_shift
+from ucfm_svm.solvers.theory import closed_form, optimal_shift
+from ucfm_svm.spec import svm_hyperparameters
 
 #: Scalar and matrix closed forms are two exact routes: they agree to float rounding (~1e-13).
 FORMULA_TOL = 1e-9

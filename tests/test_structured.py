@@ -15,12 +15,18 @@ import pytest
 
 from tests.helpers import rel_fro
 from ucfm_svm import Spec, SpecError
-from ucfm_svm.certificate import class_lower_bound, example_lower_bound
-from ucfm_svm.convex import solve_convex
 from ucfm_svm.result import OPTIMAL
+from ucfm_svm.solvers.certificate import class_lower_bound, example_lower_bound
+from ucfm_svm.solvers.convex import solve_convex
+from ucfm_svm.solvers.structured import (
+    Clusters,
+    _sign_violations,
+    _Sums,
+    clusters,
+    structured_solution,
+)
+from ucfm_svm.solvers.theory import optimal_logits, scaled_logit_matrix, solve_theory
 from ucfm_svm.spec import longtail_counts, step_counts
-from ucfm_svm.structured import Clusters, _sign_violations, _Sums, clusters, structured_solution
-from ucfm_svm.theory import optimal_logits, scaled_logit_matrix, solve_theory
 
 #: Structured vs dense (see the module docstring).
 DENSE_TOL = 1e-9
@@ -258,7 +264,7 @@ def test_sign_check_flags_positive_entries():
 
 
 def test_failed_sign_check_gives_no_certificate(monkeypatch):
-    monkeypatch.setattr("ucfm_svm.structured._sign_violations", lambda cl, sums: 2)
+    monkeypatch.setattr("ucfm_svm.solvers.structured._sign_violations", lambda cl, sums: 2)
     result = structured_solution(Spec.from_loss([10, 10, 1, 1]))
     assert result.lower_bound is None and not result.certified
     assert "no certificate" in result.message
@@ -317,7 +323,7 @@ def test_wide_spread_vectors_orthonormal():
 def test_backward_error_above_tolerance_gives_no_certificate(monkeypatch):
     """The certificate is conditioned on the recomputed update vector reproducing the true one
     (``max |vhat^2 / v^2 - 1| <= VECTOR_RTOL``); a tolerance below any error refuses it."""
-    monkeypatch.setattr("ucfm_svm.structured.VECTOR_RTOL", -1.0)
+    monkeypatch.setattr("ucfm_svm.solvers.structured.VECTOR_RTOL", -1.0)
     result = structured_solution(Spec.from_loss([10, 10, 1, 1]))
     assert result.lower_bound is None and not result.certified
     assert "reproduce the rank-one term" in result.message and "--method theory" in result.message

@@ -9,9 +9,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from ucfm_svm import SpecError
-from ucfm_svm.losses import loss_params
 from ucfm_svm.plots.study import study_figure
-from ucfm_svm.study import (
+from ucfm_svm.regularized.losses import loss_params
+from ucfm_svm.runs.study import (
     K,
     StudyConfig,
     checkpoint_epochs,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ucfm_svm import SpecError
-from ucfm_svm.sweep import (
+from ucfm_svm.runs.sweep import (
     DONE,
     FAILED,
     load_results,

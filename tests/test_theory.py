@@ -13,7 +13,7 @@ from tests.helpers import psd_sqrt, rel_fro
 from ucfm_svm import Spec, SpecError, solve_convex, step_counts
 from ucfm_svm.api import METHODS, solve
 from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
-from ucfm_svm.theory import (
+from ucfm_svm.solvers.theory import (
     closed_form,
     optimal_logits,
     optimal_shift,
@@ -188,7 +188,7 @@ def test_overflowing_closed_form_is_a_solver_error_not_nan():
 def test_dense_theory_refuses_large_k_and_points_to_structured(cli):
     # Above DENSE_MAX_K the dense SVD costs minutes and GiBs: a one-line error naming the
     # structured method, before any k x k array is formed (this call would take ~3 min).
-    from ucfm_svm.theory import DENSE_MAX_K
+    from ucfm_svm.solvers.theory import DENSE_MAX_K
 
     code, _, err = cli("solve", "--step", "8142,10,0.5", "--method", "theory")
     assert code == 2
@@ -198,7 +198,7 @@ def test_dense_theory_refuses_large_k_and_points_to_structured(cli):
 
 def test_analyze_prediction_above_dense_limit_uses_structured(monkeypatch):
     # Lower the limit so the structured branch runs at small k, and compare it with the dense one.
-    from ucfm_svm import analyze
+    from ucfm_svm.analysis import analyze
 
     counts = [40, 17, 9, 3, 1]
     dense = analyze.predict(counts, "cdt", gamma=0.5)

@@ -15,9 +15,8 @@ import pytest
 from ucfm_svm.api import solve
 from ucfm_svm.errors import SpecError
 from ucfm_svm.geometry import gram_distance
-from ucfm_svm.losses import params_from_spec
-from ucfm_svm.spec import LOSSES, Spec, step_counts
-from ucfm_svm.training import (
+from ucfm_svm.regularized.losses import params_from_spec
+from ucfm_svm.regularized.training import (
     CERTIFICATE_TOL,
     _Model,
     gradient_descent,
@@ -25,6 +24,7 @@ from ucfm_svm.training import (
     regularization_path,
     trend_fit,
 )
+from ucfm_svm.spec import LOSSES, Spec, step_counts
 
 COUNTS = (10, 10, 1, 1)
 #: gammas at which the family's SVM geometries are pairwise distinct (VS differs from CDT)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import rel_fro
 from ucfm_svm import Spec, SpecError, geometry, solve_convex, step_counts
-from ucfm_svm.tuning import etf_margins, target_deviation, tune
+from ucfm_svm.analysis.tuning import etf_margins, target_deviation, tune
 
 #: Root finding to machine precision on an exact closed form.
 ROOT_TOL = 1e-12
@@ -142,7 +142,7 @@ def test_cli_tune_exit_codes(cli):
 def test_tune_refuses_more_classes_than_the_dense_closed_form_takes():
     # It used to start hundreds of dense k x k SVDs (seconds each at k = 2000) and then fail
     # at the final solve_theory, which refuses k > DENSE_MAX_K.
-    from ucfm_svm.theory import DENSE_MAX_K
+    from ucfm_svm.solvers.theory import DENSE_MAX_K
 
     with pytest.raises(SpecError, match="'counts' parameter must be at most 2000 classes"):
         tune([2] * (DENSE_MAX_K + 1), "cdt", "equal-classifier-norms")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ucfm_svm import Spec, SpecError, api, step_counts
-from ucfm_svm.theory import solve_theory
-from ucfm_svm.verify import GEOMETRY_FLOOR, ROUTE_TOLERANCES, VerificationReport, verify
+from ucfm_svm.analysis.verify import GEOMETRY_FLOOR, ROUTE_TOLERANCES, VerificationReport, verify
+from ucfm_svm.solvers.theory import solve_theory
 
 LDT_ETF = Spec.from_loss(step_counts(10, 10, 0.5), "ldt", gamma=0.5)
 

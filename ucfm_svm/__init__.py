@@ -7,9 +7,9 @@ embeddings.
 """
 
 from .api import METHODS, solve
-from .convex import solve_convex
 from .errors import SolverError, SpecError, UcfmError
 from .result import Result
+from .solvers.convex import solve_convex
 from .spec import Spec, counts_from_labels, longtail_counts, step_counts
 
 __all__ = [

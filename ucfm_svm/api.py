@@ -9,12 +9,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from .convex import solve_convex, solve_convex_grouped
-from .nonconvex import solve_nonconvex
 from .result import Result
+from .solvers.convex import solve_convex, solve_convex_grouped
+from .solvers.nonconvex import solve_nonconvex
+from .solvers.structured import structured_solution
+from .solvers.theory import solve_theory
 from .spec import Spec
-from .structured import structured_solution
-from .theory import solve_theory
 from .validation import fail
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.

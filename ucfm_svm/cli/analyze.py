@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import geometry
-from ..analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
+from ..analysis.analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
 from ..spec import LOSSES
 from ._common import EXIT_OK, _number
 

@@ -6,9 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ..convex import LEVELS
+from ..regularized.training import (
+    DEFAULT_LAMBDAS,
+    Trajectory,
+    check_lambdas,
+    norm_ratio,
+    regularization_path,
+)
+from ..solvers.convex import LEVELS
 from ..spec import LOSSES, Spec
-from ..training import DEFAULT_LAMBDAS, Trajectory, check_lambdas, norm_ratio, regularization_path
 from ..validation import fail
 from ._common import (
     EXIT_NOT_CERTIFIED,

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..api import METHODS
 from ..plots import geometry as plots
-from ..reproduce import tuned_hyperparameters, tuning_marks
+from ..runs.reproduce import tuned_hyperparameters, tuning_marks
 from ..spec import LOSSES, step_counts
 from ..validation import fail, parse_list
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..reproduce import ReproduceConfig, reproduce
+from ..runs.reproduce import ReproduceConfig, reproduce
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
 from .sweep import EXIT_INTERRUPTED
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..api import METHODS, method_options, solve
-from ..convex import LEVELS
 from ..result import OPTIMAL
+from ..solvers.convex import LEVELS
 from ..validation import fail
 from ._common import (
     EXIT_NOT_CERTIFIED,

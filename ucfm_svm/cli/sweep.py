@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..sweep import load_sweep, run_sweep
+from ..runs.sweep import load_sweep, run_sweep
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
 
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.

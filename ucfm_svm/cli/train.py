@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training import gradient_descent
+from ..regularized.training import gradient_descent
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args
 from .path import add_training_arguments, check_outputs, compared_specs, table, write_outputs
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..theory import solve_theory
-from ..tuning import DEFAULT_RANGE, TARGETS, TUNABLE_LOSSES, tune
+from ..analysis.tuning import DEFAULT_RANGE, TARGETS, TUNABLE_LOSSES, tune
+from ..solvers.theory import solve_theory
 from ..validation import check_float, fail, parse_list
 from ._common import EXIT_OK, add_spec_arguments, spec_from_args, summary
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analysis.verify import DEFAULT_METHODS, verify
 from ..validation import fail
-from ..verify import DEFAULT_METHODS, verify
 from ._common import add_spec_arguments, check_output_path, spec_from_args, writing
 
 #: Exit codes of ``verify``: every check passed, or at least one failed.

@@ -1,4 +1,4 @@
-"""Figure of the digits study (:mod:`ucfm_svm.study`): trained nets against the prediction."""
+"""Figure of the digits study (:mod:`ucfm_svm.runs.study`): trained nets against the prediction."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PANELS = (
 def study_figure(data: dict) -> Figure:
     """One row per imbalance ratio R, one column per panel of :data:`PANELS`, one line per loss.
 
-    ``data`` is the output of :func:`ucfm_svm.study.run_study`. Distances are those of the
+    ``data`` is the output of :func:`ucfm_svm.runs.study.run_study`. Distances are those of the
     Frobenius-normalized Grams (0 = the predicted geometry); in the norm-ratio panel the dashed
     lines are the UF-CS-SVM predictions in the loss's colour.
     """

@@ -1,10 +1,11 @@
 """Figures of training trajectories: distance to the SVM geometry and norm ratios.
 
-One curve per loss (:class:`~ucfm_svm.training.Trajectory`). Panels:
+One curve per loss (:class:`~ucfm_svm.regularized.training.Trajectory`). Panels:
 
 1. classifier-Gram distance to the loss's own SVM geometry against ``lambda`` (path; the axis
    runs from large to small ``lambda``) or against iterations (gradient descent);
-2. classifier squared-norm ratio (:func:`~ucfm_svm.training.norm_ratio`), with the SVM's value
+2. classifier squared-norm ratio (:func:`~ucfm_svm.regularized.training.norm_ratio`), with the
+SVM's value
    as a dashed line of the same colour;
 3. path only: the distance against ``1 / log(1/lambda)``, with the fitted line of THEORY F8
    (a straight line through the origin would mean a ``1 / log(1/lambda)`` approach).
@@ -18,7 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..training import Trajectory, norm_ratio
+from ..regularized.training import Trajectory, norm_ratio
 from ..validation import fail
 
 

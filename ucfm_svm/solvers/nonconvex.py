@@ -16,7 +16,8 @@ One run has three stages:
 1. **Start**: classifiers ``w_c = u_c / Delta_c`` with ``u_c`` uniform on the unit sphere (the
    scaled rows are in convex position, so every class can be separated) and Gaussian random
    features, or a start given by the user.
-2. **Alternation** (optional): exact block steps in cvxpy (:class:`ucfm_svm.convex.BlockSteps`:
+2. **Alternation** (optional): exact block steps in cvxpy
+(:class:`ucfm_svm.solvers.convex.BlockSteps`:
    H-step, then W-step), each followed by the balanced refactorization of ``W G``
    (``W = U S^{1/2}``, ``G = S^{1/2} V^T``), the rescaling that block steps cannot do. Block steps
    alone stall (THEORY F7: 10.20 against 6.5075 at counts 10,10,1,1), so this is only a start.
@@ -45,7 +46,7 @@ is made by continuation (:func:`_continuation`): the problems with scales ``Delt
 margins ``delta^t`` for ``t = 0.5, 0.75`` move a random start towards the problem's optimum.
 No start uses the closed form or the convex solve.
 
-The certificate is :mod:`ucfm_svm.certificate` applied to the refinement's own multipliers
+The certificate is :mod:`ucfm_svm.solvers.certificate` applied to the refinement's own multipliers
 (``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
 the class-mean point, found by nonnegative least squares on the stationarity condition
 ``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
@@ -65,12 +66,13 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
-from . import certificate, geometry
+from .. import geometry
+from ..errors import SolverError
+from ..result import CERTIFY_RTOL, Result
+from ..spec import Spec
+from ..validation import check_int, fail
+from . import certificate
 from .convex import LEVELS, BlockSteps, solve_convex
-from .errors import SolverError
-from .result import CERTIFY_RTOL, Result
-from .spec import Spec
-from .validation import check_int, fail
 
 #: Alternation rounds by level when none are requested. The example level starts the joint
 #: refinement from random features, so that within-class collapse has to emerge from it (the

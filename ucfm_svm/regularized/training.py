@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from . import geometry
-from .api import solve
+from .. import geometry
+from ..api import solve
+from ..result import Result, jsonable
+from ..spec import Spec
+from ..validation import check_float, check_int, fail, parse_list
 from .losses import LossParams, loss_and_grad, params_from_spec, scaled_logit_gradient
-from .result import Result, jsonable
-from .spec import Spec
-from .validation import check_float, check_int, fail, parse_list
 
 #: Levels: collapsed class means weighted by ``n_c``, or one embedding per example.
 LEVELS = ("class", "example")
@@ -144,7 +144,7 @@ class Trajectory:
     level : str
         ``"class"`` or ``"example"``.
     params : LossParams
-        The loss that was trained (:func:`ucfm_svm.losses.params_from_spec`).
+        The loss that was trained (:func:`ucfm_svm.regularized.losses.params_from_spec`).
     lambdas : (m,) array or None
         Regularization strengths (path).
     iterations : (m,) array or None
@@ -540,7 +540,8 @@ def gradient_descent(
     """Gradient descent on the unregularized UFM ``sum_i l(y_i, W h_i)`` of ``spec``'s loss.
 
     Plain: ``x <- x - lr grad``. Normalized: ``x <- x - lr grad / ||grad||`` (the direction is
-    computed without underflow, :func:`ucfm_svm.losses.scaled_logit_gradient`, so the run can
+    computed without underflow, :func:`ucfm_svm.regularized.losses.scaled_logit_gradient`, so the
+    run can
     go on after the loss itself underflows). ``x = (W, H)`` starts at ``init_scale`` times a
     standard normal vector (class level: a collapsed start, see the module docstring).
 

@@ -8,7 +8,8 @@ remaining images are the test set.
 Model: an MLP ``x -> ReLU(A1 x + b1) -> ReLU(A2 . + b2) -> h = A3 . + b3 -> z = W h``. The
 features ``h`` (dimension ``d``) are linear in the last hidden layer and the classifier has no
 bias, so logits are ``W h`` as in the unconstrained features model (THEORY sec. 1) and the class
-means are compared uncentred. Every loss goes through :func:`ucfm_svm.losses.loss_and_grad`
+means are compared uncentred. Every loss goes through
+:func:`ucfm_svm.regularized.losses.loss_and_grad`
 (mean over the training set); the gradients are back-propagated by hand and the parameters follow
 full-batch gradient descent with heavy-ball momentum 0.9 (or Adam) and L2 weight decay on all
 parameters (the usual recipe of neural-collapse experiments, SGD with momentum 0.9 and weight
@@ -17,10 +18,11 @@ with rows summing to zero: for ``Delta = I`` the logit gradient of every column 
 the mean row of ``W`` never receives a gradient and a random initial mean row would persist
 (decaying only through weight decay).
 
-Along training (log-spaced epochs) ``W`` and the training features are measured with
-:func:`ucfm_svm.analyze.analyze` against the UF-CS-SVM prediction for the subset's counts and the
-loss: NC1, distances of the normalized classifier and class-mean Grams to the prediction and to
-the simplex ETF, and the majority/minority squared-norm ratios. Features are measured projected on
+Along training (log-spaced epochs) ``W`` and the training features are measured
+with :func:`ucfm_svm.analysis.analyze.analyze` against the UF-CS-SVM prediction for the
+subset's counts and the loss: NC1, distances of the normalized classifier and class-mean Grams
+to the prediction and to the simplex ETF, and the majority/minority squared-norm ratios.
+Features are measured projected on
 the row space of ``W`` (``preprocess="project"``: the part the logits see); the distance of the
 raw class means is recorded too.
 """
@@ -33,12 +35,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import geometry
-from .analyze import analyze, check_trained, etf_gram, predict
-from .errors import UcfmError
-from .losses import LossParams, loss_and_grad, loss_params
-from .spec import step_counts
-from .validation import check_float, check_int, fail
+from .. import geometry
+from ..analysis.analyze import analyze, check_trained, etf_gram, predict
+from ..errors import UcfmError
+from ..regularized.losses import LossParams, loss_and_grad, loss_params
+from ..spec import step_counts
+from ..validation import check_float, check_int, fail
 
 #: Number of classes (digits 0-9); the first five are the majority (STEP order).
 K = 10
@@ -151,10 +153,11 @@ def features(params: dict, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]
 def loss_and_gradients(
     params: dict, x: np.ndarray, y: np.ndarray, lp: LossParams, weight_decay: float
 ) -> tuple[float, dict, np.ndarray]:
-    """Mean loss over the batch plus ``weight_decay/2 * sum ||params||^2``, its gradients, logits.
+    """Mean loss over the batch plus ``weight_decay/2 * sum ||params||^2``, its gradients,
+    logits.
 
-    The logit gradient comes from :func:`ucfm_svm.losses.loss_and_grad`; the chain rule through
-    ``z = W h``, ``h = A_L a_{L-1} + b_L`` and the ReLU layers is written out.
+    The logit gradient comes from :func:`ucfm_svm.regularized.losses.loss_and_grad`; the chain
+    rule through ``z = W h``, ``h = A_L a_{L-1} + b_L`` and the ReLU layers is written out.
     """
     m = y.size
     h, acts = features(params, x)

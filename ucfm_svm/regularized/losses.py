@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import CUSTOM, LOSSES, Spec, svm_hyperparameters
-from .validation import check_counts, check_float, fail
+from ..spec import CUSTOM, LOSSES, Spec, svm_hyperparameters
+from ..validation import check_counts, check_float, fail
 
 #: LDAM's largest margin (the default ``max_m`` of Cao et al.).
 LDAM_MAX_MARGIN = 0.5

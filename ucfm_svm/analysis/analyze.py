@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api, geometry
-from .errors import SpecError
-from .result import Result, jsonable
-from .spec import Spec
-from .theory import DENSE_MAX_K
-from .validation import Shown, fail
+from .. import api, geometry
+from ..errors import SpecError
+from ..result import Result, jsonable
+from ..solvers.theory import DENSE_MAX_K
+from ..spec import Spec
+from ..validation import Shown, fail
 
 #: Layouts of the features array: examples as rows (n x d) or as columns (d x n).
 LAYOUTS = ("nd", "dn")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import Spec
+from ..spec import Spec
 
 
 def _bound(spec: Spec, lam: np.ndarray, labels: np.ndarray, column_weights: np.ndarray) -> float:

@@ -26,12 +26,13 @@ A sweep file (TOML) spans a grid::
     [options.convex]                     # keyword options of a method, passed to api.solve
     level = "class"
 
-    [options.verify]                     # the routes compared by ucfm_svm.verify.verify
+    [options.verify]                     # the routes compared by ucfm_svm.analysis.verify.verify
     methods = ["theory", "convex", "nonconvex"]
 
 A scalar may stand for a one-element list. The points are the product counts x loss (x gamma x
 tau where the loss takes them) x dim x method. The method ``verify`` runs
-:func:`ucfm_svm.verify.verify` (every route, checked against each other) instead of one solve.
+:func:`ucfm_svm.analysis.verify.verify` (every route, checked against each other) instead of one
+solve.
 
 Each finished point is appended at once, as one JSON line, to the output file; a rerun with the
 same file skips every point already recorded, so an interrupted sweep resumes where it stopped.
@@ -54,11 +55,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api, geometry
-from .result import OPTIMAL, jsonable
-from .spec import LOSSES, Spec, longtail_counts, step_counts
-from .validation import Shown, check_int, fail
-from .verify import DEFAULT_METHODS, verify
+from .. import api, geometry
+from ..analysis.verify import DEFAULT_METHODS, verify
+from ..result import OPTIMAL, jsonable
+from ..spec import LOSSES, Spec, longtail_counts, step_counts
+from ..validation import Shown, check_int, fail
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,7 +70,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 MAX_GRAM_CLASSES = 50
 #: Record states.
 DONE, FAILED = "done", "failed"
-#: The sweep method that runs :func:`ucfm_svm.verify.verify` on a point.
+#: The sweep method that runs :func:`ucfm_svm.analysis.verify.verify` on a point.
 VERIFY = "verify"
 #: Status of a verify record whose checks all passed / did not all pass.
 PASSED, CHECKS_FAILED = "passed", "checks failed"

@@ -19,7 +19,7 @@ ask for multipliers ``lam_{c'c} >= 0`` with ``L = Delta^{-1} G N^{1/2}`` for a s
 ``L = Delta^{-1} U V^T N^{1/2}`` sum to zero iff ``u = Delta^{-1} 1`` is orthogonal to the range
 of ``A``, which is exactly how ``t`` was chosen, and any other subgradient ``U V^T + s u v^T``
 would break it, so these multipliers are the only candidates. If they are nonnegative,
-:func:`ucfm_svm.certificate.class_lower_bound` turns them into a lower bound equal (up to
+:func:`ucfm_svm.solvers.certificate.class_lower_bound` turns them into a lower bound equal (up to
 rounding) to ``||A||_*``, and the closed form is the certified global optimum. If some are
 negative (beyond rounding), the all-tight point is not optimal and :func:`solve_theory` falls
 back to the convex solve.
@@ -33,17 +33,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import certificate, geometry
+from .. import geometry
+from ..errors import SolverError
+from ..result import CERTIFY_RTOL, Result
+from ..spec import Spec
+from ..validation import fail
+from . import certificate
 from .convex import solve_convex
-from .errors import SolverError
-from .result import CERTIFY_RTOL, Result
-from .spec import Spec
-from .validation import fail
 
 #: Largest k for ``solve_theory`` (a dense SVD of the k x k matrix ``A``: O(k^3) time, O(k^2)
 #: memory). Measured on the 2-core machine under load, ImageNet-LT-like long tail: k = 1000 in
 #: 0.5 s and 0.2 GiB, k = 2000 in 2.9 s and 0.5 GiB; k = 8142 would take minutes and several
-#: GiB. Above it ``ucfm_svm.structured`` (``--method structured``, ``--full`` for the Grams)
+#: GiB. Above it ``ucfm_svm.solvers.structured`` (``--method structured``, ``--full`` for the Grams)
 #: computes the same closed form in O(k) memory.
 DENSE_MAX_K = 2000
 
@@ -94,7 +95,8 @@ class ClosedForm:
     value : float
         ``||A||_* = sum(s)``, the objective of the closed-form point.
     lower_bound : float
-        Certified lower bound :func:`ucfm_svm.certificate.class_lower_bound` of ``multipliers``.
+        Certified lower bound :func:`ucfm_svm.solvers.certificate.class_lower_bound` of
+        ``multipliers``.
     condition : float
         ``s_max / s_min`` over the ``k - 1`` nonzero singular values. The polar factor
         ``U V^T`` is computed to about ``1e-16 * condition``, which bounds the accuracy of the
@@ -186,12 +188,12 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     ----------
     spec : Spec
         Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1) and
-        ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.structured.structured_solution``).
+        ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.solvers.structured.structured_solution``).
     fallback : bool
         If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
         negative beyond rounding, so the all-tight point is not optimal, or an SVD too
         ill-conditioned to certify it, see :attr:`ClosedForm.condition`), return
-        :func:`ucfm_svm.convex.solve_convex` instead, with method ``"theory"`` and a message
+        :func:`ucfm_svm.solvers.convex.solve_convex` instead, with method ``"theory"`` and a message
         saying so. If that solve fails too, or with ``fallback=False``, the uncertified closed
         form is returned (status ``"not certified"``).
 

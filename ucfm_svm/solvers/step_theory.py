@@ -4,7 +4,7 @@ STEP: ``K1 = (1 - rho) k`` majority classes with ``n_1 = R m`` examples and ``K2
 minority classes with ``n_2 = m`` examples; each group ``g`` has its own scale ``Delta_g`` and
 margin ``delta_g`` (CE: all ones; LDT: ``Delta = 1``, two margins; CDT/VS: two scales, margins 1).
 
-Derivation from the matrix closed form (THEORY F5', :mod:`ucfm_svm.theory`). With
+Derivation from the matrix closed form (THEORY F5', :mod:`ucfm_svm.solvers.theory`). With
 ``s_g = delta_g sqrt(n_g)``, ``alpha_g = s_g / Delta_g`` and the shift
 ``t_g = Delta_g^{-2} / (K1 Delta_1^{-2} + K2 Delta_2^{-2})`` (CDT's two shift values),
 ``A = Delta^{-1} (I - 1 t^T) diag(delta) N^{1/2}`` acts
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import CE_LIMIT_LOSSES, LOSSES
-from .validation import check_float, check_int, fail
+from ..spec import CE_LIMIT_LOSSES, LOSSES
+from ..validation import check_float, check_int, fail
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ On a built-in default (:class:`ReproduceConfig`) it
 
 1. verifies a STEP grid (several ``k``, ``R``, ``rho``; CE, LDT, CDT, VS) by every route
    (closed form ``theory``, certified ``convex``, ``nonconvex``) with
-   :func:`ucfm_svm.verify.verify`, through a resumable sweep (:mod:`ucfm_svm.sweep`, file
-   ``verification.jsonl``);
-2. tunes the loss hyperparameters that make the geometry symmetric (:mod:`ucfm_svm.tuning`);
+   :func:`ucfm_svm.analysis.verify.verify`, through a resumable sweep
+   (:mod:`ucfm_svm.runs.sweep`, file ``verification.jsonl``);
+2. tunes the loss hyperparameters that make the geometry symmetric
+   (:mod:`ucfm_svm.analysis.tuning`);
 3. draws the figures of :mod:`ucfm_svm.plots.geometry` (norms and angles against ``R`` and
    ``gamma``, Gram heatmaps, vectors);
 4. writes ``report.md``: the settings, the verification table with certificate gaps, the tuned
@@ -26,9 +27,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import __version__, api, tuning
-from .plots import geometry as plots
-from .spec import Spec, step_counts
+from .. import __version__, api
+from ..analysis import tuning
+from ..plots import geometry as plots
+from ..regularized.training import regularization_path
+from ..spec import Spec, step_counts
+from ..validation import check_int
 from .sweep import (
     DONE,
     PASSED,
@@ -40,10 +44,8 @@ from .sweep import (
     read_records,
     run_sweep,
 )
-from .training import regularization_path
-from .validation import check_int
 
-#: Routes compared by the verification grid (:func:`ucfm_svm.verify.verify`), in order; the
+#: Routes compared by the verification grid (:func:`ucfm_svm.analysis.verify.verify`), in order; the
 #: first (the closed form, certified by its own dual) is the reference.
 ROUTES = ("theory", "convex", "nonconvex")
 
@@ -107,7 +109,7 @@ class GridRow:
 
     @property
     def passed(self) -> bool:
-        """Every check of :func:`ucfm_svm.verify.verify` passed."""
+        """Every check of :func:`ucfm_svm.analysis.verify.verify` passed."""
         return self.record["state"] == DONE and self.record["status"] == PASSED
 
 
@@ -266,7 +268,7 @@ def f9_finding(
     (``ce_ratio_sq``), which is what the published LDT classifier formula gives for every gamma
     (it does not depend on Delta; see the README and ``tests/test_step_theory.py``); and the
     ratio along the regularization path of the ridge-regularized LDT UFM
-    (:func:`ucfm_svm.training.regularization_path`) at ``lambdas``.
+    (:func:`ucfm_svm.regularized.training.regularization_path`) at ``lambdas``.
     """
     counts = step_counts(k, R, rho)
     spec = Spec.from_loss(counts, "ldt", gamma=gamma)
@@ -347,7 +349,7 @@ def report_markdown(
             f"{_check_text(worst['worst_check'])} at {worst['label']}."
         ),
         "",
-        "Checks per specification (`ucfm_svm.verify`): each route's certificate gap and "
+        "Checks per specification (`ucfm_svm.analysis.verify`): each route's certificate gap and "
         "feasibility; objective, both Grams, norms, cosines and logits of every route against "
         "the reference; the STEP scalar formulas. Gaps are relative: (objective - lower bound) / "
         "objective.",

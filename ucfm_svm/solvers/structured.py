@@ -58,12 +58,12 @@ import numpy as np
 from scipy.linalg import cython_lapack
 from tqdm.auto import tqdm
 
-from . import geometry
-from .errors import SolverError
-from .result import NOT_CERTIFIED, OPTIMAL, Result
-from .spec import Spec
+from .. import geometry
+from ..errors import SolverError
+from ..result import NOT_CERTIFIED, OPTIMAL, Result
+from ..spec import Spec
+from ..validation import fail
 from .theory import not_finite_error, optimal_logits
-from .validation import fail
 
 #: Neighbouring (sorted) classes whose ``d_c = g_c^2`` differ by at most this times the larger
 #: one share a cluster: each ``d_c`` moves by a few ulps, relative to itself. (LAPACK's dlaed2

@@ -1,7 +1,8 @@
 """Inverse design: the loss hyperparameter that gives the UF-CS-SVM a chosen symmetry.
 
 For given counts and a loss with an exponent ``gamma`` (``cdt``, ``ldt``, ``vs``), find ``gamma``
-by root finding on the exact closed-form geometry (THEORY F5', :func:`ucfm_svm.theory.closed_form`,
+by root finding on the exact closed-form geometry (THEORY F5',
+:func:`ucfm_svm.solvers.theory.closed_form`,
 certified by its dual). Targets (:data:`TARGETS`):
 
 - ``etf-classifiers``: classifiers form an exact simplex ETF (equal norms, cosines
@@ -30,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from . import geometry
-from .errors import SpecError
-from .spec import LOSSES, Spec
-from .theory import DENSE_MAX_K, closed_form
-from .validation import check_counts, check_float, fail
+from .. import geometry
+from ..errors import SpecError
+from ..solvers.theory import DENSE_MAX_K, closed_form
+from ..spec import LOSSES, Spec
+from ..validation import check_counts, check_float, fail
 
 #: Target names and what each one asks of the geometry.
 TARGETS: dict[str, str] = {

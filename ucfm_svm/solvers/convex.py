@@ -16,7 +16,7 @@ are rescaled to meet every margin; the margins are homogeneous, so this costs at
 solver's feasibility error), whose ``(W, H)`` is the balanced factorization
 ``W = U S^{1/2}``, ``Hbar = S^{1/2} V^T N^{-1/2}`` of ``A = U S V^T`` kept to ``d`` columns, and
 whose lower bound is certified from the solver's dual variables by
-:mod:`ucfm_svm.certificate` (not taken on trust from the solver).
+:mod:`ucfm_svm.solvers.certificate` (not taken on trust from the solver).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from . import certificate, geometry
-from .errors import SolverError
-from .result import Result
-from .spec import Spec
-from .validation import fail
+from .. import geometry
+from ..errors import SolverError
+from ..result import Result
+from ..spec import Spec
+from ..validation import fail
+from . import certificate
 
 #: Solvers tried in order when none is requested.
 DEFAULT_SOLVERS = ("CLARABEL", "SCS")

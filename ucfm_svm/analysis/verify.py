@@ -9,7 +9,7 @@ registered in :data:`ucfm_svm.api.METHODS`) and checks
   objective, classifier Gram ``W W^T``, embedding Gram ``Hbar^T Hbar``, both norm vectors, both
   cosine matrices, and the class-level logits ``Zbar``;
 - for STEP-like specifications (two groups of identical classes), the scalar formulas of
-  :mod:`ucfm_svm.step_theory` against the reference route's norms and grouped cosines.
+  :mod:`ucfm_svm.solvers.step_theory` against the reference route's norms and grouped cosines.
 
 Each comparison of two routes uses the larger of their tolerances (:func:`route_tolerance`).
 The report also describes the reference geometry (norm spreads, cosines, whether the
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import api, geometry
-from .errors import SolverError
-from .result import CERTIFY_RTOL, Result, jsonable
-from .spec import Spec
-from .step_theory import step_geometry
-from .validation import fail
+from .. import api, geometry
+from ..errors import SolverError
+from ..result import CERTIFY_RTOL, Result, jsonable
+from ..solvers.step_theory import step_geometry
+from ..spec import Spec
+from ..validation import fail
 
 #: Methods run by default, in order (the first that succeeds is the reference).
 DEFAULT_METHODS = ("theory", "convex", "nonconvex")
@@ -376,7 +376,8 @@ def _pair_checks(name: str, result: Result, ref_name: str, ref: Result) -> list[
 
 
 def _step_checks(spec: Spec, ref_name: str, ref: Result) -> list[Check]:
-    """STEP scalar formulas (:func:`ucfm_svm.step_theory.step_geometry`) vs the reference."""
+    """STEP scalar formulas (:func:`ucfm_svm.solvers.step_theory.step_geometry`) vs the
+    reference."""
     groups = spec.step_groups()
     if groups is None:
         return []

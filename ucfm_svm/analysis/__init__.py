@@ -1,0 +1,2 @@
+"""Checks on computed results: route verification, hyperparameter tuning and analysis of trained
+nets."""

@@ -1,0 +1,2 @@
+"""The loss family at finite regularization: losses, the regularization path and gradient
+descent."""

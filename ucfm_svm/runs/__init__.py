@@ -1,0 +1,1 @@
+"""Runs of many solves: resumable sweeps, the reproduction report and studies."""

@@ -24,10 +24,11 @@ Worker failures: a point whose worker process dies is run again, at most
 breaks as a whole when a worker dies, the driver resubmits every point that was in flight to a
 fresh pool and counts an attempt for each.
 
-Orphans: the worker processes of the pools and local clusters started here watch the process
-that started them and exit within a second once it is gone, so killing a sweep (even with
-SIGKILL, which runs no clean-up) leaves no worker behind. Workers of an existing cluster are
-not touched.
+Orphans: the worker processes of the pools and local Dask clusters started here watch the
+process that started them and exit within a second once it is gone; a local Ray instance gets
+a reaper process (:mod:`ucfm_svm.runs.reaper`) that kills Ray's processes once the driver is
+gone. So killing a sweep (even with SIGKILL, which runs no clean-up) leaves no process behind.
+Workers of an existing cluster are not touched.
 
 ``dask`` and ``ray`` are optional extras (``pip install "ucfm-svm[dask]"``, ``"ucfm-svm[ray]"``)
 and are imported only here, when their backend is chosen.
@@ -39,10 +40,13 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..validation import check_int, fail
 from .sweep import FAILED, point_key, point_label, run_point
@@ -131,15 +135,15 @@ def failed_record(point: dict, error: str) -> dict:
 
 
 # --- orphan protection ---
-def watch_parent(parent: int | None = None, interval: float = WATCH_INTERVAL) -> None:
-    """Exit this process (``os._exit``) within ``interval`` s once process ``parent`` is gone.
+def watch_parent(parent: int, interval: float = WATCH_INTERVAL) -> None:
+    """Exit this process (``os._exit``) within ``interval`` s once its parent ``parent`` is gone.
 
-    ``parent`` defaults to the current parent. A daemon thread polls ``os.getppid()``: when the
-    parent dies the process is re-parented (to init or a subreaper), so the value changes. The
-    worker ends at once, without clean-up: its parent, the only one that wanted its results, is
-    gone.
+    ``parent`` is the process id of the driver that started this worker, passed by the driver
+    itself (a worker still starting up when its driver dies would otherwise take its new
+    parent for the old one). A daemon thread polls ``os.getppid()``: once the parent dies the
+    worker is re-parented (to init or a subreaper) and the value changes. The worker ends at
+    once, without clean-up: the only process that wanted its results is gone.
     """
-    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -149,21 +153,26 @@ def watch_parent(parent: int | None = None, interval: float = WATCH_INTERVAL) ->
     threading.Thread(target=watch, name="ucfm-svm-parent-watch", daemon=True).start()
 
 
-def worker_start() -> None:
-    """Set up a worker process started here: :func:`watch_parent`, and Ctrl-C left to the
-    driver (a terminal sends SIGINT to the whole process group; the driver stops the workers)."""
+def worker_start(parent: int) -> None:
+    """Set up a worker process started here by the driver ``parent``: :func:`watch_parent`, and
+    Ctrl-C left to the driver (a terminal sends SIGINT to the whole process group; the driver
+    stops the workers)."""
     with contextlib.suppress(ValueError):  # not the main thread (a Dask worker's plugin)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch_parent()
+    watch_parent(parent)
 
 
 class _ParentWatch:
-    """Dask worker plugin: :func:`watch_parent` in each worker process of a local cluster."""
+    """Dask worker plugin: :func:`worker_start` in each worker process of a local cluster (the
+    nannies run in the driver, so the workers are its children)."""
 
     name = "ucfm-svm-parent-watch"
 
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+
     def setup(self, worker: object) -> None:
-        worker_start()
+        worker_start(self.parent)
 
 
 # --- backends ---
@@ -220,7 +229,7 @@ class Loky(Backend):
         if self._executor is None:
             one = {name: "1" for name in _THREAD_VARIABLES}
             self._executor = ProcessPoolExecutor(
-                max_workers=self.jobs, initializer=worker_start, env=one
+                max_workers=self.jobs, initializer=worker_start, initargs=(os.getpid(),), env=one
             )
         return self._executor
 
@@ -303,7 +312,7 @@ class Dask(Backend):
             future = self.client.submit(run_pinned, point, pure=False)
             by_key[future.key] = point
             self._futures.append(future)
-        for future in as_completed(self._futures):
+        for future in as_completed(self._futures, loop=self.client.loop):
             point = by_key[future.key]
             try:
                 record = future.result()
@@ -332,8 +341,10 @@ class Ray(Backend):
         ray = _import("ray", "ray")
         self._ray = ray
         options = {"log_to_driver": False, "configure_logging": False}
+        self._reaper = None
         try:
             if address is None:
+                self._reaper = _start_reaper()
                 ray.init(
                     num_cpus=jobs,
                     object_store_memory=RAY_OBJECT_STORE,
@@ -345,8 +356,7 @@ class Ray(Backend):
                 ray.init(address=address, **options)
                 self.description = f"ray (cluster {address})"
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            with contextlib.suppress(Exception):
-                ray.shutdown()
+            self.close()
             raise fail(
                 "address" if address else "backend",
                 "a reachable Ray cluster (e.g. ray://HOST:10001 or HOST:6379)"
@@ -381,6 +391,33 @@ class Ray(Backend):
         self._pending = []
         with contextlib.suppress(Exception):
             self._ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+
+
+def _start_reaper() -> subprocess.Popen:
+    """Start :mod:`ucfm_svm.runs.reaper` on this process (it stops Ray's processes if this
+    driver is killed without clean-up), in its own session so that a signal sent to the
+    driver's process group leaves it running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ucfm_svm.runs.reaper", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [_package_root(), os.environ.get("PYTHONPATH")])
+            ),
+        },
+    )
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
 
 
 def _ray_point(point: dict) -> dict:

@@ -553,8 +553,9 @@ def output_lock(path: str | Path) -> Iterator[None]:
             os.close(fd)
             raise fail(
                 "out",
-                "an output no other sweep is writing",
-                Shown(f"{path}, locked by the running process {holder} ({lock})"),
+                f"an output no other sweep is writing (it is locked by the running process "
+                f"{holder}, through {lock.name})",
+                str(path),
             ) from None
         try:  # its last holder may have removed the sidecar between our open and flock
             current = os.stat(lock).st_ino == os.fstat(fd).st_ino

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..validation import check_int, fail
+from ..validation import Shown, check_int, fail
 from .sweep import FAILED, point_key, point_label, run_point
 
 #: Backend names.
@@ -355,14 +355,19 @@ class Ray(Backend):
             else:
                 ray.init(address=address, **options)
                 self.description = f"ray (cluster {address})"
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # e.g. "The current node timed out during startup" under load
             self.close()
+            if address is None:
+                raise fail(
+                    "backend",
+                    "a backend that can start here (ray could not start a local instance; "
+                    "try --backend dask or local)",
+                    Shown(f"ray ({_first_line(exc)})"),
+                ) from None
             raise fail(
-                "address" if address else "backend",
-                "a reachable Ray cluster (e.g. ray://HOST:10001 or HOST:6379)"
-                if address
-                else "a backend that can start here",
-                f"{address or 'ray'} ({_first_line(exc)})",
+                "address",
+                "a reachable Ray cluster (HOST:6379 or ray://HOST:10001)",
+                f"{address} ({_first_line(exc)})",
             ) from None
         self._task = ray.remote(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)(_ray_point)
         self._pending: list = []

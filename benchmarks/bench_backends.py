@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ucfm_svm.runs.backends import BackendConfig, open_backend, run_records
 from ucfm_svm.runs.sweep import DONE, sweep_from_dict

@@ -279,14 +279,22 @@ class Dask(Backend):
         distributed = _import("dask", "distributed")
         self._cluster = None
         if scheduler is None:
-            self._cluster = distributed.LocalCluster(
-                n_workers=jobs,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-                env={name: "1" for name in _THREAD_VARIABLES},
-            )
+            try:
+                self._cluster = distributed.LocalCluster(
+                    n_workers=jobs,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                    env={name: "1" for name in _THREAD_VARIABLES},
+                )
+            except Exception as exc:  # e.g. "Nanny failed to start"
+                raise fail(
+                    "backend",
+                    "a backend that can start here (dask could not start a local cluster; "
+                    "try --backend local)",
+                    Shown(f"dask ({_first_line(exc)})"),
+                ) from None
             self.client = distributed.Client(self._cluster, set_as_default=False)
             self.client.register_plugin(_dask_watch_plugin(distributed))
             self.description = f"dask (local cluster, {jobs} workers)"

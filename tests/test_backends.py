@@ -141,7 +141,7 @@ class _DyingBackend:
     def __init__(self, victim: str, deaths: int):
         self.victim, self.deaths = victim, deaths
 
-    def run(self, points):
+    def run(self, points, isolate=False):
         from ucfm_svm.runs.sweep import run_point
 
         for point in points:

@@ -22,7 +22,7 @@ Worker failures: a point whose worker process dies is run again, at most
 (a task whose workers died ``distributed.scheduler.allowed-failures`` times, 3 by default, raises
 ``KilledWorker``); Ray's tasks get ``max_retries = MAX_ATTEMPTS - 1``; for loky, whose pool
 breaks as a whole when a worker dies, the driver resubmits every point that was in flight to a
-fresh pool and counts an attempt for each.
+fresh pool, counts an attempt for each, and runs these retries one at a time.
 
 Orphans: the worker processes of the pools and local Dask clusters started here watch the
 process that started them and exit within a second once it is gone; a local Ray instance gets
@@ -186,8 +186,15 @@ class Backend:
     #: Readable description, e.g. ``"dask (local cluster, 2 workers)"``.
     description = ""
 
-    def run(self, points: Sequence[dict]) -> Iterator[tuple[dict, dict | WorkerLostError]]:
-        """Run ``points``; yield each with its record (or the worker loss) in completion order."""
+    def run(
+        self, points: Sequence[dict], isolate: bool = False
+    ) -> Iterator[tuple[dict, dict | WorkerLostError]]:
+        """Run ``points``; yield each with its record (or the worker loss) in completion order.
+
+        ``isolate`` asks for one point at a time where a worker's death takes down the points
+        running beside it (loky), so that a retry tells the point that kills its worker from
+        the others.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -205,7 +212,9 @@ class InProcess(Backend):
 
     description = "local (this process)"
 
-    def run(self, points: Sequence[dict]) -> Iterator[tuple[dict, dict | WorkerLostError]]:
+    def run(
+        self, points: Sequence[dict], isolate: bool = False
+    ) -> Iterator[tuple[dict, dict | WorkerLostError]]:
         for point in points:
             yield point, run_point(point)
 
@@ -233,7 +242,9 @@ class Loky(Backend):
             )
         return self._executor
 
-    def run(self, points: Sequence[dict]) -> Iterator[tuple[dict, dict | WorkerLostError]]:
+    def run(
+        self, points: Sequence[dict], isolate: bool = False
+    ) -> Iterator[tuple[dict, dict | WorkerLostError]]:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
@@ -241,11 +252,14 @@ class Loky(Backend):
         running: dict = {}
         while queue or running:
             pool = self._pool()
-            while queue and len(running) < self.jobs:
-                point = queue.pop()
-                running[pool.submit(run_pinned, point)] = point
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             broken = None
+            try:
+                while queue and len(running) < (1 if isolate else self.jobs):
+                    running[pool.submit(run_pinned, queue[-1])] = queue[-1]
+                    queue.pop()
+            except BrokenProcessPool as exc:  # a worker died since the last wait
+                broken = exc
+            done = set() if broken else wait(list(running), return_when=FIRST_COMPLETED)[0]
             for future in done:
                 exc = future.exception()
                 if isinstance(exc, BrokenProcessPool):  # loky's TerminatedWorkerError too
@@ -312,7 +326,9 @@ class Dask(Backend):
             self.description = f"dask (scheduler {scheduler})"
         self._futures: list = []
 
-    def run(self, points: Sequence[dict]) -> Iterator[tuple[dict, dict | WorkerLostError]]:
+    def run(
+        self, points: Sequence[dict], isolate: bool = False
+    ) -> Iterator[tuple[dict, dict | WorkerLostError]]:
         from distributed import as_completed
 
         by_key = {}
@@ -380,7 +396,9 @@ class Ray(Backend):
         self._task = ray.remote(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)(_ray_point)
         self._pending: list = []
 
-    def run(self, points: Sequence[dict]) -> Iterator[tuple[dict, dict | WorkerLostError]]:
+    def run(
+        self, points: Sequence[dict], isolate: bool = False
+    ) -> Iterator[tuple[dict, dict | WorkerLostError]]:
         ray = self._ray
         by_ref = {}
         for point in points:
@@ -493,12 +511,14 @@ def run_records(
 
     A point whose worker died (:class:`WorkerLostError`) goes back into the queue until it has run
     ``max_attempts`` times, then gets a failed record; each point yields exactly one record.
+    Retries run isolated (see :meth:`Backend.run`).
     """
     attempts = dict.fromkeys((point_key(p) for p in points), 0)
     todo = list(points)
+    retry = False
     while todo:
         lost = []
-        for point, outcome in backend.run(todo):
+        for point, outcome in backend.run(todo, isolate=retry):
             key = point_key(point)
             attempts[key] += 1
             if not isinstance(outcome, WorkerLostError):
@@ -509,7 +529,7 @@ def run_records(
                 if on_retry is not None:
                     on_retry(point, outcome)
                 lost.append(point)
-        todo = lost
+        todo, retry = lost, True
 
 
 __all__ = [

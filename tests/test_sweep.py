@@ -269,3 +269,104 @@ def test_routes_without_grams_are_recorded(tmp_path):
     assert [r["state"] for r in records] == ["done", "done"]
     assert all(r["status"] == "optimal" and r["cosines"] is None for r in records)
     assert records[0]["objective"] == pytest.approx(records[1]["objective"], rel=1e-8)
+
+
+# --- output files (never cut a file that is not ours), lock, duplicates, signals ---
+GRID = 'methods = ["convex"]\nlosses = ["ce"]\n[counts]\nexplicit = [[3, 1], [3, 3, 1]]\n'
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"my notes: line one\nline two\nno newline at the end",  # a user's text file
+        b"my notes without any newline",
+        b"\xb1\xff\x00\x89PNG\r\n\x1a\n\x00\x00binary",  # a binary file
+        b'{"key": "x", "point": {}, "state": "done"}\n{"not": "a record"}\n',
+    ],
+    ids=["text", "one-line", "binary", "other-json"],
+)
+def test_out_that_is_not_a_sweep_file_is_left_untouched(cli, tmp_path, content):
+    grid = _write(tmp_path, GRID)
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    code, _, err = cli("sweep", str(grid), "--out", str(notes), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "'out' parameter" in err
+    assert "Traceback" not in err
+    assert notes.read_bytes() == content
+    assert not (tmp_path / "notes.txt.lock").exists()
+
+
+def test_grid_named_jsonl_does_not_cut_its_own_input(cli, tmp_path):
+    grid = _write(tmp_path, GRID, name="grid.jsonl")
+    code, _, err = cli("sweep", str(grid), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "'out' parameter" in err
+    assert grid.read_text() == GRID
+
+
+def test_second_sweep_on_a_locked_output_refuses(cli, tmp_path):
+    from ucfm_svm.runs.sweep import output_lock
+
+    grid = _write(tmp_path, GRID)
+    out = tmp_path / "s.jsonl"
+    with output_lock(out):
+        code, _, err = cli("sweep", str(grid), "--out", str(out), "--quiet")
+        assert code == 2 and err.count("\n") == 1
+        assert f"locked by the running process {os.getpid()}" in err
+    assert not out.exists()
+    code, text, _ = cli("sweep", str(grid), "--out", str(out), "--quiet")  # free again
+    assert code == 0 and "2 points, 2 done" in text
+    assert not (tmp_path / "s.jsonl.lock").exists()
+
+
+def test_duplicate_records_are_reported_and_removed(tmp_path):
+    sweep = load_sweep(_write(tmp_path, GRID))
+    out = tmp_path / "d.jsonl"
+    run_sweep(sweep, out, progress=False)
+    lines = out.read_text().splitlines()
+    failed = {**json.loads(lines[0]), "state": FAILED, "error": "an older failed run"}
+    out.write_text("\n".join([lines[0], lines[1], lines[0], json.dumps(failed)]) + "\n")
+    summary = run_sweep(sweep, out, progress=False)
+    assert (summary.duplicates, summary.ran, summary.done) == (2, 0, 2)
+    assert "removed 2 duplicate record(s)" in summary.to_text()
+    assert out.read_text().splitlines() == lines  # the done records, once each
+    assert run_sweep(sweep, out, progress=False).duplicates == 0
+
+
+def test_toml_datetime_option_is_a_one_line_error(cli, tmp_path):
+    grid = _write(
+        tmp_path,
+        GRID + "[options.convex]\nlevel = 1979-05-27T07:32:00Z\n",
+    )
+    code, _, err = cli("sweep", str(grid), "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "'options.convex.level' parameter" in err and "TOML datetime" in err
+
+
+@pytest.mark.parametrize("command", ["sweep", "reproduce"])
+def test_sigterm_exits_130_and_keeps_records(tmp_path, command):
+    if command == "sweep":
+        text = (
+            'methods = ["convex"]\nlosses = ["ce", "ldt", "cdt", "vs"]\ngamma = [0.25, 0.5, 1.0]\n'
+            "[counts.step]\nk = [12]\nR = [10, 20, 30, 40]\nrho = 0.5\n"
+        )
+        out = tmp_path / "t.jsonl"
+        args = ["sweep", str(_write(tmp_path, text)), "--out", str(out)]
+    else:
+        out = tmp_path / "verification.jsonl"
+        args = ["reproduce", "--quick", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "ucfm_svm", *args, "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stdout.startswith("interrupted: ") and stdout.count("\n") == 1 and not stderr
+    keys = [r["key"] for r in _lines(out)]
+    assert keys and len(keys) == len(set(keys))

@@ -6,7 +6,7 @@ import argparse
 
 from ..runs.reproduce import ReproduceConfig, reproduce
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
-from .sweep import EXIT_INTERRUPTED
+from ._runs import EXIT_INTERRUPTED, add_backend_arguments, backend_kwargs, sigterm_as_interrupt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "grid points already solved.",
     )
     p.add_argument("--out", default="out", metavar="DIR", help="output directory (default ./out)")
-    p.add_argument("--jobs", default=1, metavar="N", help="parallel worker processes (default 1)")
+    add_backend_arguments(p)
     p.add_argument(
         "--quick",
         action="store_true",
@@ -34,13 +34,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the job; exit 0 iff every grid specification passed, else 3."""
     config = ReproduceConfig.quick() if args.quick else ReproduceConfig()
     try:
-        outcome = reproduce(
-            args.out,
-            config,
-            jobs=args.jobs,
-            progress=not args.quiet,
-            on_step=None if args.quiet else (lambda text: print(f"- {text}", flush=True)),
-        )
+        with sigterm_as_interrupt():
+            outcome = reproduce(
+                args.out,
+                config,
+                progress=not args.quiet,
+                on_step=None if args.quiet else (lambda text: print(f"- {text}", flush=True)),
+                **backend_kwargs(args),
+            )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished grid points are saved in {args.out}/verification.jsonl; "

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..runs.sweep import load_sweep, run_sweep
+from ..validation import fail
 from ._common import EXIT_NOT_CERTIFIED, EXIT_OK
-
-#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
+from ._runs import EXIT_INTERRUPTED, add_backend_arguments, backend_kwargs, sigterm_as_interrupt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a resumable grid of problems from a TOML file",
         description="Run every point of a TOML sweep file (see examples/step_sweep.toml), "
         "appending one JSON line per finished point. Rerunning with the same output skips "
-        "the points already recorded, so an interrupted sweep resumes.",
+        "the points already recorded, so an interrupted sweep resumes. The output must be new, "
+        "empty or a sweep file, and is locked while the sweep runs.",
     )
     p.add_argument("file", metavar="FILE", help="TOML sweep file")
     p.add_argument(
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="JSONL output (default: FILE with the suffix .jsonl)",
     )
-    p.add_argument("--jobs", default=1, metavar="N", help="parallel worker processes (default 1)")
+    add_backend_arguments(p)
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -40,14 +40,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and print its summary; exit 3 if a point failed or was not certified."""
-    sweep = load_sweep(args.file)
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".jsonl")
+    if out.exists() and Path(args.file).exists() and out.samefile(args.file):
+        raise fail("out", "a path other than the sweep file itself (give --out)", str(out))
+    sweep = load_sweep(args.file)
     try:
-        summary = run_sweep(
-            sweep, out, jobs=args.jobs, retry_failed=args.retry_failed, progress=not args.quiet
-        )
+        with sigterm_as_interrupt():
+            summary = run_sweep(
+                sweep,
+                out,
+                retry_failed=args.retry_failed,
+                progress=not args.quiet,
+                **backend_kwargs(args),
+            )
     except KeyboardInterrupt:
         print(f"interrupted: finished points are saved in {out}; rerun the same command to resume")
         return EXIT_INTERRUPTED
     print(summary.to_text())
     return EXIT_OK if summary.failed == 0 and summary.not_certified == 0 else EXIT_NOT_CERTIFIED
+
+
+__all__ = ["EXIT_INTERRUPTED", "register", "run"]

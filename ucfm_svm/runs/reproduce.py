@@ -29,10 +29,11 @@ from matplotlib.figure import Figure
 
 from .. import __version__, api
 from ..analysis import tuning
+from ..files import atomic_write
 from ..plots import geometry as plots
 from ..regularized.training import regularization_path
 from ..spec import Spec, step_counts
-from ..validation import check_int
+from .backends import BackendConfig
 from .sweep import (
     DONE,
     PASSED,
@@ -449,6 +450,8 @@ def reproduce(
     config: ReproduceConfig | None = None,
     *,
     jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
     progress: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> ReproduceOutcome:
@@ -457,11 +460,12 @@ def reproduce(
     Files: ``verification.jsonl`` (one record per grid point; a rerun keeps the finished
     points and runs the missing and failed ones),
     ``report.md``, and each figure as ``NAME.png`` and ``NAME.pdf``. ``on_step`` is called
-    with a short description before each stage (the CLI prints it).
+    with a short description before each stage (the CLI prints it). ``jobs``, ``backend``
+    and ``address`` say where the grid points run (:func:`ucfm_svm.runs.sweep.run_sweep`).
     """
     start = time.perf_counter()
     config = ReproduceConfig() if config is None else config
-    jobs = check_int("jobs", jobs, low=1)
+    backend_config = BackendConfig(backend, jobs, address)  # checked before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _text: None)
@@ -470,7 +474,13 @@ def reproduce(
     step(f"verification grid: {len(sweep.points)} points -> {out / 'verification.jsonl'}")
     # finished points are kept; failed ones (if any) are tried again
     summary = run_sweep(
-        sweep, out / "verification.jsonl", jobs=jobs, progress=progress, retry_failed=True
+        sweep,
+        out / "verification.jsonl",
+        jobs=backend_config.jobs,
+        backend=backend_config.name,
+        address=backend_config.address,
+        progress=progress,
+        retry_failed=True,
     )
     rows = grid_rows(sweep, read_records(out / "verification.jsonl"))
 
@@ -488,7 +498,8 @@ def reproduce(
             paths.append(path)
     seconds = time.perf_counter() - start
     report = out / "report.md"
-    report.write_text(report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds))
+    text = report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds)
+    atomic_write(report, text)
     return ReproduceOutcome(
         out_dir=out,
         report=report,

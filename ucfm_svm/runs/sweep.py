@@ -39,17 +39,27 @@ same file skips every point already recorded, so an interrupted sweep resumes wh
 A point that fails (a count profile that cannot be built, a solver failure) is recorded with its
 error and the sweep goes on; a rerun with ``retry_failed=True`` drops those records and runs
 them again.
+
+The points run on a backend (:mod:`ucfm_svm.runs.backends`: this process, local worker
+processes, a Dask or a Ray cluster); whatever the backend, only this driver writes the output,
+one record per point as it arrives. The output is checked before anything is written to it (it
+must be empty, missing or a sweep JSONL file: no other file is ever cut), locked for the time of
+the run (a second sweep on it refuses), repaired (a partial last line from a killed run is cut)
+and de-duplicated (two records of one point, e.g. from an older unlocked run, are reported and
+one is kept).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +67,7 @@ import numpy as np
 
 from .. import api, geometry
 from ..analysis.verify import DEFAULT_METHODS, verify
+from ..files import atomic_writer
 from ..result import OPTIMAL, jsonable
 from ..spec import LOSSES, Spec, longtail_counts, step_counts
 from ..validation import Shown, check_int, fail
@@ -109,6 +120,7 @@ class SweepSummary:
     not_certified: int
     checks_failed: int
     failures: tuple[tuple[str, str], ...] = field(default=())
+    duplicates: int = 0
 
     def to_text(self) -> str:
         """Readable summary (a few lines)."""
@@ -126,6 +138,11 @@ class SweepSummary:
                 f"worst verification error: {value} ({c['quantity']}, {c['route']}, "
                 f"tolerance {c['tolerance']:.1e}); points with failed checks: "
                 f"{self.checks_failed}"
+            )
+        if self.duplicates:
+            lines.append(
+                f"removed {self.duplicates} duplicate record(s) from {self.path} "
+                "(one record per point kept)"
             )
         for label, error in self.failures[:5]:
             lines.append(f"  failed {label}: {error}")
@@ -218,6 +235,19 @@ def _number(name: str, value: object) -> float | int:
     return value
 
 
+def _check_plain(name: str, value: object) -> None:
+    """Option values are strings, finite numbers, booleans or lists of them: what a JSON record
+    holds (TOML also has dates and times, which no method takes)."""
+    if isinstance(value, list):
+        for item in value:
+            _check_plain(name, item)
+    elif isinstance(value, (datetime.date, datetime.time, dict)) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        shown = Shown(f"a TOML {type(value).__name__}") if not isinstance(value, float) else value
+        raise fail(name, "a string, a finite number, a boolean or a list of them", shown)
+
+
 def _count_profiles(counts: object) -> list[dict]:
     table = _check_keys("counts", counts, (*_PROFILES, "explicit"))
     profiles = []
@@ -280,6 +310,8 @@ def sweep_from_dict(data: dict, default_name: str = "sweep") -> Sweep:
     for method, opts in options.items():
         allowed = ("methods",) if method == VERIFY else api.method_options(method)
         _check_keys(f"options.{method}", opts, allowed)
+        for key, value in opts.items():
+            _check_plain(f"options.{method}.{key}", value)
     points = []
     for counts in _count_profiles(data["counts"]):
         for loss in losses:
@@ -398,36 +430,148 @@ def run_point(point: dict) -> dict:
 
 
 # --- the JSONL file ---
-def read_records(path: str | Path) -> dict[str, dict]:
-    """Records of a JSONL sweep file by key (the last one wins); ``{}`` if there is no file.
+#: How every record line starts (``key`` is the first field :func:`run_point` writes).
+_RECORD_START = b'{"key":'
 
-    A process killed while writing can leave a partial last line: it is cut off here (the file
-    is truncated after its last newline), so that appending resumes on a clean line.
+
+@dataclass(frozen=True)
+class _Scan:
+    records: dict[str, dict]
+    duplicates: int
+    complete: int  # bytes up to the end of the last complete line
+
+
+def _not_ours(path: Path, why: str) -> Exception:
+    return fail("out", "a new file or a JSONL file written by ucfm-svm sweep", f"{path} ({why})")
+
+
+def _is_record(record: object) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("key"), str)
+        and isinstance(record.get("point"), dict)
+        and record.get("state") in (DONE, FAILED)
+    )
+
+
+def _scan(path: Path) -> _Scan:
+    """Read and check a sweep file without changing it (raises ``SpecError`` if not ours).
+
+    Every complete line must be a record; a last line without its newline (a run killed while
+    writing) must at least start like one. Of two records of one point the done one is kept, or
+    else the later one.
     """
-    path = Path(path)
     if not path.exists():
-        return {}
+        return _Scan({}, 0, 0)
     raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        with path.open("r+b") as fh:
-            fh.truncate(cut)
-        raw = raw[:cut]
+    complete = raw.rfind(b"\n") + 1
+    tail = raw[complete:]
+    if tail.strip() and not tail.startswith(_RECORD_START):
+        raise _not_ours(path, "its last line is not a sweep record")
+    try:
+        text = raw[:complete].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _not_ours(path, "not UTF-8 text") from None
     records: dict[str, dict] = {}
-    for number, line in enumerate(raw.decode().splitlines(), start=1):
+    duplicates = 0
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            key = record["key"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            record = None
+        if not _is_record(record):
+            raise _not_ours(path, f"line {number} is not a sweep record")
+        old = records.get(record["key"])
+        if old is not None:
+            duplicates += 1
+            if old["state"] == DONE and record["state"] != DONE:
+                continue
+        records[record["key"]] = record
+    return _Scan(records, duplicates, complete)
+
+
+def read_records(path: str | Path) -> dict[str, dict]:
+    """Records of a JSONL sweep file by key; ``{}`` if there is no file. Read only.
+
+    Of two records of one point the done one wins, or else the later one; a partial last line
+    (a run killed while writing) is ignored. Raises ``SpecError`` for a file that is not a
+    sweep file.
+    """
+    return _scan(Path(path)).records
+
+
+def _write_records(path: Path, records: Iterable[dict]) -> None:
+    with atomic_writer(path) as fh:
+        for record in records:
+            fh.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+
+
+def prepare_output(path: str | Path, drop_failed: bool = False) -> tuple[dict[str, dict], int]:
+    """Check the sweep output ``path`` and make it ready for appending; ``(records, duplicates)``.
+
+    Call it under :func:`output_lock`. A file that is not a sweep file raises ``SpecError`` and
+    is left untouched. A partial last line is cut off (so appending resumes on a clean line);
+    duplicate records (reported as their count) and, with ``drop_failed``, failed records are
+    removed by rewriting the file atomically.
+    """
+    path = Path(path)
+    scan = _scan(path)
+    records = scan.records
+    if drop_failed:
+        records = {k: r for k, r in records.items() if r["state"] != FAILED}
+    if scan.duplicates or len(records) < len(scan.records):
+        _write_records(path, records.values())
+    elif path.exists() and path.stat().st_size > scan.complete:
+        with path.open("r+b") as fh:
+            fh.truncate(scan.complete)
+    return records, scan.duplicates
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep output ``path`` (raises ``SpecError`` if taken).
+
+    The lock is ``fcntl.flock`` on the sidecar file ``PATH.lock``, which holds the owner's
+    process id; the kernel releases it when its process ends, even by SIGKILL, so a lock is
+    never stale. The sidecar is removed on exit. Without ``fcntl`` (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise fail(
                 "out",
-                "a JSONL file written by ucfm-svm sweep",
-                f"{path} (line {number} is not a sweep record)",
+                f"an output no other sweep is writing (it is locked by the running process "
+                f"{holder}, through {lock.name})",
+                str(path),
             ) from None
-        records[key] = record
-    return records
+        try:  # its last holder may have removed the sidecar between our open and flock
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
 
 
 def _append(path: Path, record: dict) -> None:
@@ -438,32 +582,14 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _rewrite_without(path: Path, drop: set[str]) -> None:
-    records = read_records(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as fh:
-        for key, record in records.items():
-            if key not in drop:
-                fh.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
 # --- running a sweep ---
-def _results(points: Sequence[dict], jobs: int) -> Iterator[dict]:
-    if jobs == 1:
-        return (run_point(p) for p in points)
-    from joblib import Parallel, delayed
-
-    return Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(run_point)(p) for p in points
-    )
-
-
 def run_sweep(
     sweep: Sweep,
     out: str | Path,
     *,
     jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
     retry_failed: bool = False,
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
@@ -475,44 +601,56 @@ def run_sweep(
     sweep : Sweep
     out : path
         JSONL file; each finished point is appended (and flushed to disk) as soon as it ends.
+        It must be missing, empty or a sweep file (checked before anything is written); it is
+        locked while the sweep runs.
     jobs : int
-        Parallel worker processes (joblib); 1 runs in this process.
+        Worker processes started on this machine (1 with ``local``: this process).
+    backend : {"local", "dask", "ray"}
+        Where the points run (:mod:`ucfm_svm.runs.backends`).
+    address : str, optional
+        An existing Dask scheduler or Ray cluster; without, ``dask`` and ``ray`` start a local
+        cluster of ``jobs`` workers and stop it at the end.
     retry_failed : bool
         Run again the points recorded as failed (their old records are dropped first).
     progress : bool
-        Show a tqdm progress bar on stderr.
+        Show a tqdm progress bar (points) on stderr.
     on_record : callable, optional
         Called with each new record after it is written.
     """
-    jobs = check_int("jobs", jobs, low=1)
+    from .backends import BackendConfig, open_backend, run_records
+
+    config = BackendConfig(backend, jobs, address)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = read_records(out)
-    if retry_failed:
-        failed = {k for k, r in records.items() if r.get("state") == FAILED}
-        if failed:
-            _rewrite_without(out, failed)
-            records = {k: r for k, r in records.items() if k not in failed}
-    todo = [p for p in sweep.points if point_key(p) not in records]
-    if todo:
-        from tqdm.auto import tqdm
+    with output_lock(out):
+        records, duplicates = prepare_output(out, drop_failed=retry_failed)
+        todo = [p for p in sweep.points if point_key(p) not in records]
+        if todo:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=len(todo), desc=sweep.name, disable=not progress, unit="point", file=sys.stderr
-        )
-        try:
-            for record in _results(todo, jobs):
-                _append(out, record)
-                records[record["key"]] = record
-                bar.update()
-                if on_record is not None:
-                    on_record(record)
-        finally:
-            bar.close()
-    return summarize(sweep, records, out, ran=len(todo))
+            bar = tqdm(
+                total=len(todo),
+                desc=sweep.name,
+                disable=not progress,
+                unit="point",
+                file=sys.stderr,
+            )
+            try:
+                with open_backend(config) as runner:
+                    for record in run_records(runner, todo):
+                        _append(out, record)
+                        records[record["key"]] = record
+                        bar.update()
+                        if on_record is not None:
+                            on_record(record)
+            finally:
+                bar.close()
+    return summarize(sweep, records, out, ran=len(todo), duplicates=duplicates)
 
 
-def summarize(sweep: Sweep, records: dict[str, dict], path: Path, ran: int = 0) -> SweepSummary:
+def summarize(
+    sweep: Sweep, records: dict[str, dict], path: Path, ran: int = 0, duplicates: int = 0
+) -> SweepSummary:
     """Counts of done / failed points, the worst certificate gap and verification error."""
     mine = [records[point_key(p)] for p in sweep.points if point_key(p) in records]
     done = [r for r in mine if r["state"] == DONE]
@@ -531,6 +669,7 @@ def summarize(sweep: Sweep, records: dict[str, dict], path: Path, ran: int = 0) 
         not_certified=sum(1 for r in done if r.get("status") not in (OPTIMAL, PASSED)),
         checks_failed=sum(1 for r in done if r.get("status") == CHECKS_FAILED),
         failures=tuple((r["label"], r["error"]) for r in failed),
+        duplicates=duplicates,
     )
 
 
@@ -560,9 +699,11 @@ __all__ = [
     "load_results",
     "load_sweep",
     "make_point",
+    "output_lock",
     "point_key",
     "point_label",
     "point_spec",
+    "prepare_output",
     "read_records",
     "run_point",
     "run_sweep",

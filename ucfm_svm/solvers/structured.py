@@ -58,7 +58,6 @@ import numpy as np
 from scipy.linalg import cython_lapack
 from tqdm.auto import tqdm
 
-from .. import geometry
 from ..errors import SolverError
 from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
 from ..spec import Spec
@@ -768,8 +767,8 @@ def _sign_violations(cl: Clusters, sums: _Sums) -> int:
 
 #: Bytes a ``--full`` result may take: four ``k x k`` arrays (W, H_mean and both Grams).
 FULL_MAX_BYTES = 12 * 2**30
-#: Rows per block when the cluster-level Grams are expanded to the classes.
-EXPAND_ROWS = 512
+#: Rows per block when the cluster-level Grams are expanded to the classes (a few MB).
+EXPAND_ROWS = 64
 
 
 def _check_full_memory(spec: Spec) -> None:
@@ -786,18 +785,13 @@ def _check_full_memory(spec: Spec) -> None:
         )
 
 
-def _min_margin_ratio(spec: Spec, block: int = 1024) -> float:
+def _min_margin_ratio(spec: Spec) -> float:
     """``geometry.min_margin_ratio`` of the closed-form logits ``Zbar* = (I - 1 t^T)
-    diag(delta)`` (= ``Delta W Hbar``), built block by block of columns (no ``k x k`` array)."""
+    diag(delta)`` (= ``Delta W Hbar``) in ``O(k)``: column ``c`` holds ``delta_c (1 - t_c)`` on
+    the diagonal and ``-t_c delta_c`` everywhere else, so its margins are all equal."""
     t = optimal_shift(spec)
     delta = spec.delta
-    worst = np.inf
-    for lo in range(0, spec.k, block):
-        cols = np.arange(lo, min(lo + block, spec.k))
-        logits = np.repeat((-t[cols] * delta[cols])[None, :], spec.k, axis=0)
-        logits[cols, np.arange(cols.size)] += delta[cols]
-        worst = min(worst, geometry.min_margin_ratio(spec, logits, cols))
-    return float(worst)
+    return float(np.min((delta * (1.0 - t) + t * delta) / delta))
 
 
 def _full_geometry(
@@ -838,8 +832,9 @@ def _full_geometry(
     cy *= root_d[:, None]
     cy *= root_d[None, :]
     del X
-    cg = _expand(cx, G, direction)
-    eg = _expand(cy, G, direction)
+    scale = 1.0 / np.sqrt(spec.n_vec)
+    cg = _expand(cx, cl, direction)
+    eg = _expand(cy, cl, direction * scale)
     col = m - 1
     order = np.argsort(G, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(cl.size)))
@@ -852,6 +847,8 @@ def _full_geometry(
         projector[np.arange(size), np.arange(size)] += 1.0
         projector *= root_d[c]
         cg[block] += projector
+        projector *= scale[members][:, None]
+        projector *= scale[members][None, :]
         eg[block] += projector
         # Householder reflection mapping x to e_1: its last size - 1 columns span x-perp.
         h = x.copy()
@@ -862,24 +859,31 @@ def _full_geometry(
         W[members, col : col + size - 1] = basis
         sv[col : col + size - 1] = root_d[c]
         col += size - 1
-    scale = 1.0 / np.sqrt(spec.n_vec)
-    eg *= scale[:, None]
-    eg *= scale[None, :]
     W[:, : k - 1] *= np.sqrt(sv)[None, :]
     H = np.zeros((dim, k))
-    H[: k - 1] = W[:, : k - 1].T
-    H[: k - 1] /= sv[:, None]
-    H[: k - 1] *= (g * scale)[None, :]
+    gs = g * scale
+    for lo in range(0, k - 1, EXPAND_ROWS):
+        rows = slice(lo, min(lo + EXPAND_ROWS, k - 1))
+        H[rows] = W[:, rows].T
+        H[rows] *= (1.0 / sv[rows])[:, None]
+        H[rows] *= gs[None, :]
     return W, H, cg, eg
 
 
-def _expand(cluster_gram: np.ndarray, G: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """``diag(direction) C[G, G] diag(direction)`` (k x k), built in blocks of rows."""
+def _expand(cluster_gram: np.ndarray, cl: Clusters, scale: np.ndarray) -> np.ndarray:
+    """``diag(scale) C[G, G] diag(scale)`` (k x k), built in blocks of rows; a block is a
+    ``np.repeat`` of rows of ``C`` when every cluster is a run of consecutive classes (counts
+    sorted, the usual long tail), else a gather."""
+    G = cl.index
     k = G.size
+    runs = bool(np.all(np.diff(G) >= 0))
     out = np.empty((k, k))
     for lo in range(0, k, EXPAND_ROWS):
         rows = slice(lo, min(lo + EXPAND_ROWS, k))
-        np.take(cluster_gram[G[rows]], G, axis=1, out=out[rows])
-        out[rows] *= direction[rows, None]
-    out *= direction[None, :]
+        if runs:
+            out[rows] = np.repeat(cluster_gram[G[rows]], cl.size, axis=1)
+        else:
+            np.take(cluster_gram[G[rows]], G, axis=1, out=out[rows])
+        out[rows] *= scale[rows, None]
+        out[rows] *= scale[None, :]
     return out

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import SpecError
 from .validation import (
     MAX_COUNT,
+    Shown,
     check_counts,
     check_float,
     check_int,
@@ -123,7 +124,9 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            labels = np.load(path, allow_pickle=False)
+            labels = np.load(path, mmap_mode="r", allow_pickle=False)
+            if labels.dtype.kind in "iu" and labels.ndim >= 1:
+                return _counts_of_int_stream(path, labels)
         elif suffix in (".txt", ".csv"):
             labels = _read_text_labels(path)
         else:
@@ -151,6 +154,102 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
     _, counts = np.unique(labels, return_counts=True)
     if counts.size < 2:
         raise fail(name, "a file with at least 2 distinct labels", f"{path} ({counts.size} label)")
+    return counts.astype(np.int64)
+
+
+#: Labels per chunk when a ``.npy`` token stream is counted (32 MB of int64 at a time).
+LABEL_CHUNK = 2**22
+#: A label range of at most 2^24 (and at most 64 times the number of labels) is counted with
+#: ``np.bincount`` over the range (128 MB at most); sparser labels are merged chunk by chunk
+#: with ``np.unique``.
+BINCOUNT_MAX_RANGE = 2**24
+
+
+def _counts_of_int_stream(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Class counts of an integer ``.npy`` (``labels``: its memory map, for the header), read
+    from the file in chunks of :data:`LABEL_CHUNK` with ``np.fromfile``.
+
+    Memory is ``O(number of classes)`` (the bincount range while the labels are dense
+    non-negative ids, as token streams are; else the distinct labels, merged chunk by chunk
+    with ``np.unique``), never ``O(number of labels)``, and no page of the file stays mapped.
+    """
+    if sum(size > 1 for size in labels.shape) > 1:
+        raise fail(
+            "labels", "a vector of integer labels", f"{path} (an array of shape {labels.shape})"
+        )
+    total, dtype, offset = labels.size, labels.dtype, labels.offset
+    del labels
+    if total == 0:
+        raise fail("labels", "a non-empty file of integer labels", f"{path} (no labels)")
+    limit = min(BINCOUNT_MAX_RANGE, 64 * total + 1024)
+    dense = np.zeros(0, dtype=np.int64)
+    values = counts = None  # the sparse form, once a label falls outside [0, limit)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for _ in range(0, total, LABEL_CHUNK):
+            chunk = np.fromfile(f, dtype=dtype, count=LABEL_CHUNK).astype(np.int64, copy=False)
+            if values is None and chunk.min() >= 0 and chunk.max() < limit:
+                part = np.bincount(chunk)
+                if part.size > dense.size:
+                    dense = np.concatenate((dense, np.zeros(part.size - dense.size, np.int64)))
+                dense[: part.size] += part
+                continue
+            if values is None:
+                values = np.flatnonzero(dense)
+                counts = dense[values]
+            v, c = np.unique(chunk, return_counts=True)
+            values, inverse = np.unique(np.concatenate((values, v)), return_inverse=True)
+            merged = np.concatenate((counts, c))
+            counts = np.bincount(inverse, weights=merged, minlength=values.size)
+            counts = counts.astype(np.int64)
+    if values is None:
+        counts = dense[dense > 0]
+    if counts.size < 2:
+        raise fail(
+            "labels", "a file with at least 2 distinct labels", f"{path} ({counts.size} label)"
+        )
+    return counts
+
+
+def counts_from_file(path: str | Path) -> np.ndarray:
+    """Class counts from a file: a ``.npy`` vector of counts, or text with one count per line.
+
+    Text may start with a UTF-8 byte-order mark and use CRLF line ends; blank lines are
+    skipped. Every count must be an integer ``>= 1`` and there must be at least two.
+    """
+    path = Path(path)
+    name = "counts_file"
+    allowed = "a readable .npy vector or text file of class counts (one integer >= 1 per line)"
+    if not path.is_file():
+        raise fail(name, allowed, str(path))
+    try:
+        if path.suffix.lower() == ".npy":
+            counts = np.load(path, allow_pickle=False)
+        else:
+            lines = path.read_bytes().decode("utf-8-sig").splitlines()
+            rows = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+            values = []
+            for number, row in rows:
+                try:
+                    values.append(float(row))
+                except ValueError:
+                    where = Shown(f"{path} (line {number}: {row[:40]!r})")
+                    raise fail(name, allowed, where) from None
+            counts = np.asarray(values)
+    except SpecError:
+        raise
+    except (OSError, ValueError) as exc:  # includes UnicodeDecodeError and pickled arrays
+        raise fail(name, allowed, Shown(f"{path} ({exc.__class__.__name__}: {exc})")) from None
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iuf" or counts.ndim != 1:
+        what = Shown(f"{path} (an array of {counts.dtype} and shape {counts.shape})")
+        raise fail(name, allowed, what)
+    bad = ~np.isfinite(counts.astype(float)) | (counts < 1) | (counts != np.round(counts))
+    if counts.size and bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise fail(name, allowed, Shown(f"{path} (count {counts[i]} at entry {i + 1})"))
+    if counts.size < 2:
+        raise fail(name, "a file of at least 2 class counts", Shown(f"{path} ({counts.size})"))
     return counts.astype(np.int64)
 
 

@@ -15,7 +15,15 @@ import numpy as np
 
 from .. import geometry
 from ..result import Result
-from ..spec import CUSTOM, LOSSES, Spec, counts_from_labels, longtail_counts, step_counts
+from ..spec import (
+    CUSTOM,
+    LOSSES,
+    Spec,
+    counts_from_file,
+    counts_from_labels,
+    longtail_counts,
+    step_counts,
+)
 from ..validation import fail, parse_list
 
 #: An argument that is a negative number or a list starting with one (``-1e-3``, ``-2,2``).
@@ -74,6 +82,11 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--labels", metavar="FILE", help="counts of an integer label file (.npy, .txt, .csv)"
+    )
+    source.add_argument(
+        "--counts-file",
+        metavar="FILE",
+        help="class counts from a file: one count per line, or a .npy vector of counts",
     )
     counts.add_argument(
         "--n-min",
@@ -138,6 +151,9 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         n_max = _number("n_max", args.n_max)
         counts = longtail_counts(parts[0], parts[1], n_max)
         source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}"
+    elif getattr(args, "counts_file", None) is not None:
+        counts = counts_from_file(args.counts_file)
+        source = f"counts file {args.counts_file} (k={len(counts)})"
     else:
         counts = counts_from_labels(args.labels)
         source = f"labels {args.labels} (k={len(counts)})"

@@ -233,23 +233,23 @@ def counts_from_file(path: str | Path) -> np.ndarray:
                 try:
                     values.append(float(row))
                 except ValueError:
-                    where = Shown(f"{path} (line {number}: {row[:40]!r})")
+                    where = Shown(f"line {number}: {row[:20]!r} in {path}")
                     raise fail(name, allowed, where) from None
             counts = np.asarray(values)
     except SpecError:
         raise
     except (OSError, ValueError) as exc:  # includes UnicodeDecodeError and pickled arrays
-        raise fail(name, allowed, Shown(f"{path} ({exc.__class__.__name__}: {exc})")) from None
+        raise fail(name, allowed, Shown(f"{exc.__class__.__name__}: {exc} ({path})")) from None
     counts = np.asarray(counts)
     if counts.dtype.kind not in "iuf" or counts.ndim != 1:
-        what = Shown(f"{path} (an array of {counts.dtype} and shape {counts.shape})")
+        what = Shown(f"an array of {counts.dtype}, shape {counts.shape} in {path}")
         raise fail(name, allowed, what)
     bad = ~np.isfinite(counts.astype(float)) | (counts < 1) | (counts != np.round(counts))
     if counts.size and bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise fail(name, allowed, Shown(f"{path} (count {counts[i]} at entry {i + 1})"))
+        raise fail(name, allowed, Shown(f"count {float(counts[i]):.17g} at entry {i + 1} in {path}"))
     if counts.size < 2:
-        raise fail(name, "a file of at least 2 class counts", Shown(f"{path} ({counts.size})"))
+        raise fail(name, "a file of at least 2 class counts", Shown(f"{counts.size} in {path}"))
     return counts.astype(np.int64)
 
 

@@ -247,7 +247,8 @@ def counts_from_file(path: str | Path) -> np.ndarray:
     bad = ~np.isfinite(counts.astype(float)) | (counts < 1) | (counts != np.round(counts))
     if counts.size and bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise fail(name, allowed, Shown(f"count {float(counts[i]):.17g} at entry {i + 1} in {path}"))
+        where = Shown(f"count {float(counts[i]):.17g} at entry {i + 1} in {path}")
+        raise fail(name, allowed, where)
     if counts.size < 2:
         raise fail(name, "a file of at least 2 class counts", Shown(f"{counts.size} in {path}"))
     return counts.astype(np.int64)

@@ -177,3 +177,23 @@ def test_labels_counted_in_chunks(tmp_path, monkeypatch, shift):
     np.testing.assert_array_equal(counts_from_labels(path), expected)
     np.save(path, labels[:, None].astype(np.int64))  # a column vector is a vector too
     np.testing.assert_array_equal(counts_from_labels(path), expected)
+
+
+def test_blocked_and_per_node_routes_agree(monkeypatch):
+    """The blocked route (differences after the node sums, a few entries beside it) and the
+    per-node route (every difference per node) on weights where some entries may cancel."""
+    rng = np.random.default_rng(9)
+    k = 300
+    spec = Spec.custom(
+        rng.integers(1, 500, size=k), scales=10 ** rng.uniform(-3, 1, size=k), margins=np.ones(k)
+    )
+    u, g = logit_factors(spec)
+    d, w = g * g, u * u
+    blocked = resolvent_diagonals(d, w)
+    monkeypatch.setattr("ucfm_svm.solvers.structured.BLOCKED_MAX_UNSAFE", -1)
+    per_node = resolvent_diagonals(d, w)
+    np.testing.assert_allclose(blocked.embedding, per_node.embedding, rtol=1e-13)
+    np.testing.assert_allclose(blocked.classifier, per_node.classifier, rtol=1e-13)
+    classifier, embedding, _ = _dense_diagonals(spec)
+    np.testing.assert_allclose(blocked.classifier, classifier, rtol=1e-9)
+    np.testing.assert_allclose(blocked.embedding, embedding, rtol=1e-9)

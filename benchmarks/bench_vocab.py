@@ -14,8 +14,8 @@ the objective. Profiles:
 both with ``--loss`` (CE by default: ``d_c = n_c``). Each row has the solver's time, the time
 of one elementwise sweep over ``k x 256`` doubles in the same process (:func:`baseline_sweep`;
 the solve time over it is the load-independent ``ratio``), the peak RSS of the process
-(imports included) and its RSS before the solve. The exponent is the least-squares slope of log time against log k over the sizes
-``>= 10^4``.
+(imports included) and its RSS before the solve. The exponent is the least-squares slope of
+log time against log k over the sizes ``>= 10^4``.
 
 Usage::
 

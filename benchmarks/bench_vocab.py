@@ -149,6 +149,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['profile']} | {r['k']:,} | | | | | {r['status']} | | | |")
             continue
         err = f"{r['norm_error']:.1e}" if "norm_error" in r else "-"
+        if "exact_note" in r:
+            err = "secular route failed"
         ex = f"{r['exact_seconds']:.3g}" if "exact_seconds" in r else "-"
         lines.append(
             f"| {r['profile']} | {r['k']:,} | {r['distinct']:,} | {r['seconds']:.3g} | "

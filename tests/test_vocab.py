@@ -197,3 +197,24 @@ def test_blocked_and_per_node_routes_agree(monkeypatch):
     classifier, embedding, _ = _dense_diagonals(spec)
     np.testing.assert_allclose(blocked.classifier, classifier, rtol=1e-9)
     np.testing.assert_allclose(blocked.embedding, embedding, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_full_grams_on_sorted_and_shuffled_long_tail(shuffle):
+    """Sorted counts make every cluster a run of consecutive classes (slices and np.repeat in
+    ``_full_geometry``); shuffled ones take the gather path. Both against the dense SVD."""
+    from ucfm_svm.solvers.theory import solve_theory
+    from ucfm_svm.spec import longtail_counts
+
+    counts = longtail_counts(300, 50, 120)
+    if shuffle:
+        counts = np.random.default_rng(2).permutation(counts)
+    spec = Spec.from_loss(counts, "cdt", gamma=0.3)
+    full = structured_solution(spec, full=True)
+    dense = solve_theory(spec, fallback=False)
+    assert full.status == OPTIMAL
+    for ours, ref in ((full.classifier_gram, dense.classifier_gram),
+                      (full.embedding_gram, dense.embedding_gram)):
+        assert np.linalg.norm(ours - ref) <= 1e-9 * np.linalg.norm(ref)
+    product = spec.Delta[:, None] * (full.W @ full.H_mean)
+    assert np.linalg.norm(product - dense.logits) <= 1e-9 * np.linalg.norm(dense.logits)

@@ -932,11 +932,13 @@ def _full_geometry(
     col = m - 1
     order = np.argsort(G, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(cl.size)))
+    runs = bool(np.all(np.diff(G) >= 0))
     for c in np.flatnonzero(cl.size > 1).tolist():
         members = order[bounds[c] : bounds[c + 1]]
         x = direction[members]
         size = x.size
-        block = np.ix_(members, members)
+        # a run of consecutive classes is a slice (a view), else a gather/scatter
+        block = (slice(members[0], members[-1] + 1),) * 2 if runs else np.ix_(members, members)
         projector = np.outer(x, -x)
         projector[np.arange(size), np.arange(size)] += 1.0
         projector *= root_d[c]
@@ -950,7 +952,7 @@ def _full_geometry(
         hh = float(h @ h)
         basis = np.outer(h, (-2.0 / hh) * h[1:]) if hh > 0 else np.zeros((size, size - 1))
         basis[np.arange(1, size), np.arange(size - 1)] += 1.0
-        W[members, col : col + size - 1] = basis
+        W[block[0] if runs else members, col : col + size - 1] = basis
         sv[col : col + size - 1] = root_d[c]
         col += size - 1
     W[:, : k - 1] *= np.sqrt(sv)[None, :]
@@ -958,9 +960,7 @@ def _full_geometry(
     gs = g * scale
     for lo in range(0, k - 1, EXPAND_ROWS):
         rows = slice(lo, min(lo + EXPAND_ROWS, k - 1))
-        H[rows] = W[:, rows].T
-        H[rows] *= (1.0 / sv[rows])[:, None]
-        H[rows] *= gs[None, :]
+        np.multiply(W[:, rows].T, np.outer(1.0 / sv[rows], gs), out=H[rows])
     return W, H, cg, eg
 
 
@@ -978,6 +978,5 @@ def _expand(cluster_gram: np.ndarray, cl: Clusters, scale: np.ndarray) -> np.nda
             out[rows] = np.repeat(cluster_gram[G[rows]], cl.size, axis=1)
         else:
             np.take(cluster_gram[G[rows]], G, axis=1, out=out[rows])
-        out[rows] *= scale[rows, None]
-        out[rows] *= scale[None, :]
+        out[rows] *= np.outer(scale[rows], scale)
     return out

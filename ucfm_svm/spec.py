@@ -226,16 +226,7 @@ def counts_from_file(path: str | Path) -> np.ndarray:
         if path.suffix.lower() == ".npy":
             counts = np.load(path, allow_pickle=False)
         else:
-            lines = path.read_bytes().decode("utf-8-sig").splitlines()
-            rows = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-            values = []
-            for number, row in rows:
-                try:
-                    values.append(float(row))
-                except ValueError:
-                    where = Shown(f"line {number}: {row[:20]!r} in {path}")
-                    raise fail(name, allowed, where) from None
-            counts = np.asarray(values)
+            counts = _read_counts_text(path, name, allowed)
     except SpecError:
         raise
     except (OSError, ValueError) as exc:  # includes UnicodeDecodeError and pickled arrays
@@ -252,6 +243,29 @@ def counts_from_file(path: str | Path) -> np.ndarray:
     if counts.size < 2:
         raise fail(name, "a file of at least 2 class counts", Shown(f"{counts.size} in {path}"))
     return counts.astype(np.int64)
+
+
+def _read_counts_text(path: Path, name: str, allowed: str) -> np.ndarray:
+    """One count per line (BOM, CRLF and blank lines allowed): numpy's conversion of all tokens
+    at once when every non-blank line holds one token, else line by line (naming the first
+    line that is not a number)."""
+    lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    tokens = "\n".join(lines).split()
+    try:
+        if len(tokens) == sum(1 for line in lines if line.strip()):
+            return np.array(tokens, dtype=float)
+    except ValueError:
+        pass
+    values = []
+    for number, line in enumerate(lines, start=1):
+        row = line.strip()
+        if not row:
+            continue
+        try:
+            values.append(float(row))
+        except ValueError:
+            raise fail(name, allowed, Shown(f"line {number}: {row[:20]!r} in {path}")) from None
+    return np.asarray(values)
 
 
 def _read_text_labels(path: Path) -> np.ndarray:

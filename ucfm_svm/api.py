@@ -45,7 +45,7 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
         A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"nonconvex"``
         (options ``level``, ``restarts``, ``seed``, ``alternations``, ``start``), ``"theory"``
         (closed form certified by its dual; option ``fallback``), ``"structured"`` (the closed
-        form at large k, options ``level``, ``full``, ``route``), ``"convex_grouped"`` (class level over
+        form at large k, options ``level``, ``full``), ``"convex_grouped"`` (class level over
         groups of identical classes, option ``solver``).
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.

@@ -19,9 +19,16 @@ for every cluster ``G`` of classes with equal ``d_c`` (deflation). The eigenvect
 (the right singular vector of ``A`` paired with ``x``). On a cluster ``G`` the deflated
 eigenvectors span ``{x supported on G, x ⟂ u_G}`` for both products.
 
-Everything the certified geometry needs is a sum over the roots of ``O(m)`` terms (``m`` the
-number of clusters), computed one root at a time: ``O(m^2)`` time and ``O(m + k)`` memory, no
-``k x k`` matrix:
+The default route (``route="resolvent"``, docs/theory.md §14) needs no root: ``(A^T A)^{1/2} =
+A^T A h(A^T A)`` for a sinc-quadrature rational ``h ~ lambda^{-1/2}`` with positive weights, and
+every resolvent ``(A^T A + t)^{-1}`` is diagonal plus rank one, so the diagonals, the trace and a
+dual certificate ``Y = A h(A^T A) / (1 + eta)`` cost ``O(k Q)`` (``Q ~ 300`` nodes) with rigorous
+quadrature and rounding bounds (:func:`resolvent_diagonals`). The same route shows that every
+off-diagonal entry of ``U V^T`` is ``<= 0`` for any spec (§14.2).
+
+On the secular route (``route="secular"``, the exact reference, and the vectors of ``full``)
+everything is a sum over the roots of ``O(m)`` terms (``m`` the number of clusters), computed one
+root at a time: ``O(m^2)`` time and ``O(m + k)`` memory, no ``k x k`` matrix:
 
 - classifier norms ``||w_c||^2 = [(A A^T)^{1/2}]_cc``,
 - embedding norms ``||hbar_c||^2 = [(A^T A)^{1/2}]_cc / n_c``,

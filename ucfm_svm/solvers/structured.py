@@ -165,8 +165,9 @@ UNIT_ROUNDOFF = EPS / 2
 #: ``QUAD_ROUNDING * gamma_(k + Q + 64)`` (relative) of its exact value,
 #: ``gamma_n = n u / (1 - n u)``.
 QUAD_ROUNDING = 64
-#: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes.
-RESOLVENT_BLOCK = 2**19
+#: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes
+#: (512 KiB: a core's L2 cache).
+RESOLVENT_BLOCK = 2**16
 #: Entries that may cancel (:func:`resolvent_diagonals`) handled beside the blocked route; more
 #: of them and the per-node route runs instead.
 BLOCKED_MAX_UNSAFE = 32
@@ -316,31 +317,41 @@ def _resolvent_blocked(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`resolvent_diagonals` by blocks of entries x all nodes (matrix products).
 
-    Pass 1 accumulates ``F_n``, ``E_n`` (and, for each ``unsafe`` entry ``c``, the complements
-    ``F_n - w_c r_cn``, ``E_n - w_c d_c r_cn`` as sums over the other entries); pass 2 forms
+    Pass 1 accumulates ``F_n``, ``E_n`` from per-block partial sums (kept, ``O(m Q / rows)``),
+    and, for each ``unsafe`` entry ``c``, the complements ``F_n - w_c r_cn``,
+    ``E_n - w_c d_c r_cn`` as the same partial sums with ``c``'s block recomputed without one
+    copy of ``c`` (sums of nonnegative terms, no subtraction); pass 2 forms
     ``S1 = R omega``, ``T1 = R (omega E / F)``, ``S2 = (R o R)(omega / F)`` and
 
         embedding_c  = d_c (S1_c - w_c S2_c),
         classifier_c = (1 - w_c) embedding_c + w_c (T1_c - w_c d_c S2_c).
     """
     m, q = d.size, t.size
-    rows = max(256, RESOLVENT_BLOCK // q)
+    rows = min(m, max(256, RESOLVENT_BLOCK // q))
     mw = mult * w
-    weights = np.zeros((2 + 2 * unsafe.size, m))
-    weights[0] = mw
-    weights[1] = mw * d
-    for j, c in enumerate(unsafe.tolist()):
-        weights[2 + 2 * j] = mw
-        weights[2 + 2 * j, c] = (mult[c] - 1) * w[c]
-        weights[3 + 2 * j] = weights[2 + 2 * j] * d
-    sums = np.zeros((weights.shape[0], q))
+    weights = np.stack((mw, mw * d))
+    starts = list(range(0, m, rows))
+    parts = np.empty((len(starts), 2, q))  # per-block sums of F and E (all terms >= 0)
     R = np.empty((rows, q))
-    for lo in range(0, m, rows):
+    complements = np.empty((unsafe.size, 2, q))
+    for b, lo in enumerate(starts):
         hi = min(lo + rows, m)
         block = R[: hi - lo]
         np.add.outer(d[lo:hi], t, out=block)
         np.reciprocal(block, out=block)
-        sums += weights[:, lo:hi] @ block
+        parts[b] = weights[:, lo:hi] @ block
+        for j in np.flatnonzero((unsafe >= lo) & (unsafe < hi)).tolist():
+            c = int(unsafe[j])
+            reduced = weights[:, lo:hi].copy()
+            reduced[:, c - lo] *= (mult[c] - 1) / mult[c]
+            complements[j] = reduced @ block  # block b without one copy of entry c
+    sums = parts.sum(axis=0)
+    for j, c in enumerate(unsafe.tolist()):
+        b = c // rows
+        saved = parts[b].copy()
+        parts[b] = complements[j]
+        complements[j] = parts.sum(axis=0)  # F - w_c r_c and E - w_c d_c r_c, no subtraction
+        parts[b] = saved
     F, E = sums[0], sums[1]
     embedding = np.empty(m)
     classifier = np.empty(m)
@@ -359,7 +370,7 @@ def _resolvent_blocked(
         classifier[lo:hi] = rest[lo:hi] * embedding[lo:hi] + ww * (t1 - ww * dd * s2)
     for j, c in enumerate(unsafe.tolist()):
         r = 1.0 / (d[c] + t)
-        f_rest, e_rest = sums[2 + 2 * j], sums[3 + 2 * j]
+        f_rest, e_rest = complements[j]
         embedding[c] = d[c] * float(np.sum(on_f * r * f_rest))
         classifier[c] = rest[c] * embedding[c] + w[c] * float(np.sum(on_f * r * e_rest))
     return embedding, classifier

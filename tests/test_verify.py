@@ -150,7 +150,8 @@ def test_structured_and_grouped_routes_are_compared():
     grouped = {c.quantity for c in report.checks if c.route == "convex_grouped vs structured"}
     assert grouped == {"objective", "classifier norms", "embedding norms"}
     theory = {c.quantity for c in report.checks if c.route == "theory vs structured"}
-    assert "classifier gram" in theory and "logits" in theory
+    # structured --full stores no logits (the closed form): nothing to compare them with
+    assert "classifier gram" in theory and "logits" not in theory
     # the grouped route alone: its own checks, nothing to compare, no geometry to describe
     alone = verify(Spec.from_loss([5, 5, 5], "ce"), ("convex_grouped",))
     assert alone.passed and alone.geometry == {}

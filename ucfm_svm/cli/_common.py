@@ -15,7 +15,15 @@ import numpy as np
 
 from .. import geometry
 from ..result import Result
-from ..spec import CUSTOM, LOSSES, Spec, counts_from_labels, longtail_counts, step_counts
+from ..spec import (
+    CUSTOM,
+    LOSSES,
+    Spec,
+    counts_from_file,
+    counts_from_labels,
+    longtail_counts,
+    step_counts,
+)
 from ..validation import fail, parse_list
 
 #: An argument that is a negative number or a list starting with one (``-1e-3``, ``-2,2``).
@@ -74,6 +82,11 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--labels", metavar="FILE", help="counts of an integer label file (.npy, .txt, .csv)"
+    )
+    source.add_argument(
+        "--counts-file",
+        metavar="FILE",
+        help="class counts from a file: one count per line, or a .npy vector of counts",
     )
     counts.add_argument(
         "--n-min",
@@ -138,6 +151,9 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         n_max = _number("n_max", args.n_max)
         counts = longtail_counts(parts[0], parts[1], n_max)
         source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}"
+    elif getattr(args, "counts_file", None) is not None:
+        counts = counts_from_file(args.counts_file)
+        source = f"counts file {args.counts_file} (k={len(counts)})"
     else:
         counts = counts_from_labels(args.labels)
         source = f"labels {args.labels} (k={len(counts)})"
@@ -182,15 +198,31 @@ def _cosine_lines(spec: Spec, name: str, gram: np.ndarray) -> list[str]:
         cos = geometry.grouped_cosines(gram, *groups)
         text = ", ".join(f"{key} {value:+.6f}" for key, value in cos.items() if np.isfinite(value))
         return [f"  {name:<12}{text}"]
-    C = geometry.cosines_from_gram(gram)
     if spec.k <= 8:
-        rows = [" ".join(f"{v:+.4f}" for v in row) for row in C]
+        rows = [" ".join(f"{v:+.4f}" for v in row) for row in geometry.cosines_from_gram(gram)]
         return [f"  {name}:"] + [f"    {row}" for row in rows]
-    off = C[~np.eye(spec.k, dtype=bool)]
-    return [
-        f"  {name:<12}off-diagonal min {off.min():+.6f}, mean {off.mean():+.6f}, "
-        f"max {off.max():+.6f}"
-    ]
+    low, mean, high = _off_diagonal_cosines(gram)
+    return [f"  {name:<12}off-diagonal min {low:+.6f}, mean {mean:+.6f}, max {high:+.6f}"]
+
+
+def _off_diagonal_cosines(gram: np.ndarray, rows: int = 256) -> tuple[float, float, float]:
+    """Min, mean and max of the off-diagonal cosines of ``gram``, over blocks of rows (no
+    ``k x k`` temporary: at k = 8142 each one is 530 MB)."""
+    k = gram.shape[0]
+    norms = geometry.norms_from_gram(gram)
+    low, high, total = np.inf, -np.inf, 0.0
+    for lo in range(0, k, rows):
+        idx = np.arange(lo, min(lo + rows, k))
+        block = gram[idx] / norms[idx, None]
+        block /= norms[None, :]
+        diagonal = (np.arange(idx.size), idx)
+        block[diagonal] = np.inf
+        low = min(low, float(block.min()))
+        block[diagonal] = -np.inf
+        high = max(high, float(block.max()))
+        block[diagonal] = 0.0
+        total += float(block.sum())
+    return low, total / (k * (k - 1)), high
 
 
 def summary(result: Result) -> str:

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--full",
         action="store_true",
         default=None,
-        help="with --method structured: also build W, H and the k x k Grams (O(k^3))",
+        help="with --method structured: also build W, H and the k x k Grams (O(k^2 + m^3), m "
+        "distinct counts)",
     )
     nonconvex = p.add_argument_group("non-convex method (--method nonconvex)")
     nonconvex.add_argument(

@@ -19,9 +19,16 @@ for every cluster ``G`` of classes with equal ``d_c`` (deflation). The eigenvect
 (the right singular vector of ``A`` paired with ``x``). On a cluster ``G`` the deflated
 eigenvectors span ``{x supported on G, x ⟂ u_G}`` for both products.
 
-Everything the certified geometry needs is a sum over the roots of ``O(m)`` terms (``m`` the
-number of clusters), computed one root at a time: ``O(m^2)`` time and ``O(m + k)`` memory, no
-``k x k`` matrix:
+The default route (``route="resolvent"``, docs/theory.md §14) needs no root: ``(A^T A)^{1/2} =
+A^T A h(A^T A)`` for a sinc-quadrature rational ``h ~ lambda^{-1/2}`` with positive weights, and
+every resolvent ``(A^T A + t)^{-1}`` is diagonal plus rank one, so the diagonals, the trace and a
+dual certificate ``Y = A h(A^T A) / (1 + eta)`` cost ``O(k Q)`` (``Q ~ 300`` nodes) with rigorous
+quadrature and rounding bounds (:func:`resolvent_diagonals`). The same route shows that every
+off-diagonal entry of ``U V^T`` is ``<= 0`` for any spec (§14.2).
+
+On the secular route (``route="secular"``, the exact reference, and the vectors of ``full``)
+everything is a sum over the roots of ``O(m)`` terms (``m`` the number of clusters), computed one
+root at a time: ``O(m^2)`` time and ``O(m + k)`` memory, no ``k x k`` matrix:
 
 - classifier norms ``||w_c||^2 = [(A A^T)^{1/2}]_cc``,
 - embedding norms ``||hbar_c||^2 = [(A^T A)^{1/2}]_cc / n_c``,
@@ -58,12 +65,11 @@ import numpy as np
 from scipy.linalg import cython_lapack
 from tqdm.auto import tqdm
 
-from .. import geometry
 from ..errors import SolverError
-from ..result import NOT_CERTIFIED, OPTIMAL, Result
+from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
 from ..spec import Spec
 from ..validation import fail
-from .theory import not_finite_error, optimal_logits
+from .theory import not_finite_error, optimal_shift
 
 #: Neighbouring (sorted) classes whose ``d_c = g_c^2`` differ by at most this times the larger
 #: one share a cluster: each ``d_c`` moves by a few ulps, relative to itself. (LAPACK's dlaed2
@@ -145,6 +151,271 @@ def clusters(spec: Spec, rtol: float = CLUSTER_RTOL) -> Clusters:
     weight = np.bincount(index, weights=u**2, minlength=m)
     value = np.bincount(index, weights=d, minlength=m) / size
     return Clusters(index=index, d=value, weight=weight / weight.sum(), size=size)
+
+
+#: Step of the trapezoidal (sinc) rule in ``x = log s`` for ``lambda^{-1/2}`` (§14): its
+#: discretization error is at most ``4 q / (1 - q)``, ``q = exp(-pi^2 / h)`` (2e-15 at 0.28).
+QUAD_STEP = 0.28
+#: Nodes reach this far (in ``x``) beyond ``[log d_min, log d_max] / 2``: the dropped tails
+#: weigh at most ``(4 h / pi) exp(-X) / (1 - exp(-h))`` (3.4e-16 at 36).
+QUAD_MARGIN = 36.0
+#: Unit roundoff.
+UNIT_ROUNDOFF = EPS / 2
+#: Rounding-error constant of the resolvent sums: every computed sum of §14 is within
+#: ``QUAD_ROUNDING * gamma_(k + Q + 64)`` (relative) of its exact value,
+#: ``gamma_n = n u / (1 - n u)``.
+QUAD_ROUNDING = 64
+#: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes
+#: (512 KiB: a core's L2 cache).
+RESOLVENT_BLOCK = 2**16
+#: Entries that may cancel (:func:`resolvent_diagonals`) handled beside the blocked route; more
+#: of them and the per-node route runs instead.
+BLOCKED_MAX_UNSAFE = 32
+
+
+@dataclass(frozen=True)
+class Resolvent:
+    """Diagonals of ``(A^T A)^{1/2}`` and ``(A A^T)^{1/2}`` from the resolvent quadrature (§14).
+
+    Attributes
+    ----------
+    embedding : (k,) array
+        ``[(A^T A)^{1/2}]_cc`` (``n_c ||hbar_c||^2``).
+    classifier : (k,) array
+        ``[(A A^T)^{1/2}]_cc`` (``||w_c||^2``).
+    trace : float
+        ``sum_c embedding_c``, the estimate of ``||A||_*``.
+    eta_low, eta_high : float
+        ``1 - eta_low <= sqrt(lambda) h(lambda) <= 1 + eta_high`` on ``[d_min, d_max]`` for the
+        rational function ``h`` of the nodes (quadrature error).
+    rounding : float
+        Bound on the relative rounding error of every computed sum.
+    nodes : int
+        Number of quadrature nodes ``Q``.
+    """
+
+    embedding: np.ndarray
+    classifier: np.ndarray
+    trace: float
+    eta_low: float
+    eta_high: float
+    rounding: float
+    nodes: int
+
+    @property
+    def upper(self) -> float:
+        """Rigorous upper bound on ``||A||_*``."""
+        return self.trace * (1.0 + self.rounding) / (1.0 - self.eta_low)
+
+    @property
+    def lower(self) -> float:
+        """Rigorous lower bound on the optimum: the dual value of ``Y = A h(A^T A) / (1 +
+        eta_high)``, ``trace(A^T Y) = sum_j mu_j h(mu_j) / (1 + eta_high)``."""
+        return self.trace * (1.0 - self.rounding) / (1.0 + self.eta_high)
+
+    @property
+    def norm_error(self) -> float:
+        """Bound on the relative error of every squared norm (``embedding``, ``classifier``)."""
+        return self.eta_low + self.eta_high + 2.0 * self.rounding
+
+
+def quadrature_nodes(d_min: float, d_max: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Nodes ``t_n = e^{2 x_n}`` and weights ``omega_n = (2 h / pi) e^{x_n}`` of
+    ``h(lambda) = sum_n omega_n / (lambda + t_n) ~ lambda^{-1/2}`` on ``[d_min, d_max]``, with
+    ``x_n = n h`` (``h`` = :data:`QUAD_STEP`) covering ``[log d_min / 2 - X, log d_max / 2 + X]``.
+
+    With ``lambda = e^{2y}``, ``sqrt(lambda) h(lambda) = (h / pi) sum_n sech(x_n - y)``; by
+    Poisson summation (``int sech(x) e^{-i xi x} dx = pi sech(pi xi / 2)``) the full lattice sum
+    is ``1 + 2 sum_{j >= 1} sech(pi^2 j / h) cos(2 pi j y / h)``, within ``4 q / (1 - q)``
+    (``q = e^{-pi^2 / h}``) of 1, and the dropped tails add at most
+    ``(4 h / pi) e^{-X} / (1 - e^{-h})`` below (``sech z <= 2 e^{-|z|}``). Returns
+    ``(t, omega, eta_low, eta_high)``; both etas include ``16 u`` for the rounding of
+    ``omega_n`` and ``t_n`` (``exp`` within 1 ulp).
+    """
+    h = QUAD_STEP
+    y_lo = 0.5 * np.log(d_min) - 1e-6
+    y_hi = 0.5 * np.log(d_max) + 1e-6
+    n = np.arange(np.floor((y_lo - QUAD_MARGIN) / h), np.ceil((y_hi + QUAD_MARGIN) / h) + 1)
+    x = n * h
+    t = np.exp(2.0 * x)
+    omega = (2.0 * h / np.pi) * np.exp(x)
+    q = np.exp(-(np.pi**2) / h)
+    lattice = 4.0 * q / (1.0 - q)
+    tails = (4.0 * h / np.pi) * np.exp(-QUAD_MARGIN) / (1.0 - np.exp(-h))
+    slack = 16.0 * UNIT_ROUNDOFF
+    return t, omega, 1.01 * (lattice + tails) + slack, 1.01 * lattice + slack
+
+
+def _complement(total: float, parts: np.ndarray, mult: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total - part_i`` for every ``i``, where ``total = sum_i mult_i part_i`` (all >= 0), to
+    a small relative error: by subtraction where ``part_i <= total / 2`` (at most twice the
+    error of ``total``), else (one index at most) by summing the other terms directly."""
+    out = total - part
+    big = np.flatnonzero(part > 0.5 * total)
+    for i in big.tolist():
+        saved = parts[i]
+        parts[i] = (mult[i] - 1) * part[i]
+        out[i] = float(parts.sum())
+        parts[i] = saved
+    return out
+
+
+def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = None) -> Resolvent:
+    """Diagonals of ``(A^T A)^{1/2}`` and ``(A A^T)^{1/2}`` for ``A^T A = D - v v^T``
+    (``D = diag(d)``, ``v_c^2 = d_c w_c``, ``sum_c w_c = 1``), in ``O(m Q)`` time, ``O(m)`` memory.
+
+    ``sqrt(lambda) ~ lambda h(lambda)`` with ``h`` from :func:`quadrature_nodes`; for each node
+    ``t`` (``r_c = 1 / (d_c + t)``, ``F = sum_c w_c r_c``, ``E = sum_c w_c d_c r_c``; §14):
+
+        [A^T A (A^T A + t)^{-1}]_cc = d_c r_c (F - w_c r_c) / F,
+        [A A^T (A A^T + t)^{-1}]_cc = d_c r_c (F - w_c r_c) (1 - w_c) / F
+                                      + w_c r_c (E - w_c d_c r_c) / F,
+
+    sums of nonnegative terms. Each of the ``m`` entries stands for ``mult_c`` identical classes
+    (default 1). ``w_c r_c / F <= rho_c = w_c / sum_{d_i <= d_c} mult_i w_i`` and
+    ``w_c d_c r_c / E <= w_c / sum_{d_i >= d_c} mult_i w_i`` at every node; entries whose two
+    bounds are ``<= 1/2`` (all but a few) take the blocked route :func:`_resolvent_blocked`,
+    where the differences are formed after the sums over the nodes (and lose at most a factor 3
+    in relative accuracy); the others the per-node route :func:`_resolvent_by_node`.
+    """
+    mult = np.ones(d.size) if mult is None else np.asarray(mult, dtype=float)
+    t_nodes, omega, eta_low, eta_high = quadrature_nodes(float(d.min()), float(d.max()))
+    mw = mult * w
+    rest = _complement(float(mw.sum()), mw.copy(), mult, w)  # 1 - w_c = sum of the others
+    order = np.argsort(d, kind="stable")
+    below = np.empty(d.size)
+    # sums over d_i <= d_c and over d_i >= d_c (each including c; on ties in d a cumulative sum
+    # counts only part of the tie, so rho is overestimated: conservative)
+    below[order] = np.cumsum(mw[order])
+    above = np.empty(d.size)
+    above[order[::-1]] = np.cumsum(mw[order[::-1]])
+    unsafe = np.flatnonzero((w > 0.5 * below) | (w > 0.5 * above))
+    if unsafe.size > BLOCKED_MAX_UNSAFE:
+        embedding, classifier = _resolvent_by_node(d, w, mult, rest, t_nodes, omega)
+    else:
+        embedding, classifier = _resolvent_blocked(d, w, mult, rest, t_nodes, omega, unsafe)
+    rounding = QUAD_ROUNDING * _gamma(d.size + t_nodes.size + 64)
+    return Resolvent(
+        embedding=embedding,
+        classifier=classifier,
+        trace=float(mult @ embedding),
+        eta_low=float(eta_low),
+        eta_high=float(eta_high),
+        rounding=rounding,
+        nodes=int(t_nodes.size),
+    )
+
+
+def _resolvent_blocked(
+    d: np.ndarray,
+    w: np.ndarray,
+    mult: np.ndarray,
+    rest: np.ndarray,
+    t: np.ndarray,
+    omega: np.ndarray,
+    unsafe: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resolvent_diagonals` by blocks of entries x all nodes (matrix products).
+
+    Pass 1 accumulates ``F_n``, ``E_n`` from per-block partial sums (kept, ``O(m Q / rows)``),
+    and, for each ``unsafe`` entry ``c``, the complements ``F_n - w_c r_cn``,
+    ``E_n - w_c d_c r_cn`` as the same partial sums with ``c``'s block recomputed without one
+    copy of ``c`` (sums of nonnegative terms, no subtraction); pass 2 forms
+    ``S1 = R omega``, ``T1 = R (omega E / F)``, ``S2 = (R o R)(omega / F)`` and
+
+        embedding_c  = d_c (S1_c - w_c S2_c),
+        classifier_c = (1 - w_c) embedding_c + w_c (T1_c - w_c d_c S2_c).
+    """
+    m, q = d.size, t.size
+    rows = min(m, max(256, RESOLVENT_BLOCK // q))
+    mw = mult * w
+    weights = np.stack((mw, mw * d))
+    starts = list(range(0, m, rows))
+    parts = np.empty((len(starts), 2, q))  # per-block sums of F and E (all terms >= 0)
+    R = np.empty((rows, q))
+    complements = np.empty((unsafe.size, 2, q))
+    for b, lo in enumerate(starts):
+        hi = min(lo + rows, m)
+        block = R[: hi - lo]
+        np.add.outer(d[lo:hi], t, out=block)
+        np.reciprocal(block, out=block)
+        parts[b] = weights[:, lo:hi] @ block
+        for j in np.flatnonzero((unsafe >= lo) & (unsafe < hi)).tolist():
+            c = int(unsafe[j])
+            reduced = weights[:, lo:hi].copy()
+            reduced[:, c - lo] *= (mult[c] - 1) / mult[c]
+            complements[j] = reduced @ block  # block b without one copy of entry c
+    sums = parts.sum(axis=0)
+    for j, c in enumerate(unsafe.tolist()):
+        b = c // rows
+        saved = parts[b].copy()
+        parts[b] = complements[j]
+        complements[j] = parts.sum(axis=0)  # F - w_c r_c and E - w_c d_c r_c, no subtraction
+        parts[b] = saved
+    F, E = sums[0], sums[1]
+    embedding = np.empty(m)
+    classifier = np.empty(m)
+    on_f = omega / F
+    coefficients = np.stack((omega, on_f * E))
+    for lo in range(0, m, rows):
+        hi = min(lo + rows, m)
+        block = R[: hi - lo]
+        np.add.outer(d[lo:hi], t, out=block)
+        np.reciprocal(block, out=block)
+        s1, t1 = coefficients @ block.T
+        block *= block
+        s2 = block @ on_f
+        dd, ww = d[lo:hi], w[lo:hi]
+        embedding[lo:hi] = dd * (s1 - ww * s2)
+        classifier[lo:hi] = rest[lo:hi] * embedding[lo:hi] + ww * (t1 - ww * dd * s2)
+    for j, c in enumerate(unsafe.tolist()):
+        r = 1.0 / (d[c] + t)
+        f_rest, e_rest = complements[j]
+        embedding[c] = d[c] * float(np.sum(on_f * r * f_rest))
+        classifier[c] = rest[c] * embedding[c] + w[c] * float(np.sum(on_f * r * e_rest))
+    return embedding, classifier
+
+
+def _resolvent_by_node(
+    d: np.ndarray,
+    w: np.ndarray,
+    mult: np.ndarray,
+    rest: np.ndarray,
+    t_nodes: np.ndarray,
+    omega: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resolvent_diagonals` one node at a time, every difference formed per node by
+    :func:`_complement` (any weights; ``O(m)`` work per node)."""
+    embedding = np.zeros(d.size)
+    classifier = np.zeros(d.size)
+    r = np.empty(d.size)
+    wr = np.empty(d.size)
+    parts = np.empty(d.size)
+    for t, om in zip(t_nodes.tolist(), omega.tolist(), strict=True):
+        np.add(d, t, out=r)
+        np.reciprocal(r, out=r)
+        np.multiply(w, r, out=wr)
+        np.multiply(mult, wr, out=parts)
+        F = float(parts.sum())
+        f_rest = _complement(F, parts, mult, wr)  # F - w_c r_c
+        dr = d * r
+        parts *= d
+        E = float(parts.sum())
+        e_rest = _complement(E, parts, mult, wr * d)  # E - w_c d_c r_c
+        f_rest *= dr
+        f_rest *= om / F  # omega d_c r_c (F - w_c r_c) / F
+        embedding += f_rest
+        f_rest *= rest
+        classifier += f_rest
+        wr *= e_rest
+        wr *= om / F
+        classifier += wr
+    return embedding, classifier
+
+
+def _gamma(n: int) -> float:
+    """``gamma_n = n u / (1 - n u)`` (Higham's bound for ``n`` roundings)."""
+    return n * UNIT_ROUNDOFF / (1.0 - n * UNIT_ROUNDOFF)
 
 
 @functools.cache
@@ -347,7 +618,6 @@ def _root_sums(
     cl: Clusters,
     direction: np.ndarray,
     left_out: np.ndarray | None = None,
-    right_out: np.ndarray | None = None,
 ) -> _Sums:
     """Accumulate the per-cluster sums over the nonzero roots (:func:`_secular_roots`).
 
@@ -356,7 +626,7 @@ def _root_sums(
     ``X = what^{1/2} o r / ||.||`` (left, ``what = vhat^2 / d``) and ``Y = vhat o r / ||.||``
     (right); class ``c`` of cluster ``G`` gets ``direction_c X[G]`` and ``direction_c Y[G]``
     with ``direction = u / sqrt(w_G)`` (unit on each cluster). If ``left_out`` (k x >= m-1,
-    Fortran order) and ``right_out`` (>= m-1 x k) are given, column / row ``j`` receive them.
+    Fortran order) is given, its column ``j`` receives the left vector of root ``j``.
     ``O(m^2)`` time (``O(k m)`` with the outputs), ``O(m)`` memory (:func:`_blocks`).
     """
     m = cl.d.size
@@ -394,9 +664,6 @@ def _root_sums(
         if left_out is not None:
             x = inv * (np.sqrt(what2)[None, :] / np.sqrt(norm_x)[:, None])
             left_out[:, block] = direction[:, None] * x[:, cl.index].T
-        if right_out is not None:
-            y = inv * (np.sqrt(vhat2)[None, :] / np.sqrt(norm_y)[:, None])
-            right_out[block] = y[:, cl.index] * direction[None, :]
     # Per-cluster factors of X^2, Y^2, X Y and X_G X_{G+1}.
     root_what = np.sqrt(what2)
     return _Sums(
@@ -411,8 +678,15 @@ def _root_sums(
     )
 
 
-def structured_solution(spec: Spec, level: str = "class", full: bool = False) -> Result:
-    """Certified optimum of the UF-CS-SVM from the structured closed form (THEORY F5', F2).
+#: Routes to the norms, objective and certificate: the resolvent quadrature (§14, O(k Q)) or
+#: the secular equation (§7, exact to rounding, O(m^2)).
+ROUTES = ("resolvent", "secular")
+
+
+def structured_solution(
+    spec: Spec, level: str = "class", full: bool = False, route: str = "resolvent"
+) -> Result:
+    """Certified optimum of the UF-CS-SVM from the structured closed form (§4, §7, §14).
 
     Parameters
     ----------
@@ -426,84 +700,81 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
         (``Y_ex Y_ex^T = Y Y^T``), so the certificate carries over exactly; no ``k x n`` matrix
         is formed.
     full : bool
-        Also build ``W`` (k x d), ``H_mean`` (d x k), the logits and both ``k x k`` Grams from the
-        explicit eigenvectors (``O(k^3)`` time, ``O(k^2)`` memory). Otherwise those fields are
-        ``None`` and only the norms, the objective and the certificate are returned
-        (``O(m^2 + k)`` time for ``m`` clusters, :func:`clusters`; ``O(m + k)`` memory).
+        Also build ``W`` (k x d), ``H_mean`` (d x k) and both ``k x k`` Grams from the explicit
+        eigenvectors of the secular equation (:func:`_full_geometry`: ``O(k^2 + m^3)`` time,
+        four ``k x k`` arrays; ``logits`` stays ``None``, it is ``theory.optimal_logits``).
+        Otherwise those fields are ``None``.
+    route : {"resolvent", "secular"}
+        ``"resolvent"`` (default): norms, objective and certificate from the quadrature of
+        :func:`resolvent_diagonals`, ``O(k Q)`` time and ``O(k)`` memory, every number with a
+        rigorous error bound (§14). ``"secular"``: the same from the roots of the secular
+        equation (:func:`_root_sums`, ``O(m^2)`` for ``m`` clusters of equal ``d_c``), exact to
+        rounding; the reference the tests and ``benchmarks/bench_vocab.py`` compare against.
 
     Returns
     -------
     Result
-        ``method="structured"``. ``lower_bound`` is ``sum_c delta_c L_cc`` for the multipliers
-        of ``U V^T`` when all of them are nonnegative (status :data:`OPTIMAL` when the gap is
-        within ``CERTIFY_RTOL``); otherwise ``None`` and status ``NOT_CERTIFIED``.
+        ``method="structured"``. With the resolvent route ``lower_bound`` is the rigorous
+        :attr:`Resolvent.lower` and the status is :data:`OPTIMAL` when the rigorous upper bound
+        on the objective is within ``CERTIFY_RTOL`` of it; with the secular route it is
+        ``sum_c delta_c L_cc`` for the multipliers of ``U V^T`` when all of them are
+        nonnegative, otherwise ``None`` and ``NOT_CERTIFIED``.
     """
     spec.require_certifiable("structured")
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if not isinstance(full, (bool, np.bool_)):
         raise fail("full", "True or False", full)
+    if route not in ROUTES:
+        raise fail("route", "one of " + ", ".join(ROUTES), route)
+    if full:
+        _check_full_memory(spec)
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         u, g = logit_factors(spec)
-        cl = clusters(spec)
-    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(cl.d))):
+        d = g * g
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(d))):
         raise not_finite_error(spec)  # was a result full of nan and inf
-    if not cl.d[-1] > 0:
+    if not d.min() > 0:
         raise SolverError(
             "d_c = (delta_c sqrt(n_c) / Delta_c)^2 underflows to 0 for some class; use "
             "--method theory or --method convex"
         )
-    # With full=True the singular vectors go straight into the buffers that become W, Hbar.
-    left = np.zeros((spec.k, spec.dim), order="F") if full else None
-    right = np.zeros((spec.dim, spec.k)) if full else None
-    G = cl.index
-    # u_c^2 / w_G from the unnormalized cluster sums (exactly 1 on one-class clusters).
-    u2 = u * u
-    share = u2 / np.bincount(G, weights=u2, minlength=cl.d.size)[G]
-    sums = _root_sums(cl, u / np.sqrt(u2 / share), left, right)
-
-    # Per-class quantities; deflated part of cluster G: sqrt(d_G) (I - u_G u_G^T / w_G).
-    root_d = np.sqrt(cl.d)
-    deflated = root_d[G] * (1.0 - share)
-    classifier_sq = share * sums.s_up[G] + deflated
-    embedding_sq = (share * sums.s_down[G] + deflated) / spec.n_vec
-    objective = sums.nuclear + float(np.sum((cl.size - 1) * root_d))
-
-    # Certificate: diagonal of U V^T and the signs of its off-diagonal entries.
-    uv_diag = share * sums.s_uv[G] + 1.0 - share
-    violations = _sign_violations(cl, sums)
-    if not sums.backward <= VECTOR_RTOL:
-        lower = None
-        message = (
-            f"objective {objective:.10g}; no certificate: the secular roots reproduce the "
-            f"rank-one term only to {sums.backward:.1e} (relative), so the bound (which takes "
-            "||U V^T||_2 = 1) cannot be trusted; use --method theory or --method convex"
+    n_vec = spec.n_vec
+    if route == "resolvent":
+        res = _class_resolvent(d, u * u)
+        classifier_sq, embedding_sq = res.classifier, res.embedding / n_vec
+        objective, lower, upper = res.trace, res.lower, res.upper
+        detail = (
+            f"; resolvent quadrature, {res.nodes} nodes, norms within {res.norm_error:.1e} "
+            f"(relative), objective <= {upper:.10g}"
         )
-    elif violations:
-        lower = None
-        message = (
-            f"objective {objective:.10g}; no certificate: {violations} off-diagonal sign "
-            "pattern(s) of U V^T are positive, so its multipliers are not all nonnegative"
-        )
-    else:
-        lower = float(np.sum(g * uv_diag))  # sum_c delta_c L_cc, L = Delta^{-1} U V^T N^{1/2}
         message = ""
+        cl = None
+    else:
+        cl = clusters(spec)
+        classifier_sq, embedding_sq, objective, lower, message = _secular_geometry(
+            spec, u, g, cl
+        )
+        upper = objective
+        detail = f" ({cl.d.size} cluster(s) of equal d_c)"
     seconds_core = time.perf_counter() - start
 
     extra: dict = {"nc1": 0.0} if level == "example" else {}
-    W = H_mean = logits = cg = eg = None
+    W = H_mean = cg = eg = None
+    ratio = 1.0
     if full:
-        W, H_mean = _factors(spec, u, cl, sums.roots, left, right)
-        cg = W @ W.T
-        eg = H_mean.T @ H_mean
-        # Delta W Hbar = Zbar* exactly (tests check it at small k); the closed form costs O(k^2)
-        # where the product would cost another O(k^3).
-        logits = optimal_logits(spec)
+        if cl is None:
+            cl = clusters(spec)
+        W, H_mean, cg, eg = _full_geometry(spec, u, g, cl)
         classifier_sq, embedding_sq = np.diag(cg).copy(), np.diag(eg).copy()
-        objective = 0.5 * float(classifier_sq.sum()) + 0.5 * float(spec.n_vec @ embedding_sq)
+        full_objective = 0.5 * float(classifier_sq.sum()) + 0.5 * float(n_vec @ embedding_sq)
+        upper = max(upper, full_objective) if route == "resolvent" else full_objective
+        objective = full_objective
+        # Delta W Hbar = Zbar* (tests check it at small k); its margins, block by block.
+        ratio = _min_margin_ratio(spec)
         seconds_core = time.perf_counter() - start
-    gap_ok = lower is not None and objective - lower <= 1e-6 * abs(objective)
+    gap_ok = lower is not None and upper - lower <= CERTIFY_RTOL * abs(objective)
     status = OPTIMAL if gap_ok else NOT_CERTIFIED
     if not message:
         message = (
@@ -514,21 +785,82 @@ def structured_solution(spec: Spec, level: str = "class", full: bool = False) ->
         method="structured",
         level=level,
         status=status,
-        message=message + f" ({cl.d.size} cluster(s) of equal d_c)",
+        message=message + detail,
         objective=objective,
         lower_bound=lower,
         W=W,
         H_mean=H_mean,
-        logits=logits,
+        logits=None,
         classifier_gram=cg,
         embedding_gram=eg,
         classifier_norms=np.sqrt(np.clip(classifier_sq, 0.0, None)),
         embedding_norms=np.sqrt(np.clip(embedding_sq, 0.0, None)),
         seconds=seconds_core,
-        solver="dlaed4",
-        min_margin_ratio=1.0 if logits is None else _min_margin_ratio(spec, logits),
+        solver="resolvent" if route == "resolvent" else "dlaed4",
+        min_margin_ratio=ratio,
         **extra,
     )
+
+
+def _class_resolvent(d: np.ndarray, w: np.ndarray) -> Resolvent:
+    """:func:`resolvent_diagonals` over the distinct pairs ``(d_c, w_c)`` (classes with equal
+    ``(n_c, Delta_c, delta_c)`` share one), expanded back to the ``k`` classes."""
+    order = np.lexsort((w, d))
+    ds, ws = d[order], w[order]
+    new = np.empty(d.size, dtype=bool)
+    new[0] = True
+    new[1:] = (ds[1:] != ds[:-1]) | (ws[1:] != ws[:-1])
+    first = np.flatnonzero(new)
+    pair = np.empty(d.size, dtype=np.int64)
+    pair[order] = np.cumsum(new) - 1
+    mult = np.diff(np.append(first, d.size))
+    res = resolvent_diagonals(ds[first], ws[first], mult)
+    return Resolvent(
+        embedding=res.embedding[pair],
+        classifier=res.classifier[pair],
+        trace=res.trace,
+        eta_low=res.eta_low,
+        eta_high=res.eta_high,
+        rounding=res.rounding,
+        nodes=res.nodes,
+    )
+
+
+def _secular_geometry(
+    spec: Spec, u: np.ndarray, g: np.ndarray, cl: Clusters
+) -> tuple[np.ndarray, np.ndarray, float, float | None, str]:
+    """Norms, objective and certificate from the secular roots (§7): ``(||w_c||^2,
+    ||hbar_c||^2, objective, lower bound or None, message)``."""
+    G = cl.index
+    # u_c^2 / w_G from the unnormalized cluster sums (exactly 1 on one-class clusters).
+    u2 = u * u
+    share = u2 / np.bincount(G, weights=u2, minlength=cl.d.size)[G]
+    sums = _root_sums(cl, u / np.sqrt(u2 / share))
+    # Per-class quantities; deflated part of cluster G: sqrt(d_G) (I - u_G u_G^T / w_G).
+    root_d = np.sqrt(cl.d)
+    deflated = root_d[G] * (1.0 - share)
+    classifier_sq = share * sums.s_up[G] + deflated
+    embedding_sq = (share * sums.s_down[G] + deflated) / spec.n_vec
+    objective = sums.nuclear + float(np.sum((cl.size - 1) * root_d))
+    # Certificate: diagonal of U V^T and the signs of its off-diagonal entries.
+    uv_diag = share * sums.s_uv[G] + 1.0 - share
+    violations = _sign_violations(cl, sums)
+    lower = None
+    message = ""
+    if not sums.backward <= VECTOR_RTOL:
+        message = (
+            f"objective {objective:.10g}; no certificate: the secular roots reproduce the "
+            f"rank-one term only to {sums.backward:.1e} (relative), so the bound (which takes "
+            "||U V^T||_2 = 1) cannot be trusted; use --method theory or --method convex"
+        )
+    elif violations:
+        message = (
+            f"objective {objective:.10g}; no certificate: {violations} off-diagonal sign "
+            "pattern(s) of U V^T are positive, so its multipliers are not all nonnegative"
+        )
+    else:
+        lower = float(np.sum(g * uv_diag))  # sum_c delta_c L_cc, L = Delta^{-1} U V^T N^{1/2}
+    return classifier_sq, embedding_sq, objective, lower, message
 
 
 def _sign_violations(cl: Clusters, sums: _Sums) -> int:
@@ -545,55 +877,124 @@ def _sign_violations(cl: Clusters, sums: _Sums) -> int:
     return int(across.sum() + within.sum())
 
 
-def _min_margin_ratio(spec: Spec, logits: np.ndarray, block: int = 1024) -> float:
-    """``geometry.min_margin_ratio`` over blocks of columns (no extra k x k temporaries)."""
-    return min(
-        geometry.min_margin_ratio(
-            spec, logits[:, lo : lo + block], np.arange(lo, min(lo + block, spec.k))
+#: Bytes a ``--full`` result may take: four ``k x k`` arrays (W, H_mean and both Grams).
+FULL_MAX_BYTES = 12 * 2**30
+#: Rows per block when the cluster-level Grams are expanded to the classes (a few MB).
+EXPAND_ROWS = 64
+
+
+def _check_full_memory(spec: Spec) -> None:
+    """Refuse ``full=True`` (one line, before any work) when its four ``k x max(k, d)`` arrays
+    would exceed :data:`FULL_MAX_BYTES`."""
+    need = 4 * 8 * spec.k * max(spec.k, spec.dim)
+    if need > FULL_MAX_BYTES:
+        raise fail(
+            "full",
+            f"left unset at k = {spec.k}: W, H and the two Grams would take {need / 2**30:.0f} "
+            f"GiB (limit {FULL_MAX_BYTES / 2**30:.0f} GiB); the default structured result has "
+            "the norms, objective and certificate in O(k) memory",
+            True,
         )
-        for lo in range(0, spec.k, block)
-    )
 
 
-def _factors(
-    spec: Spec,
-    u: np.ndarray,
-    cl: Clusters,
-    roots: np.ndarray,
-    U: np.ndarray,
-    Vt: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced factors ``W = U S^{1/2}`` (k x d), ``Hbar = S^{1/2} V^T N^{-1/2}`` (d x k).
+def _min_margin_ratio(spec: Spec) -> float:
+    """``geometry.min_margin_ratio`` of the closed-form logits ``Zbar* = (I - 1 t^T)
+    diag(delta)`` (= ``Delta W Hbar``) in ``O(k)``: column ``c`` holds ``delta_c (1 - t_c)`` on
+    the diagonal and ``-t_c delta_c`` everywhere else, so its margins are all equal."""
+    t = optimal_shift(spec)
+    delta = spec.delta
+    return float(np.min((delta * (1.0 - t) + t * delta) / delta))
 
-    ``U`` (k x d) and ``Vt`` (d x k) hold the non-deflated left and right singular vectors in
-    their first ``m - 1`` columns / rows (:func:`_root_sums`) and become ``W`` and ``Hbar`` in
-    place. Deflated pairs of a cluster ``G``: an orthonormal basis of ``{x on G, x ⟂ u_G}``
-    (the last ``|G| - 1`` columns of the Householder reflection that maps ``u_G / ||u_G||`` to
-    ``e_1``) as both left and right vectors, singular value ``sqrt(d_G)``.
+
+def _full_geometry(
+    spec: Spec, u: np.ndarray, g: np.ndarray, cl: Clusters
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``W`` (k x d), ``Hbar`` (d x k) and the Grams ``W W^T``, ``Hbar^T Hbar`` (§7, §14).
+
+    The left singular vectors are ``x_j = u_hat o X_j[G]`` for the ``m - 1`` secular roots
+    (``u_hat_c = u_c / sqrt(w_G)``, unit on each cluster; ``X_j`` the unit cluster-level vector
+    of :func:`_root_sums`) and, for a cluster ``G`` of ``|G| > 1`` classes, an orthonormal basis
+    of ``{x on G, x ⟂ u_G}`` with singular value ``sqrt(d_G)``. The right vectors follow from
+    ``A^T x = sigma y`` and ``x ⟂ u``: ``y = g o x / sigma``, so ``Hbar = S^{1/2} V^T N^{-1/2}
+    = S^{-1} W^T diag(g / sqrt(n))`` is a rescaled copy of ``W^T``. The Grams need no
+    ``k x k x d`` product:
+
+        W W^T       = diag(u_hat) C_X[G, G] diag(u_hat) + sum_G sqrt(d_G) (I_G - u_hat_G u_hat_G^T),
+        Hbar^T Hbar = N^{-1/2} (diag(u_hat) C_Y[G, G] diag(u_hat) + same blocks) N^{-1/2},
+
+    with the cluster-level ``C_X = X S X^T`` and ``C_Y = diag(g) X S^{-1} X^T diag(g)``
+    (``m x m``): ``O(m^3 + k^2)`` time, the four returned arrays and ``O(k m)`` more memory.
     """
-    k = spec.k
+    k, dim, m = spec.k, spec.dim, cl.d.size
     G = cl.index
-    m = cl.d.size
+    u2 = u * u
+    share = u2 / np.bincount(G, weights=u2, minlength=m)[G]
+    direction = u / np.sqrt(u2 / share)
+    W = np.zeros((k, dim), order="F")
+    sums = _root_sums(cl, direction, W)
     sv = np.zeros(k - 1)
-    sv[: m - 1] = np.sqrt(roots)
+    sv[: m - 1] = np.sqrt(sums.roots)
+    # cluster-level vectors X (m x (m - 1)) from one representative class per cluster
+    rep = np.zeros(m, dtype=np.int64)
+    rep[G[::-1]] = np.arange(k)[::-1]
+    X = W[rep, : m - 1] / direction[rep][:, None]
+    root_d = np.sqrt(cl.d)
+    cx = (X * sv[: m - 1]) @ X.T
+    cy = (X / sv[: m - 1]) @ X.T
+    cy *= root_d[:, None]
+    cy *= root_d[None, :]
+    del X
+    scale = 1.0 / np.sqrt(spec.n_vec)
+    cg = _expand(cx, cl, direction)
+    eg = _expand(cy, cl, direction * scale)
     col = m - 1
     order = np.argsort(G, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(cl.size)))
-    for c in np.flatnonzero(cl.size > 1):
+    runs = bool(np.all(np.diff(G) >= 0))
+    for c in np.flatnonzero(cl.size > 1).tolist():
         members = order[bounds[c] : bounds[c + 1]]
-        x = u[members] / np.linalg.norm(u[members])
+        x = direction[members]
+        size = x.size
+        # a run of consecutive classes is a slice (a view), else a gather/scatter
+        block = (slice(members[0], members[-1] + 1),) * 2 if runs else np.ix_(members, members)
+        projector = np.outer(x, -x)
+        projector[np.arange(size), np.arange(size)] += 1.0
+        projector *= root_d[c]
+        cg[block] += projector
+        projector *= scale[members][:, None]
+        projector *= scale[members][None, :]
+        eg[block] += projector
+        # Householder reflection mapping x to e_1: its last size - 1 columns span x-perp.
         h = x.copy()
         h[0] -= 1.0
         hh = float(h @ h)
-        basis = np.eye(x.size)
-        if hh > 0:
-            basis -= (2.0 / hh) * np.outer(h, h)
-        U[members, col : col + x.size - 1] = basis[:, 1:]
-        Vt[col : col + x.size - 1, members] = basis[:, 1:].T
-        sv[col : col + x.size - 1] = np.sqrt(cl.d[c])
-        col += x.size - 1
-    root = np.sqrt(sv)
-    Vt[: k - 1] *= root[:, None]
-    Vt[: k - 1] /= np.sqrt(spec.n_vec)[None, :]
-    U[:, : k - 1] *= root[None, :]
-    return U, Vt
+        basis = np.outer(h, (-2.0 / hh) * h[1:]) if hh > 0 else np.zeros((size, size - 1))
+        basis[np.arange(1, size), np.arange(size - 1)] += 1.0
+        W[block[0] if runs else members, col : col + size - 1] = basis
+        sv[col : col + size - 1] = root_d[c]
+        col += size - 1
+    W[:, : k - 1] *= np.sqrt(sv)[None, :]
+    H = np.zeros((dim, k))
+    gs = g * scale
+    for lo in range(0, k - 1, EXPAND_ROWS):
+        rows = slice(lo, min(lo + EXPAND_ROWS, k - 1))
+        np.multiply(W[:, rows].T, np.outer(1.0 / sv[rows], gs), out=H[rows])
+    return W, H, cg, eg
+
+
+def _expand(cluster_gram: np.ndarray, cl: Clusters, scale: np.ndarray) -> np.ndarray:
+    """``diag(scale) C[G, G] diag(scale)`` (k x k), built in blocks of rows; a block is a
+    ``np.repeat`` of rows of ``C`` when every cluster is a run of consecutive classes (counts
+    sorted, the usual long tail), else a gather."""
+    G = cl.index
+    k = G.size
+    runs = bool(np.all(np.diff(G) >= 0))
+    out = np.empty((k, k))
+    for lo in range(0, k, EXPAND_ROWS):
+        rows = slice(lo, min(lo + EXPAND_ROWS, k))
+        if runs:
+            out[rows] = np.repeat(cluster_gram[G[rows]], cl.size, axis=1)
+        else:
+            np.take(cluster_gram[G[rows]], G, axis=1, out=out[rows])
+        out[rows] *= np.outer(scale[rows], scale)
+    return out

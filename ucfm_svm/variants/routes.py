@@ -67,8 +67,12 @@ def check_variant(spec: Spec, method: str, options: dict[str, object]) -> None:
         if name == "level" and value == "class":
             continue
         if name == "level":
-            raise fail("level", f"'class' with {flags} (the variants are solved at the class "
-                       "level: collapse is proved, docs/theory.md §11, §12)", value)
+            raise fail(
+                "level",
+                f"'class' with {flags} (the variants are solved at the class "
+                "level: collapse is proved, docs/theory.md §11, §12)",
+                value,
+            )
         if name not in VARIANT_METHODS[method] or (name == "fallback" and spec.bias == "none"):
             raise fail(name, f"left unset with --method {method} and {flags}", value)
 

@@ -278,3 +278,13 @@ def test_cli_verify_tune_analyze(cli, tmp_path):
     )
     code, out, _ = cli("analyze", str(tmp_path / "t.npz"))
     assert code == 0 and "bias=free" in out and "the file has a bias b" in out
+
+
+def test_norm_ratio_figure_draws_the_computed_curves():
+    from ucfm_svm.plots.variants import norm_ratio_figure
+
+    curves = norm_ratio_curves([2, 10], k=4, losses=(("ce", None), ("ldt", 0.5)))
+    fig = norm_ratio_figure(curves, k=4)
+    assert len(fig.axes) == 3
+    line = fig.axes[1].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), curves["free bias"]["ce"]["classifiers"])

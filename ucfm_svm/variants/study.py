@@ -16,6 +16,7 @@ from .. import geometry
 from ..result import CERTIFY_RTOL
 from ..solvers.theory import closed_form
 from ..spec import Spec, step_counts
+from ..validation import fail
 from .bias import bias_closed_form, solve_bias_convex
 from .nonnegative import nonnegative_closed_form
 
@@ -74,7 +75,10 @@ def step_row(
     bias, features = {name: (b, f) for name, b, f in MODELS}[model]
     spec = Spec.from_loss(step_counts(k, R, rho), loss, gamma=gamma).with_model(bias, features)
     cw, ch = certified_grams(spec)
-    maj, mino = spec.step_groups()
+    groups = spec.step_groups()
+    if groups is None:
+        raise fail("R", "above 1 (two groups of classes)", R)
+    maj, mino = groups
     a, b = int(maj[0]), int(mino[0])
     nw, nh = geometry.norms_from_gram(cw), geometry.norms_from_gram(ch)
     return StepRow(
@@ -100,7 +104,7 @@ def norm_ratio_curves(
 
     Returns ``curves[model][loss label]`` with keys ``R``, ``classifiers`` and ``embeddings``
     (``||w_maj||^2 / ||w_min||^2`` and the same for the class means), the loss label being e.g.
-    ``"ldt (gamma=0.5)"``. ``R`` values must make ``R`` whole (``n_min = 1``).
+    ``"ldt (gamma=0.5)"``. ``R`` values must be whole and above 1 (``n_min = 1``).
     """
     R_values = np.asarray(R_values, dtype=float)
     curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}

@@ -39,7 +39,8 @@ def point_result(
     With a bias the margins are ``Delta_c (w_c^T hbar_c + b_c) - ...``: scaling ``(W, Hbar)`` by
     ``t`` scales ``Delta W Hbar`` by ``t^2``; the bias is scaled by ``t^2`` too, so the margins
     are homogeneous of degree 2 and the rescaling costs at most the solver's feasibility error.
-    Non-negative features are clipped at zero first (rounding of a solver).
+    Non-negative features are clipped at zero first (rounding of a solver); the bias is put in
+    the gauge of :func:`gauge_bias`.
     """
     if spec.features == "nonnegative":
         H_mean = np.clip(H_mean, 0.0, None)
@@ -56,4 +57,6 @@ def point_result(
         t = np.sqrt(1.0 / ratio)
         W, H_mean = W * t, H_mean * t
         b = None if b is None else b / ratio
+    if b is not None:
+        b = gauge_bias(spec, b)
     return Result.from_point(spec, W, H_mean, level="class", b=b, **kwargs)  # type: ignore[arg-type]

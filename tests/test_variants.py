@@ -288,3 +288,28 @@ def test_norm_ratio_figure_draws_the_computed_curves():
     assert len(fig.axes) == 3
     line = fig.axes[1].get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), curves["free bias"]["ce"]["classifiers"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS, ids=["bias", "nonnegative"])
+def test_random_sweep_every_preset(model):
+    """k <= 10, counts 1..300, every preset: the default route certifies, the convex route
+    certifies and agrees on objective and both Grams; a certified non-convex point agrees too."""
+    rng = np.random.default_rng(2026)
+    for _ in range(6):
+        counts = rng.integers(1, 301, size=int(rng.integers(2, 11)))
+        for loss, _ in PRESETS:
+            gamma = float(rng.uniform(-1, 1)) if loss in ("cdt", "ldt", "vs") else None
+            spec = Spec.from_loss(counts, loss, gamma=gamma).with_model(**model)
+            ref = solve(spec, "theory")
+            assert ref.certified, ref.message
+            for method in ("convex", "nonconvex"):
+                other = solve(spec, method)
+                if method == "convex":
+                    assert other.certified, other.message
+                if not other.certified or other.solver == ref.solver:
+                    continue  # an uncertified non-convex point; or theory fell back to convex
+                tol = max(gap_tolerance(other), gap_tolerance(ref))
+                assert abs(other.objective - ref.objective) <= 2 * CERTIFY_RTOL * ref.objective
+                assert rel_fro(other.classifier_gram, ref.classifier_gram) <= tol
+                assert rel_fro(other.embedding_gram, ref.embedding_gram) <= tol

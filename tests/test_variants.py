@@ -14,7 +14,7 @@ from ucfm_svm import Spec, solve, step_counts
 from ucfm_svm.analysis.analyze import analyze, check_trained
 from ucfm_svm.analysis.tuning import tune
 from ucfm_svm.analysis.verify import verify
-from ucfm_svm.errors import SpecError
+from ucfm_svm.errors import SolverError, SpecError
 from ucfm_svm.result import CERTIFY_RTOL, Result
 from ucfm_svm.variants import certificate
 from ucfm_svm.variants.bias import bias_closed_form
@@ -304,7 +304,11 @@ def test_random_sweep_every_preset(model):
             ref = solve(spec, "theory")
             assert ref.certified, ref.message
             for method in ("convex", "nonconvex"):
-                other = solve(spec, method)
+                try:
+                    other = solve(spec, method)
+                except SolverError:  # the non-convex solver found no feasible point
+                    assert method == "nonconvex"
+                    continue
                 if method == "convex":
                     assert other.certified, other.message
                 if not other.certified or other.solver == ref.solver:

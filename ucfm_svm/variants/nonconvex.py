@@ -229,11 +229,16 @@ def solve_variant_nonconvex(spec: Spec, restarts: int = 1, seed: int = 0) -> Res
         restarts=restarts,
         restart_objectives=tuple(float(r[1]) for r in runs),
     )
-    state = "certified global optimum" if result.certified else "not certified"
-    return dataclasses.replace(
-        result,
-        message=(
-            f"{state}: objective {result.objective:.10g}, lower bound {lower:.10g}, relative gap "
-            f"{result.rel_gap:.2e} (augmented Lagrangian, {outer} rounds, best of {restarts})"
-        ),
+    reached = (
+        f"objective {result.objective:.10g}, lower bound {lower:.10g}, relative gap "
+        f"{result.rel_gap:.2e} (augmented Lagrangian, {outer} rounds, best of {restarts})"
     )
+    if result.certified:
+        message = "certified global optimum: " + reached
+    else:
+        message = (
+            f"reached {reached}; the gap did not close: try more --restarts or another --seed"
+            " (the bound is tight only for d >= k with non-negative features, d >= k - 1 with a"
+            " bias)"
+        )
+    return dataclasses.replace(result, message=message)

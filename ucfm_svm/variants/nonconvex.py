@@ -39,6 +39,8 @@ MAX_OUTER = 80
 MAX_INNER = 5000
 #: Relative gap at which a run stops (a tenth of the certification tolerance).
 TARGET_RTOL = 0.1 * CERTIFY_RTOL
+#: Exponents ``t`` of the continuation start (:func:`_continuation`), ending at the problem.
+CONTINUATION = (0.5, 0.75, 1.0)
 
 
 class _Problem:
@@ -125,9 +127,11 @@ def _scales(problem: _Problem) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _run(problem: _Problem, rng: np.random.Generator) -> tuple[tuple | None, float, float, int]:
-    """One start; returns the best feasible point ``(W, G, b)``, its cost, the best bound and
-    the outer rounds used."""
+def _run(
+    problem: _Problem, rng: np.random.Generator, start: np.ndarray | None = None
+) -> tuple[tuple | None, float, float, int]:
+    """One start (random, or ``start`` as a vector ``x``); returns the best feasible point
+    ``(W, G, b)``, its cost, the best bound and the outer rounds used."""
     k, d = problem.k, problem.d
     D = _scales(problem)
     W = rng.standard_normal((k, d))
@@ -137,6 +141,8 @@ def _run(problem: _Problem, rng: np.random.Generator) -> tuple[tuple | None, flo
     if problem.nonnegative:
         G = np.abs(G)
     y = np.concatenate([W.ravel(), G.ravel()] + ([np.zeros(k)] if problem.bias else []))
+    if start is not None:
+        y = start / D
     x = D * y
     mu = max(0.5 * float(x @ x), 1.0)
     lam = np.zeros((k, k))
@@ -179,6 +185,24 @@ def _run(problem: _Problem, rng: np.random.Generator) -> tuple[tuple | None, flo
     return best, best_cost, best_bound, outer
 
 
+def _continuation(spec: Spec, rng: np.random.Generator) -> tuple[tuple | None, float, float, int]:
+    """One more start by continuation: the problems with scales ``Delta^t`` and margins
+    ``delta^t`` for ``t`` in :data:`CONTINUATION`, each started at the previous point (as the
+    paper-model solver does, docs/theory.md §8). Only the last stage (``t = 1``) counts."""
+    x = None
+    for t in CONTINUATION:
+        stage = spec
+        if t < 1:
+            stage = Spec.custom(
+                spec.counts, scales=spec.Delta**t, margins=spec.delta**t, dim=spec.dim
+            ).with_model(spec.bias, spec.features)
+        run = _run(_Problem(stage), rng, x)
+        if run[0] is None:
+            return run
+        x = np.concatenate([a.ravel() for a in run[0]][: 3 if stage.bias == "free" else 2])
+    return run
+
+
 def solve_variant_nonconvex(spec: Spec, restarts: int = 1, seed: int = 0) -> Result:
     """Solve a variant's factored problem from ``restarts`` random starts; certify the best.
 
@@ -189,7 +213,8 @@ def solve_variant_nonconvex(spec: Spec, restarts: int = 1, seed: int = 0) -> Res
         The bound is valid for any ``d`` and tight when ``d >= k`` (non-negative features) or
         ``d >= k - 1`` (free bias).
     restarts, seed : int
-        Number of random starts (``>= 1``) and their seed (``>= 0``).
+        Number of random starts (``>= 1``) and their seed (``>= 0``). When none certifies, one
+        continuation start (:func:`_continuation`) is added.
 
     Returns
     -------
@@ -207,6 +232,8 @@ def solve_variant_nonconvex(spec: Spec, restarts: int = 1, seed: int = 0) -> Res
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(restarts):
             runs.append(_run(problem, rng))
+        if not any(r[0] is not None and r[1] - r[2] <= CERTIFY_RTOL * r[1] for r in runs):
+            runs.append(_continuation(spec, rng))
     seconds = time.perf_counter() - began
     feasible = [r for r in runs if r[0] is not None]
     if not feasible:
@@ -226,12 +253,14 @@ def solve_variant_nonconvex(spec: Spec, restarts: int = 1, seed: int = 0) -> Res
         seconds=seconds,
         solver="L-BFGS-B",
         iterations=outer,
-        restarts=restarts,
+        restarts=len(runs),
         restart_objectives=tuple(float(r[1]) for r in runs),
     )
     reached = (
         f"objective {result.objective:.10g}, lower bound {lower:.10g}, relative gap "
-        f"{result.rel_gap:.2e} (augmented Lagrangian, {outer} rounds, best of {restarts})"
+        f"{result.rel_gap:.2e} (augmented Lagrangian, {outer} rounds, best of {len(runs)} "
+        f"start{'s' if len(runs) > 1 else ''}"
+        + (", the last a continuation in the scales and margins)" if len(runs) > restarts else ")")
     )
     if result.certified:
         message = "certified global optimum: " + reached

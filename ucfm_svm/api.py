@@ -16,6 +16,7 @@ from .solvers.structured import structured_solution
 from .solvers.theory import solve_theory
 from .spec import Spec
 from .validation import fail
+from .variants.routes import solve_variant
 
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
@@ -49,7 +50,13 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
         groups of identical classes, option ``solver``).
     **options
         Passed to the method; an option the method does not have raises ``SpecError``.
+
+    A spec with ``bias="free"`` or ``features="nonnegative"`` goes to
+    :func:`ucfm_svm.variants.routes.solve_variant` (methods ``theory``, ``convex``,
+    ``nonconvex``; docs/theory.md §11, §12).
     """
+    if spec.variant:
+        return solve_variant(spec, method, **options)
     allowed = method_options(method)
     for name, value in options.items():
         if name not in allowed:

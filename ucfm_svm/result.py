@@ -39,6 +39,7 @@ _ARRAYS = (
     "embedding_gram",
     "classifier_norms",
     "embedding_norms",
+    "b",
 )
 
 
@@ -76,6 +77,9 @@ class Result:
         Smallest ``margin / delta`` of the returned point (``>= 1`` means feasible).
     iterations, nc1, restarts, restart_objectives
         Filled by iterative and multi-start methods.
+    b : (k,) array or None
+        Classifier bias of the free-bias model (docs/theory.md §11), in the gauge orthogonal to
+        ``Delta^{-1} 1``; ``None`` in models without a bias.
     """
 
     spec: Spec
@@ -99,6 +103,7 @@ class Result:
     nc1: float | None = None
     restarts: int | None = None
     restart_objectives: tuple[float, ...] | None = field(default=None)
+    b: np.ndarray | None = None
 
     @property
     def gap(self) -> float | None:
@@ -134,15 +139,19 @@ class Result:
         solver: str | None = None,
         inaccurate: bool = False,
         rtol: float = CERTIFY_RTOL,
+        b: np.ndarray | None = None,
         **extra: object,
     ) -> Result:
         """Build a result from a class-level point ``(W, H_mean)``, deriving everything else.
 
         The status is :data:`OPTIMAL` iff a lower bound is given, the point is feasible (up to
         ``rtol`` in the margins) and the relative gap is ``<= rtol``; :data:`INACCURATE` if
-        ``inaccurate``; otherwise :data:`NOT_CERTIFIED`.
+        ``inaccurate``; otherwise :data:`NOT_CERTIFIED`. With a bias ``b`` the logits are
+        ``Delta (W Hbar + b 1^T)`` (docs/theory.md §11).
         """
         logits = geometry.class_logits(spec, W, H_mean)
+        if b is not None:
+            logits = logits + (spec.Delta * b)[:, None]
         ratio = geometry.min_margin_ratio(spec, logits)
         objective = geometry.class_objective(spec, W, H_mean)
         cg = geometry.gram(W)
@@ -177,6 +186,7 @@ class Result:
             seconds=seconds,
             solver=solver,
             min_margin_ratio=ratio,
+            b=b,
             **extra,
         )
 

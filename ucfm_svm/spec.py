@@ -16,6 +16,7 @@ hyperparameters come from a loss preset (:func:`svm_hyperparameters`) or are giv
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,12 @@ CE_LIMIT_LOSSES = ("ce", "wce", "la", "ldam")
 MAX_DIM = 10_000_000
 #: The name recorded for hyperparameters given directly rather than by a preset.
 CUSTOM = "custom"
+#: Classifier bias models: ``none`` (the paper's model) or ``free`` (an unregularized bias
+#: ``b_c`` in every logit, docs/theory.md §11).
+BIASES = ("none", "free")
+#: Feature models: ``free`` (the paper's signed features) or ``nonnegative`` (``H >= 0``, as
+#: after a ReLU, docs/theory.md §12).
+FEATURES = ("free", "nonnegative")
 
 
 def step_counts(k: int, R: float, rho: float, n_min: int = 1) -> np.ndarray:
@@ -374,6 +381,12 @@ class Spec:
         The preset the hyperparameters came from, or ``"custom"``.
     gamma, tau : float or None
         The preset's hyperparameters, recorded for reference.
+    bias : {"none", "free"}
+        ``free`` adds an unregularized classifier bias: the margins become
+        ``Delta_y (w_y^T h_i + b_y) - Delta_c (w_c^T h_i + b_c) >= delta_y`` (docs/theory.md §11).
+    features : {"free", "nonnegative"}
+        ``nonnegative`` constrains the embeddings to ``H >= 0`` (post-ReLU features,
+        docs/theory.md §12).
     source : str
         How the counts were given (for titles and reports).
     """
@@ -385,6 +398,8 @@ class Spec:
     loss: str = CUSTOM
     gamma: float | None = None
     tau: float | None = None
+    bias: str = "none"
+    features: str = "free"
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -395,6 +410,10 @@ class Spec:
         dim = check_int("dim", self.dim, low=1, high=MAX_DIM)
         if self.loss != CUSTOM and self.loss not in LOSSES:
             raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)
+        if self.bias not in BIASES:
+            raise fail("bias", "one of " + ", ".join(BIASES), self.bias)
+        if self.features not in FEATURES:
+            raise fail("features", "one of " + ", ".join(FEATURES), self.features)
         for name in ("gamma", "tau"):
             value = getattr(self, name)
             if value is not None:
@@ -504,15 +523,19 @@ class Spec:
 
     def with_dim(self, dim: int) -> Spec:
         """The same specification with another embedding dimension."""
-        return Spec(
-            self.counts,
-            self.scales,
-            self.margins,
-            dim,
-            self.loss,
-            self.gamma,
-            self.tau,
-            self.source,
+        return dataclasses.replace(self, dim=dim)
+
+    @property
+    def variant(self) -> bool:
+        """Whether the model differs from the paper's (a free bias or non-negative features)."""
+        return self.bias != "none" or self.features != "free"
+
+    def with_model(self, bias: str | None = None, features: str | None = None) -> Spec:
+        """The same specification with another bias and/or feature model (validated)."""
+        return dataclasses.replace(
+            self,
+            bias=self.bias if bias is None else bias,
+            features=self.features if features is None else features,
         )
 
     def groups(self) -> list[np.ndarray]:
@@ -538,7 +561,8 @@ class Spec:
         return (a, b) if na > nb else (b, a)
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary: counts, scales, margins, loss, dim, gamma, tau, source."""
+        """JSON-ready dictionary: counts, scales, margins, loss, dim, gamma, tau, bias, features,
+        source."""
         return {
             "counts": list(self.counts),
             "scales": list(self.scales),
@@ -547,6 +571,8 @@ class Spec:
             "dim": self.dim,
             "gamma": self.gamma,
             "tau": self.tau,
+            "bias": self.bias,
+            "features": self.features,
             "source": self.source,
         }
 
@@ -570,6 +596,8 @@ class Spec:
             loss=data.get("loss", CUSTOM),
             gamma=data.get("gamma"),
             tau=data.get("tau"),
+            bias=data.get("bias", "none"),
+            features=data.get("features", "free"),
             source=data.get("source", ""),
         )
 
@@ -580,6 +608,10 @@ class Spec:
             parts.append(f"gamma={self.gamma:g}")
         if self.tau is not None:
             parts.append(f"tau={self.tau:g}")
+        if self.bias != "none":
+            parts.append(f"bias={self.bias}")
+        if self.features != "free":
+            parts.append(f"features={self.features}")
         parts.append(f"d={self.dim}")
         return ", ".join(parts)
 

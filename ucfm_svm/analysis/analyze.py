@@ -61,11 +61,14 @@ class Trained:
         Features of the training examples as columns.
     labels : (n,) int64 array
         Labels in ``0..k-1``; every class has at least one example.
+    b : (k,) array or None
+        Last-layer bias, when the file has one (key ``b``).
     """
 
     W: np.ndarray
     H: np.ndarray
     labels: np.ndarray
+    b: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -78,7 +81,9 @@ class Trained:
         return np.bincount(self.labels, minlength=self.k).astype(np.int64)
 
 
-def check_trained(W: object, features: object, labels: object, layout: str = "nd") -> Trained:
+def check_trained(
+    W: object, features: object, labels: object, layout: str = "nd", b: object | None = None
+) -> Trained:
     """Validate arrays of a trained last layer and return them as a :class:`Trained`.
 
     Parameters
@@ -87,6 +92,8 @@ def check_trained(W: object, features: object, labels: object, layout: str = "nd
     features : array of shape (n, d) (``layout="nd"``) or (d, n) (``layout="dn"``)
     labels : array of shape (n,)
         Integers (or whole-valued floats) in ``0..k-1``, each class present at least once.
+    b : array of shape (k,) or None
+        Last-layer bias (optional).
 
     Raises
     ------
@@ -136,7 +143,11 @@ def check_trained(W: object, features: object, labels: object, layout: str = "nd
         if bad.any():
             count = Shown(f"{int(bad.sum())} non-finite entries")
             raise fail(name, "finite (no NaN or inf)", count)
-    return Trained(W=W, H=np.ascontiguousarray(H), labels=labels)
+    if b is not None:
+        b = _numeric("b", b)
+        if b.shape != (k,) or not np.all(np.isfinite(b)):
+            raise fail("b", f"a finite 1-D array of length k = {k} (one bias per class)", _shape(b))
+    return Trained(W=W, H=np.ascontiguousarray(H), labels=labels, b=b)
 
 
 def _numeric(name: str, value: object) -> np.ndarray:
@@ -181,7 +192,9 @@ def load_trained(
             if value is not None:
                 raise fail(name, "left unset when FILE is an .npz archive", str(value))
         arrays = _read_npz(path)
-        return check_trained(arrays["W"], arrays["features"], arrays["labels"], layout)
+        return check_trained(
+            arrays["W"], arrays["features"], arrays["labels"], layout, arrays.get("b")
+        )
     if path.suffix.lower() == ".npy":
         if features is None or labels is None:
             missing = "features" if features is None else "labels"
@@ -204,7 +217,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             missing = [key for key in KEYS if key not in archive.files]
             if missing:
                 raise fail("file", allowed, Shown(f"{path.name} (missing {', '.join(missing)})"))
-            return {key: archive[key] for key in KEYS}
+            return {key: archive[key] for key in (*KEYS, "b") if key in archive.files}
     except SpecError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -226,15 +239,25 @@ def _read_npy(name: str, path: str | Path) -> np.ndarray:
 
 # --- the prediction -------------------------------------------------------------------------------
 def predict(
-    counts: object, loss: str = "ce", *, gamma: float | None = None, tau: float | None = None
+    counts: object,
+    loss: str = "ce",
+    *,
+    gamma: float | None = None,
+    tau: float | None = None,
+    bias: str = "none",
+    features: str = "free",
 ) -> Result:
     """The UF-CS-SVM minimizer for ``counts`` and the SVM limit of ``loss`` (THEORY sec. 1).
 
     Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, THEORY F1) by the
     closed form (THEORY F5') certified by its own dual: the dense ``"theory"`` method up to
     ``theory.DENSE_MAX_K`` classes, the structured one with its Grams (``full=True``) above.
+    ``bias`` / ``features`` choose a model variant (docs/theory.md §11, §12), solved by its
+    ``"theory"`` route (closed form with its certificate, convex fallback for the bias).
     """
-    spec = Spec.from_loss(counts, loss, gamma=gamma, tau=tau)
+    spec = Spec.from_loss(counts, loss, gamma=gamma, tau=tau).with_model(bias, features)
+    if spec.variant:
+        return api.solve(spec, "theory")
     if spec.k > DENSE_MAX_K:
         return api.solve(spec, "structured", full=True)
     return api.solve(spec, "theory")
@@ -303,6 +326,8 @@ class Analysis:
     predicted_embedding_norm_ratio: float | None
     predicted_classifier_gram: np.ndarray
     predicted_embedding_gram: np.ndarray
+    model_note: str = ""
+    bias_cosine: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (arrays as nested lists, the spec as :meth:`Spec.to_dict`)."""
@@ -322,6 +347,8 @@ def analyze(
     tau: float | None = None,
     preprocess: str = "none",
     prediction: Result | None = None,
+    bias: str | None = None,
+    features: str | None = None,
 ) -> Analysis:
     """Measure ``trained`` against the UF-CS-SVM prediction for its counts and ``loss``.
 
@@ -337,12 +364,17 @@ def analyze(
     prediction : Result, optional
         A precomputed :func:`predict` for the same counts and loss (saves the solve when the same
         problem is measured many times, e.g. along training); its counts must match.
+    bias, features : str or None
+        The model to predict with (docs/variants.md); ``None`` detects it
+        (:func:`detect_model`): ``bias="free"`` when the file has a bias ``b``,
+        ``features="nonnegative"`` when every feature is ``>= 0``.
     """
     if preprocess not in PREPROCESS:
         raise fail("preprocess", "one of " + ", ".join(PREPROCESS), preprocess)
     counts = trained.counts
+    bias, features, note = detect_model(trained, bias, features)
     if prediction is None:
-        prediction = predict(counts, loss, gamma=gamma, tau=tau)
+        prediction = predict(counts, loss, gamma=gamma, tau=tau, bias=bias, features=features)
     elif tuple(prediction.spec.counts) != tuple(counts.tolist()):
         raise fail(
             "prediction",
@@ -387,7 +419,52 @@ def analyze(
         predicted_embedding_norm_ratio=ratios[3],
         predicted_classifier_gram=pcg,
         predicted_embedding_gram=peg,
+        model_note=note,
+        bias_cosine=_bias_cosine(spec, trained.b, prediction.b),
     )
+
+
+def detect_model(
+    trained: Trained, bias: str | None = None, features: str | None = None
+) -> tuple[str, str, str]:
+    """The model a trained layer calls for, and a note saying how it was chosen.
+
+    ``bias=None``: ``"free"`` iff the file has a bias ``b``. ``features=None``:
+    ``"nonnegative"`` iff every feature is ``>= 0`` (post-ReLU). A free bias with non-negative
+    features is not a supported model (docs/theory.md §12): when both are detected the
+    non-negative model is used and the note says so (give ``bias``/``features`` to choose).
+    """
+    note = []
+    if bias is None:
+        bias = "free" if trained.b is not None else "none"
+        if trained.b is not None:
+            note.append("the file has a bias b")
+    if features is None:
+        features = "nonnegative" if float(trained.H.min()) >= 0.0 else "free"
+        if features == "nonnegative":
+            note.append("every feature is >= 0")
+    if bias == "free" and features == "nonnegative":
+        detected = " and ".join(note)
+        bias = "none"
+        note = [
+            f"{detected}: a free bias with non-negative features is not supported, so the "
+            "prediction is the non-negative-feature model without bias (--bias free "
+            "--features free for the other)"
+        ]
+    return bias, features, "; ".join(note)
+
+
+def _bias_cosine(spec: Spec, b: np.ndarray | None, predicted: np.ndarray | None) -> float | None:
+    """Cosine between the trained and predicted bias, both in the gauge orthogonal to
+    ``Delta^{-1} 1`` (docs/theory.md §11); ``None`` unless both exist and are nonzero."""
+    if b is None or predicted is None:
+        return None
+    v = 1.0 / spec.Delta
+    b = b - (b @ v) / (v @ v) * v
+    nb, npred = float(np.linalg.norm(b)), float(np.linalg.norm(predicted))
+    if nb == 0.0 or npred <= 1e-12 * max(1.0, float(np.abs(predicted).max())):
+        return None
+    return float(b @ predicted / (nb * npred))
 
 
 def _short(counts: np.ndarray) -> str:

@@ -36,6 +36,7 @@ from ..errors import SpecError
 from ..solvers.theory import DENSE_MAX_K, closed_form
 from ..spec import LOSSES, Spec
 from ..validation import check_counts, check_float, fail
+from ..variants.study import certified_grams
 
 #: Target names and what each one asks of the geometry.
 TARGETS: dict[str, str] = {
@@ -95,9 +96,7 @@ def target_deviation(spec: Spec, target: str) -> float:
     ``equal-*-norms``: ``max ||.|| / min ||.|| - 1``; ``self-dual``: ``max |C_W - C_H|``.
     """
     _check_target(target)
-    cf = closed_form(spec)
-    cw = cf.classifier_gram()
-    ch = cf.embedding_gram(spec)
+    cw, ch = _grams(spec)
     if target == "equal-classifier-norms":
         return _spread(cw)
     if target == "equal-embedding-norms":
@@ -118,6 +117,8 @@ def tune(
     search_range: tuple[float, float] = DEFAULT_RANGE,
     dim: int | None = None,
     tau: float | None = None,
+    bias: str = "none",
+    features: str = "free",
 ) -> Tuning:
     """The ``gamma`` of ``loss`` that makes the geometry of ``counts`` meet ``target``.
 
@@ -134,6 +135,9 @@ def tune(
         Dimension recorded in the tuned spec (default ``k``).
     tau : float or None
         VS's offset temperature, recorded in the spec (it leaves no trace in the SVM limit).
+    bias, features : str
+        The model (docs/variants.md); the geometry is then the certified optimum of that model
+        (:func:`ucfm_svm.variants.study.certified_grams`).
 
     Returns
     -------
@@ -158,7 +162,9 @@ def tune(
     second = int(order[-2])
 
     def spec_at(gamma: float) -> Spec:
-        return Spec.from_loss(counts, loss, gamma=gamma, tau=tau, dim=dim)
+        return Spec.from_loss(counts, loss, gamma=gamma, tau=tau, dim=dim).with_model(
+            bias, features
+        )
 
     spec_at(0.0)  # reject bad dim / tau now, not as "unreachable" later
     residual = _residual(target, spec_at, big, small, second)
@@ -222,22 +228,27 @@ def _residual(
     target: str, spec_at: Callable[[float], Spec], big: int, small: int, second: int
 ) -> Callable[[float], float]:
     def norms_log_ratio(gamma: float, embeddings: bool) -> float:
-        spec = spec_at(gamma)
-        cf = closed_form(spec)
-        G = cf.embedding_gram(spec) if embeddings else cf.classifier_gram()
+        cw, ch = _grams(spec_at(gamma))
+        G = ch if embeddings else cw
         return 0.5 * float(np.log(G[big, big] / G[small, small]))
 
     def cosine_difference(gamma: float) -> float:
-        spec = spec_at(gamma)
-        cf = closed_form(spec)
-        cw = geometry.cosines_from_gram(cf.classifier_gram())
-        ch = geometry.cosines_from_gram(cf.embedding_gram(spec))
+        cw, ch = (geometry.cosines_from_gram(G) for G in _grams(spec_at(gamma)))
         return float(cw[second, small] - ch[second, small])
 
     if target == "self-dual":
         return cosine_difference
     embeddings = target == "equal-embedding-norms"
     return lambda gamma: norms_log_ratio(gamma, embeddings)
+
+
+def _grams(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier and class-mean Grams of the exact geometry (closed form; the model variants'
+    certified optimum, docs/theory.md §11, §12)."""
+    if spec.variant:
+        return certified_grams(spec)
+    cf = closed_form(spec)
+    return cf.classifier_gram(), cf.embedding_gram(spec)
 
 
 def _spread(G: np.ndarray) -> float:

@@ -16,7 +16,9 @@ import numpy as np
 from .. import geometry
 from ..result import Result
 from ..spec import (
+    BIASES,
     CUSTOM,
+    FEATURES,
     LOSSES,
     Spec,
     counts_from_file,
@@ -128,8 +130,37 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--bias`` and ``--features``, the model choices of docs/variants.md."""
+    model = parser.add_argument_group("model (docs/variants.md)")
+    model.add_argument(
+        "--bias",
+        default=None,
+        choices=BIASES,
+        help="classifier bias: none (the paper's model, default) or free (unregularized)",
+    )
+    model.add_argument(
+        "--features",
+        default=None,
+        choices=FEATURES,
+        help="features: free (default) or nonnegative (post-ReLU, H >= 0)",
+    )
+
+
+def _with_model(args: argparse.Namespace, spec: Spec) -> Spec:
+    """``spec`` with the ``--bias`` / ``--features`` choices, when the command has them."""
+    bias, features = getattr(args, "bias", None), getattr(args, "features", None)
+    if bias is None and features is None:
+        return spec
+    return spec.with_model(bias=bias, features=features)
+
+
 def spec_from_args(args: argparse.Namespace) -> Spec:
     """Build the specification from parsed flags; raises ``SpecError`` on bad input."""
+    return _with_model(args, _base_spec_from_args(args))
+
+
+def _base_spec_from_args(args: argparse.Namespace) -> Spec:
     if given(args, "n_min") and args.step is None:
         raise fail("n_min", "left unset without --step (it sets STEP's minority count)", args.n_min)
     if given(args, "n_max") and args.longtail is None:
@@ -252,6 +283,8 @@ def summary(result: Result) -> str:
         lines.append("norms")
         lines.append(f"  {'classifiers':<12}{_fmt_vector(result.classifier_norms)}")
         lines.append(f"  {'embeddings':<12}{_fmt_vector(result.embedding_norms)}")
+    if result.b is not None:
+        lines.append(f"bias b       {_fmt_vector(result.b)}  (gauge: orthogonal to Delta^-1 1)")
     if result.classifier_gram is not None:
         groups = spec.step_groups()
         label = "cosines (majority / minority groups)" if groups is not None else "cosines"
@@ -302,6 +335,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "Parser",
+    "add_model_arguments",
     "add_spec_arguments",
     "check_output_path",
     "print_error",

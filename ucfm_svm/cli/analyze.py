@@ -54,6 +54,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mean (center)",
     )
     p.add_argument(
+        "--bias",
+        default="auto",
+        choices=("auto", "none", "free"),
+        help="model of the prediction: free bias (auto, default: free iff FILE has a key b)",
+    )
+    p.add_argument(
+        "--feature-model",
+        default="auto",
+        choices=("auto", "free", "nonnegative"),
+        help="model of the prediction: free or nonnegative features (auto, default: "
+        "nonnegative iff every feature is >= 0; --features names the features file)",
+    )
+    p.add_argument(
         "--json", default=None, metavar="PATH", help="write the measures as JSON ('-': stdout)"
     )
     p.set_defaults(run=run)
@@ -66,7 +79,15 @@ def run(args: argparse.Namespace) -> int:
     )
     gamma = None if args.gamma is None else _number("gamma", args.gamma)
     tau = None if args.tau is None else _number("tau", args.tau)
-    result = analyze(trained, args.loss, gamma=gamma, tau=tau, preprocess=args.preprocess)
+    result = analyze(
+        trained,
+        args.loss,
+        gamma=gamma,
+        tau=tau,
+        preprocess=args.preprocess,
+        bias=None if args.bias == "auto" else args.bias,
+        features=None if args.feature_model == "auto" else args.feature_model,
+    )
     text = json.dumps(result.to_dict(), indent=1, allow_nan=False)
     if args.json == "-":
         print(text)
@@ -87,7 +108,12 @@ def report(a: Analysis, d: int, n: int) -> str:
         f"prediction   UF-CS-SVM, loss={spec.loss}"
         + (f", gamma={spec.gamma:g}" if spec.gamma is not None else "")
         + (f", tau={spec.tau:g}" if spec.tau is not None else "")
+        + (f", bias={spec.bias}" if spec.bias != "none" else "")
+        + (f", features={spec.features}" if spec.features != "free" else "")
         + f" ({a.prediction_method}); features preprocessed: {a.preprocess}",
+        *([f"model        {a.model_note}"] if a.model_note else []),
+        *([f"bias cosine  {a.bias_cosine:+.6f} (trained vs predicted b)"]
+          if a.bias_cosine is not None else []),
         f"NC1          {a.nc1:.4e}",
         "distance to prediction (normalized Grams, 0..2)",
         f"  classifiers {a.classifier_distance_to_prediction:.4e}",

@@ -11,6 +11,7 @@ from ..validation import fail
 from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
+    add_model_arguments,
     add_spec_arguments,
     check_output_path,
     spec_from_args,
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "certified geometry, and optionally write it as JSON.",
     )
     add_spec_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--method",
         default="convex",

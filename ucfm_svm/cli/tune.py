@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 
 from ..analysis.tuning import DEFAULT_RANGE, TARGETS, TUNABLE_LOSSES, tune
+from ..api import solve
 from ..solvers.theory import solve_theory
 from ..validation import check_float, fail, parse_list
-from ._common import EXIT_OK, add_spec_arguments, spec_from_args, summary
+from ._common import EXIT_OK, add_model_arguments, add_spec_arguments, spec_from_args, summary
 
 #: Exit code when no gamma in the range meets the full target exactly.
 EXIT_NOT_REACHED = 1
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         + ". Exit 0 when the target is met exactly, 1 when the best gamma only approaches it.",
     )
     add_spec_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="the symmetry to reach")
     p.add_argument(
         "--range",
@@ -48,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if len(bounds) != 2:
         raise fail("range", "two comma-separated numbers LO,HI", args.range)
     tuning = tune(
-        base.counts, args.loss, args.target, search_range=tuple(bounds), dim=base.dim, tau=tau
+        base.counts,
+        args.loss,
+        args.target,
+        search_range=tuple(bounds),
+        dim=base.dim,
+        tau=tau,
+        bias=base.bias,
+        features=base.features,
     )
     spec = dataclasses.replace(tuning.spec, source=base.source)
     print(f"gamma = {tuning.gamma:.10g}")
@@ -58,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if len(tuning.roots) > 1:
         print("other roots of the residual: " + ", ".join(f"{g:.10g}" for g in tuning.roots))
-    print(summary(solve_theory(spec)))
+    print(summary(solve(spec, "theory") if spec.variant else solve_theory(spec)))
     return EXIT_OK if tuning.achieved else EXIT_NOT_REACHED

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from ..analysis.verify import DEFAULT_METHODS, verify
 from ..validation import fail
-from ._common import add_spec_arguments, check_output_path, spec_from_args, writing
+from ._common import (
+    add_model_arguments,
+    add_spec_arguments,
+    check_output_path,
+    spec_from_args,
+    writing,
+)
 
 #: Exit codes of ``verify``: every check passed, or at least one failed.
 EXIT_PASSED, EXIT_FAILED = 0, 1
@@ -24,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1 otherwise.",
     )
     add_spec_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),

@@ -379,3 +379,100 @@ def _run_backends(
 def _first_sentence(exc: Exception) -> str:
     """cvxpy's failure text without its advice for Python users ("solve with verbose=True")."""
     return str(exc).split(". ")[0].rstrip(".")
+
+
+# --- programs of the model variants (docs/theory.md §11, §12) ----------------------------------
+def bias_program(
+    spec: Spec, solver: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """The class-level program of the free-bias model (docs/theory.md §11)::
+
+        min ||Delta^{-1} Zbar N^{1/2}||_*
+        s.t. zbar_cc - zbar_c'c + beta_c - beta_c' >= delta_c   (c' != c),  beta free,
+
+    with ``Zbar = Delta W Hbar`` and ``beta = Delta b``.
+
+    Returns
+    -------
+    Zbar : (k, k) array
+    beta : (k,) array
+    lam : (k, k) array
+        Dual values of the margins (``lam[c', c]``), unclipped, zero diagonal.
+    name : str
+        The backend that solved it.
+    status : str
+        cvxpy's status.
+
+    Raises
+    ------
+    SolverError
+        No backend reached a solution.
+    """
+    k = spec.k
+    solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
+    Z = cp.Variable((k, k))
+    beta = cp.Variable(k)
+    shifted = Z + cp.reshape(beta, (k, 1), order="C") @ np.ones((1, k))
+    off = 1.0 - np.eye(k)
+    true = cp.reshape(cp.diag(shifted), (1, k), order="C")
+    constraint = cp.multiply(off, np.ones((k, 1)) @ true - shifted) >= off * spec.delta[None, :]
+    A = cp.multiply(np.outer(1.0 / spec.Delta, np.sqrt(spec.n_vec)), Z)
+    problem = cp.Problem(cp.Minimize(cp.normNuc(A)), [constraint])
+    name, failures = _run_backends(problem, Z, solvers)
+    if name is None:
+        raise SolverError(
+            f"The convex solve of the free-bias model (k={spec.k}) failed: {failures}. "
+            "Try another backend (--solver SCS or CLARABEL)."
+        )
+    lam = np.asarray(constraint.dual_value, dtype=float) * off
+    return np.asarray(Z.value, float), np.asarray(beta.value, float), lam, name, problem.status
+
+
+def dnn_program(
+    spec: Spec, solver: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """The doubly non-negative relaxation of the non-negative-feature model (docs/theory.md §12).
+
+    Over the Gram ``Q`` (2k x 2k) of the columns of ``[W^T, Hbar]``::
+
+        min 1/2 tr Q_WW + 1/2 sum_c n_c (Q_HH)_cc
+        s.t. Delta_c (Q_WH)_cc - Delta_c' (Q_WH)_c'c >= delta_c   (c' != c),
+             Q PSD,  Q_HH >= 0 entrywise.
+
+    Every feasible ``(W, Hbar >= 0)`` gives a feasible ``Q`` of the same cost, so the optimum is a
+    lower bound on the non-convex problem for any ``d``.
+
+    Returns
+    -------
+    Q : (2k, 2k) array
+    lam : (k, k) array
+        Dual values of the margins (``lam[c', c]``), unclipped, zero diagonal.
+    M : (k, k) array
+        Dual values of ``Q_HH >= 0``, symmetrized, unclipped.
+    name, status : str
+        Backend and cvxpy status.
+
+    Raises
+    ------
+    SolverError
+        No backend reached a solution.
+    """
+    k = spec.k
+    solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
+    Q = cp.Variable((2 * k, 2 * k), PSD=True)
+    SB = cp.multiply(spec.Delta[:, None] * np.ones((1, k)), Q[:k, k:])
+    off = 1.0 - np.eye(k)
+    true = cp.reshape(cp.diag(SB), (1, k), order="C")
+    margins = cp.multiply(off, np.ones((k, 1)) @ true - SB) >= off * spec.delta[None, :]
+    nonnegative = Q[k:, k:] >= 0
+    cost = 0.5 * cp.trace(Q[:k, :k]) + 0.5 * spec.n_vec @ cp.diag(Q[k:, k:])
+    problem = cp.Problem(cp.Minimize(cost), [margins, nonnegative])
+    name, failures = _run_backends(problem, Q, solvers)
+    if name is None:
+        raise SolverError(
+            f"The doubly non-negative relaxation (k={spec.k}) failed: {failures}. "
+            "Try another backend (--solver SCS or CLARABEL)."
+        )
+    lam = np.asarray(margins.dual_value, dtype=float) * off
+    M = np.asarray(nonnegative.dual_value, dtype=float)
+    return np.asarray(Q.value, float), lam, 0.5 * (M + M.T), name, problem.status

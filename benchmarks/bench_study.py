@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--measure-every", type=int, default=10)
+    p.add_argument("--constant-lr", action="store_true", help="no x0.1 drops")
+    p.add_argument("--losses", default="ce,ldt", help="ce, ldt or ce,ldt (default)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/bench_study")
@@ -44,7 +46,8 @@ def main() -> None:
         epochs=args.epochs,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        losses=("ce", "ldt"),
+        losses=tuple(args.losses.split(",")),
+        lr_drops=not args.constant_lr,
         gammas=(0.5,),
         measure_every=args.measure_every,
         seed=args.seed,
@@ -54,7 +57,8 @@ def main() -> None:
     write_outputs(study, args.out)
     total = sum(r["seconds"] for r in study["runs"]) / 60
     print(
-        f"MLP {args.depth} x {args.width}, {args.epochs} epochs, lr {args.lr:g}, weight decay "
+        f"MLP {args.depth} x {args.width}, {args.epochs} epochs, lr {args.lr:g}"
+        f"{' constant' if args.constant_lr else ' (x0.1 at 1/3, 2/3)'}, weight decay "
         f"{args.weight_decay:g}, {args.threads} thread(s); training {total:.1f} min "
         f"(target < {TARGETS['minutes']:g}); wall {(time.perf_counter() - start) / 60:.1f} min"
     )

@@ -7,7 +7,6 @@ study without torch prints one line saying how to install it and exits 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 from ..validation import fail, parse_list
 from ._common import EXIT_OK, EXIT_USAGE, print_error
@@ -67,6 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--weight-decay", default="5e-4", metavar="WD", help="weight decay (default 5e-4)"
     )
+    train.add_argument(
+        "--constant-lr",
+        action="store_true",
+        help="keep the learning rate constant (no x0.1 drops; closer to the prediction)",
+    )
     train.add_argument("--batch-size", default="128", metavar="B", help="batch size (default 128)")
     train.add_argument(
         "--losses", default="ce,cdt,ldt", metavar="L1,...", help="of ce, cdt, ldt (default all)"
@@ -111,7 +115,9 @@ def _number(flag: str, text: str, kind: type) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study; exit 0 when it finished (even if runs did not converge), 2 on bad input."""
-    if importlib.util.find_spec("torch") is None:
+    try:
+        import torch  # the study's dependency, imported only when it runs
+    except ImportError:
         print_error("ucfm-svm study", INSTALL_HINT)
         return EXIT_USAGE
     from ..nets.study import PAPER_GAMMAS, StudyConfig, run_name, run_study, write_outputs
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         momentum=_number("--momentum", args.momentum, float),
         weight_decay=_number("--weight-decay", args.weight_decay, float),
         batch_size=_number("--batch-size", args.batch_size, int),
+        lr_drops=not args.constant_lr,
         losses=losses,
         gammas=gammas,
         measure_every=_number("--measure-every", args.measure_every, int),
@@ -139,8 +146,6 @@ def run(args: argparse.Namespace) -> int:
         seed=_number("--seed", args.seed, int),
     )
     if args.device is not None:
-        import torch
-
         try:
             torch.device(args.device)
         except RuntimeError:

@@ -58,14 +58,14 @@ class ImageData:
 def load_dataset(name: str, folder: str | Path | None = None) -> ImageData:
     """Read the data set ``name`` (see the module notes); ``folder`` for all but ``digits``."""
     if name not in DATASETS:
-        raise fail("data", "one of " + ", ".join(DATASETS), name)
+        raise fail("--data", "one of " + ", ".join(DATASETS), name)
     if name == "digits":
         return _digits()
     if folder is None:
-        raise fail("data-dir", f"the folder holding the {name} files (no download)", None)
+        raise fail("--data-dir", f"the folder holding the {name} files (no download)", None)
     folder = Path(folder)
     if not folder.is_dir():
-        raise fail("data-dir", "an existing folder", str(folder))
+        raise fail("--data-dir", "an existing folder", str(folder))
     if name == "cifar10":
         return _cifar10(folder)
     xs, ys = [], []
@@ -92,11 +92,11 @@ def step_subset(
     k = data.k
     n_min = n_maj / R
     if n_min < 1 or abs(n_min - round(n_min)) > 1e-9:
-        raise fail("step", f"R dividing n_maj = {n_maj} into a whole number >= 1", R)
+        raise fail("--R", f"a ratio dividing n_maj = {n_maj} into a whole number >= 1", R)
     counts = step_counts(k, R, rho, n_min=round(n_min))
     available = np.bincount(data.y_train, minlength=k)
     if np.any(counts > available):
-        raise fail("n-maj", f"at most {int(available.min())} (the rarest class's count)", n_maj)
+        raise fail("--n-maj", f"at most {int(available.min())} (the rarest class's count)", n_maj)
     chosen = np.concatenate(
         [
             rng.choice(np.flatnonzero(data.y_train == c), size=int(counts[c]), replace=False)

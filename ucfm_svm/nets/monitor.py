@@ -158,7 +158,7 @@ def nc1_and_cdnv(
     sq = np.sum(means * means, axis=1)
     dist2 = sq[:, None] + sq[None, :] - 2.0 * means @ means.T
     off = ~np.eye(k, dtype=bool)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 on the diagonal, masked below
         ratio = (variances[:, None] + variances[None, :]) / (2.0 * np.maximum(dist2, 0.0))
     return nc1, float(ratio[off].mean())
 

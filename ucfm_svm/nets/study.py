@@ -5,7 +5,9 @@ training subset (``R = 10``, ``rho = 1/2``, 150 examples per majority class of s
 digits), the MLP 6 x 2048 with BatchNorm and ReLU and a classifier without bias
 (:mod:`ucfm_svm.nets.models`), SGD with learning rate 0.1, momentum 0.9, weight decay 5e-4 on
 every parameter, batch 128, learning rate times 0.1 at 1/3 and 2/3 of the epochs; CE once, and
-CDT and LDT for every gamma of ``linspace(-1.5, 1.5, 13)``. Every run is measured by a
+CDT and LDT for every gamma of ``linspace(-1.5, 1.5, 13)``. ``lr_drops=False`` keeps the
+learning rate constant instead (measured to bring the geometry much closer to the prediction:
+the drops freeze it; docs/nets.md). Every run is measured by a
 :class:`~ucfm_svm.nets.monitor.GeometryMonitor` (centring ``"rowspace"``, docs/theory.md §16)
 along training on the training set, against the certified UF-CS-SVM of its loss.
 
@@ -62,6 +64,7 @@ class StudyConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    lr_drops: bool = True
     batch_size: int = 128
     losses: tuple[str, ...] = STUDY_LOSSES
     gammas: tuple[float, ...] = PAPER_GAMMAS
@@ -160,6 +163,8 @@ def train_run(
         weight_decay=config.weight_decay,
     )
     milestones = sorted({max(1, config.epochs // 3), max(1, 2 * config.epochs // 3)})
+    if not config.lr_drops:
+        milestones = [config.epochs + 1]
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     measure = _batches(x, y, 512)
@@ -367,7 +372,8 @@ def report_text(study: dict) -> str:
         f"(counts {','.join(str(n) for n in study['counts'])}); model {c['model']}"
         + (f" {c['depth']} x {c['width']}" if c["model"] == "mlp" else "")
         + f"; SGD lr {c['lr']:g}, momentum {c['momentum']:g}, weight decay {c['weight_decay']:g}, "
-        f"batch {c['batch_size']}, {c['epochs']} epochs (lr x0.1 at 1/3 and 2/3); seed "
+        f"batch {c['batch_size']}, {c['epochs']} epochs "
+        f"({'lr x0.1 at 1/3 and 2/3' if c.get('lr_drops', True) else 'constant lr'}); seed "
         f"{c['seed']}; centring {c['centring']} (docs/theory.md §16).",
         "",
         "Distances are Frobenius distances of unit-norm Grams (0 = the predicted geometry); ratios "

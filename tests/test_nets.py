@@ -317,7 +317,8 @@ def test_without_torch_core_imports_help_works_and_study_exits_2(tmp_path):
     for flag in (
         "--data", "--data-dir", "--R", "--rho", "--n-maj", "--model", "--width", "--depth",
         "--epochs", "--lr", "--momentum", "--weight-decay", "--batch-size", "--losses",
-        "--gammas", "--constant-lr", "--seed", "--measure-every", "--centring", "--device", "--out", "--quiet",
+        "--gammas", "--constant-lr", "--seed", "--measure-every", "--centring", "--device",
+        "--out", "--quiet",
     ):
         assert flag in stdout
     code, stdout, stderr = out["run"]

@@ -247,6 +247,16 @@ def closed_form_curves(config: StudyConfig, k: int, points: int = 121) -> dict:
     return jsonable(out)
 
 
+def _same_run_settings(saved: dict | None, settings: dict) -> bool:
+    """Whether a saved run was trained with ``settings`` (the loss grid aside)."""
+    if saved is None:
+        return False
+    ignore = ("losses", "gammas")
+    return {k: v for k, v in saved.items() if k not in ignore} == {
+        k: v for k, v in settings.items() if k not in ignore
+    }
+
+
 def run_study(
     config: StudyConfig,
     out: str | Path,
@@ -256,9 +266,10 @@ def run_study(
 ) -> dict:
     """Run (or resume) every run of ``config`` under ``out`` and return the study's data.
 
-    Finished runs (``out/runs/<name>.json``) are loaded, not retrained; a run without a summary
-    starts again from scratch. ``on_run(name, summary, resumed)`` is called after each run.
-    Returns ``{"config", "counts", "runs", "curves"}``; ``curves`` is :func:`closed_form_curves`.
+    Finished runs (``out/runs/<name>.json`` saved with the same settings, the loss grid aside)
+    are loaded, not retrained; a run without a summary starts again from scratch.
+    ``on_run(name, summary, resumed)`` is called after each run. Returns ``{"config", "counts",
+    "runs", "curves"}``; ``curves`` is :func:`closed_form_curves`.
     """
     from tqdm.auto import tqdm
 
@@ -290,7 +301,7 @@ def run_study(
             summary_path = out / "runs" / f"{name}.json"
             if summary_path.is_file():
                 summary = json.loads(summary_path.read_text())
-                if summary.get("settings") == settings:
+                if _same_run_settings(summary.get("settings"), settings):
                     runs.append(summary)
                     bar.update(config.epochs)
                     if on_run is not None:

@@ -193,6 +193,10 @@ def test_weighted_centring_moves_the_exact_solution():
     assert rec["embedding_distance_to_prediction"] > 0.05
     rec = GeometryMonitor(counts, "ce", centring="global")(model, loader, model.classifier)
     assert rec["embedding_distance_to_prediction"] < 1e-8  # CE: the class means sum to zero
+    svm = solve(Spec.from_loss(counts, "ldt", gamma=0.5, dim=6), "theory")
+    model = LastLayer(svm.H_mean, svm.W)
+    monitor = GeometryMonitor(counts, "ldt", gamma=0.5, centring="global")
+    assert monitor(model, loader, model.classifier)["embedding_distance_to_prediction"] > 0.01
 
 
 def test_monitor_writes_jsonl(tmp_path):

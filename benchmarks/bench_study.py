@@ -59,7 +59,8 @@ def main() -> None:
     print(
         f"MLP {args.depth} x {args.width}, {args.epochs} epochs, lr {args.lr:g}"
         f"{' constant' if args.constant_lr else ' (x0.1 at 1/3, 2/3)'}, weight decay "
-        f"{args.weight_decay:g}, {args.threads} thread(s); training {total:.1f} min "
+        f"{args.weight_decay:g}, {args.threads} thread(s); sum of the runs' training times "
+        f"{total:.1f} min "
         f"(target < {TARGETS['minutes']:g}); wall {(time.perf_counter() - start) / 60:.1f} min"
     )
     print(

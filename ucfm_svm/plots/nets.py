@@ -35,6 +35,8 @@ def _run_colour(run: dict, runs: Sequence[dict]) -> str | tuple:
     if loss == "ce" or run["gamma"] is None:
         return LOSS_STYLE.get(loss, ("grey", "o"))[0]
     gammas = sorted({r["gamma"] for r in runs if r["loss"] == loss})
+    if len(gammas) == 1:
+        return LOSS_STYLE.get(loss, ("grey", "o"))[0]
     pos = gammas.index(run["gamma"]) / max(len(gammas) - 1, 1)
     return colormaps[_CMAPS.get(loss, "Greys")](0.35 + 0.65 * pos)
 

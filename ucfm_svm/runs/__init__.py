@@ -1,1 +1,1 @@
-"""Runs of many solves: resumable sweeps, the reproduction report and studies."""
+"""Runs of many solves: resumable sweeps and the reproduction report."""

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from .. import api, geometry
 from ..result import Result
 from ..spec import LOSSES, Spec, step_counts
 from ..validation import check_float, check_int, fail
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, not at package import
+    from matplotlib.figure import Figure
 
 #: The two families of vectors, as (key, title) pairs.
 FAMILIES = (("classifiers", "classifiers $w_c$"), ("embeddings", r"class means $\bar h_c$"))
@@ -141,6 +142,9 @@ def _step_panels(
     marks: Sequence[tuple[float, str, str]] = (),
 ) -> Figure:
     """2 x 4 panels (families x quantities); one color per loss; lines and markers."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
     fig = Figure(figsize=(17, 8), layout="constrained")
     axes = fig.subplots(2, 4, sharex=True)
     for i, (label, x, lines, mx, markers) in enumerate(series):
@@ -338,6 +342,7 @@ def figure_grams(result: Result) -> Figure:
     if result.classifier_gram is None or result.embedding_gram is None:
         raise fail("result", "a result with classifier and embedding Grams", result.status)
     k = result.spec.k
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(12, 5.6), layout="constrained")
     axes = fig.subplots(1, 2)
     labels = _class_labels(result.spec)
@@ -389,6 +394,8 @@ def figure_vectors(result: Result) -> Figure:
     _, _, Vt = np.linalg.svd(stacked, full_matrices=False)
     basis = Vt[:dims].T
     coords = {"classifiers": result.W @ basis, "embeddings": result.H_mean.T @ basis}
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     fig = Figure(figsize=(12, 6), layout="constrained")
     kw = {"projection": "3d"} if dims == 3 else {}
     axes = [fig.add_subplot(1, 2, i + 1, **kw) for i in range(2)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
+    from matplotlib.figure import Figure
 
 #: Panels: history key, y label, whether the predicted value is drawn (dashed).
 PANELS = (
@@ -22,6 +25,7 @@ def study_figure(data: dict) -> Figure:
     ratios = sorted({run["R"] for run in data["runs"]})
     losses = list(dict.fromkeys(run["loss"] for run in data["runs"]))
     colours = {loss: f"C{i}" for i, loss in enumerate(losses)}
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(4.2 * len(PANELS), 2.8 * len(ratios)))
     axes = fig.subplots(len(ratios), len(PANELS), squeeze=False)
     for row, R in zip(axes, ratios, strict=True):

@@ -37,7 +37,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .. import geometry
 from ..api import solve
@@ -471,6 +470,7 @@ def regularization_path(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     rows: list[dict] = []
+    from scipy.optimize import minimize
     for lam in lambdas:
 
         def fun(z: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:

@@ -22,8 +22,8 @@ whose lower bound is certified from the solver's dual variables by
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import cvxpy as cp
 import numpy as np
 
 from .. import geometry
@@ -32,6 +32,9 @@ from ..result import Result
 from ..spec import Spec
 from ..validation import fail
 from . import certificate
+
+if TYPE_CHECKING:  # cvxpy (1.5 s to import) is imported by the functions that build programs
+    import cvxpy as cp
 
 #: Solvers tried in order when none is requested.
 DEFAULT_SOLVERS = ("CLARABEL", "SCS")
@@ -62,6 +65,8 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
     SolverError
         No backend reached an (even inaccurate) solution; the message names the statuses.
     """
+    import cvxpy as cp
+
     spec.require_certifiable("convex")
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
@@ -123,6 +128,8 @@ def _nuclear_program(
     spec: Spec, labels: np.ndarray, weights: np.ndarray
 ) -> tuple[cp.Problem, cp.Variable, cp.Constraint]:
     """The nuclear-norm program over ``Z`` (k x m) with column ``i`` labelled ``labels[i]``."""
+    import cvxpy as cp
+
     k, m = spec.k, labels.size
     onehot = np.zeros((k, m))
     onehot[labels, np.arange(m)] = 1.0
@@ -184,6 +191,8 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
         ``method="convex_grouped"``, class level; objective, lower bound, per-class norms;
         ``W``, ``H_mean``, the logits and the Grams are ``None`` (expand the blocks when needed).
     """
+    import cvxpy as cp
+
     spec.require_certifiable("convex_grouped")
     solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
     groups = spec.groups()
@@ -309,6 +318,9 @@ class BlockSteps:
     """
 
     def __init__(self, spec: Spec, labels: np.ndarray) -> None:
+        import cvxpy as cp
+
+
         self.spec = spec
         self.labels = np.asarray(labels)
         k, d, m = spec.k, spec.dim, self.labels.size
@@ -339,6 +351,8 @@ class BlockSteps:
 
 def _margin_constraint(spec: Spec, Z: cp.Expression, labels: np.ndarray) -> cp.Constraint:
     """``z_{y_i, i} - z_{c, i} >= delta_{y_i}`` for every column ``i`` of ``Z`` and ``c != y_i``."""
+    import cvxpy as cp
+
     k, m = spec.k, labels.size
     onehot = np.zeros((k, m))
     onehot[labels, np.arange(m)] = 1.0
@@ -363,6 +377,8 @@ def _run_backends(
     ``_SOLVER_OPTIONS`` if ``tuned``) until one returns a value of ``variable``. Returns the name
     of that backend (``None`` if none did) and the failures of the backends tried before it,
     joined by ``"; "``."""
+    import cvxpy as cp
+
     attempts = []
     for name in solvers:
         try:

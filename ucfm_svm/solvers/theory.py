@@ -333,42 +333,38 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
             W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
     if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H_mean)) and np.isfinite(ratio)):
         raise not_finite_error(spec)
-    lower = cf.lower_bound
+    positive = cf.signs_decided and cf.min_multiplier > 0
     if cf.float_certified:
         message = (
             f"closed form (docs/theory.md §4) certified by its dual: objective {cf.value:.10g}, "
             f"lower bound {cf.lower_bound:.10g}, relative gap {cf.rel_gap:.2e}; geometry "
             f"within {cf.geometry_error:.1e} (float64 error bound, docs/theory.md §10)"
         )
-    elif cf.signs_decided and cf.min_multiplier > 0 and cf.certified:
-        message = (
-            f"closed form certified by its dual (relative gap {cf.rel_gap:.2e}), but float64 "
-            f"bounds its geometry only to {cf.geometry_error:.1e} (condition number of A "
-            f"{cf.condition:.2g}, k = {k} > {EXACT_MAX_K} for the extended-precision check): use "
-            "--method structured (or auto) for the exact geometry"
-        )
     else:
-        lower = None  # the signs are not decided: no valid certificate
-        message = failure + (
-            "; float64 cannot decide the signs of the multipliers"
-            + (
-                f" and neither can {exact.dps}-digit arithmetic"
-                if exact is not None
-                else f" (k = {k} > {EXACT_MAX_K} for the extended-precision check)"
-            )
-            + ": use --method structured (or auto)"
+        why = (
+            f"float64 bounds its geometry only to {cf.geometry_error:.1e}"
+            if positive and cf.certified
+            else "float64 cannot decide the signs of the multipliers"
+            if not cf.signs_decided
+            else f"the float64 certificate's relative gap is {cf.rel_gap:.2e}"
         )
+        done = (
+            f"neither can {exact.dps}-digit arithmetic"
+            if exact is not None
+            else f"k = {k} > {EXACT_MAX_K} for the extended-precision check"
+        )
+        message = f"{failure}: {why} and {done}; use --method structured (or auto)"
     return Result.from_point(
         spec,
         W,
         H_mean,
         method="theory",
         level="class",
-        lower_bound=lower,
+        lower_bound=cf.lower_bound,  # weak duality holds for any multipliers (clipped at 0)
         seconds=time.perf_counter() - start,
         message=message,
         solver="closed form",
-        geometry_certified=cf.geometry_error <= GEOMETRY_RTOL,
+        geometry_certified=positive and cf.geometry_error <= GEOMETRY_RTOL,
     )
 
 

@@ -8,7 +8,7 @@ The STEP quantities plotted (THEORY F6) are, for classifiers ``w_c`` and class-m
 - the mean cosines majority-majority, minority-minority and majority-minority
   (:func:`ucfm_svm.geometry.grouped_cosines`).
 
-Curves are drawn as lines from one route (by default the closed form, ``"theory"``) and as
+Curves are drawn as lines from one route (by default ``"auto"``, the closed form) and as
 markers from another (by default the certified convex solve), so that the figure itself shows
 the agreement of two independent routes.
 """
@@ -101,7 +101,8 @@ def solve_with_grams(spec: Spec, method: str) -> Result:
     """``api.solve(spec, method)`` with both ``k x k`` Grams: ``structured`` is asked for them
     (``full=True``); a method that never returns them (``convex_grouped``) is a ``SpecError``."""
     api.method_options(method)  # raises SpecError for an unknown method
-    result = api.solve(spec, method, **({"full": True} if method == "structured" else {}))
+    grams = {"full": True} if method in ("structured", "auto") and spec.certifiable else {}
+    result = api.solve(spec, method, **grams)
     if result.classifier_gram is None or result.embedding_gram is None:
         raise fail(
             "method",
@@ -220,6 +221,8 @@ def _step_panels(
 def _route_label(method: str) -> str:
     return {
         "theory": "closed form (theory)",
+        "auto": "closed form (auto: structured)",
+        "structured": "closed form (structured)",
         "convex": "convex solve (certified)",
         "nonconvex": "non-convex solve",
     }.get(method, method)
@@ -233,7 +236,7 @@ def figure_vs_ratio(
     marker_ratios: Sequence[float] = (),
     *,
     n_min: int = 1,
-    line_method: str = "theory",
+    line_method: str = "auto",
     marker_method: str = "convex",
 ) -> Figure:
     """Norm ratios and cosines of classifiers and embeddings against the imbalance ratio ``R``.
@@ -281,7 +284,7 @@ def figure_vs_gamma(
     *,
     n_min: int = 1,
     marks: Sequence[tuple[float, str, str]] = (),
-    line_method: str = "theory",
+    line_method: str = "auto",
     marker_method: str = "convex",
 ) -> Figure:
     """Norm ratios and cosines against the loss hyperparameter ``gamma`` at fixed STEP ``R``.

@@ -384,7 +384,7 @@ def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParam
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if svm is None:
-        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "convex")
+        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "auto")
     elif not isinstance(svm, Result) or (svm.spec.counts, svm.spec.scales, svm.spec.margins) != (
         spec.counts,
         spec.scales,

@@ -22,6 +22,7 @@ whose lower bound is certified from the solver's dual variables by
 from __future__ import annotations
 
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -480,7 +481,9 @@ def _run_backends(
     attempts = []
     for name in solvers:
         try:
-            problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
+            with warnings.catch_warnings():  # "may be inaccurate": the status says so
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
         except cp.error.SolverError as exc:
             attempts.append(f"{name}: {_first_sentence(exc)}")
             continue

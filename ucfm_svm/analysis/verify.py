@@ -53,6 +53,9 @@ DEFAULT_METHODS = ("auto", "convex", "nonconvex")
 DEFAULT_ROUTE_SECONDS = 60.0
 #: Largest k at which the default routes include ``nonconvex`` (k = 100 took over 60 s).
 DEFAULT_NONCONVEX_MAX_K = 30
+#: Largest k at which ``theory`` stands in for a left-out ``convex`` (dense SVD: 0.02 s at
+#: k = 100, about 1 s at k = 500).
+DEFAULT_THEORY_MAX_K = 500
 #: Methods that may be missing from :data:`ucfm_svm.api.METHODS` (skipped, not failed).
 OPTIONAL_METHODS = ("nonconvex",)
 
@@ -221,7 +224,9 @@ def default_methods(spec: Spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The routes :func:`verify` runs by default at this size, and the ones it leaves out
     (with the reason): ``auto`` always; ``convex`` when its estimate
     (:func:`ucfm_svm.solvers.convex.estimate`) is within :data:`DEFAULT_ROUTE_SECONDS` and the
-    memory budget; ``nonconvex`` for ``k <= DEFAULT_NONCONVEX_MAX_K``."""
+    memory budget; ``nonconvex`` for ``k <= DEFAULT_NONCONVEX_MAX_K``; ``theory`` (the dense
+    float64 evaluation of the closed form, independent of the secular one ``auto`` runs) when
+    ``convex`` is left out and ``k <= DEFAULT_THEORY_MAX_K``."""
     from ..solvers import convex
 
     run, left = ["auto"], []
@@ -231,6 +236,8 @@ def default_methods(spec: Spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
             run.append("convex")
         else:
             left.append(f"convex (estimated {sec:.0f} s at k = {spec.k}; ask for it by name)")
+            if spec.k <= DEFAULT_THEORY_MAX_K:
+                run.append("theory")
     if spec.k <= DEFAULT_NONCONVEX_MAX_K:
         run.append("nonconvex")
     else:

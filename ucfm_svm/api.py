@@ -1,7 +1,9 @@
 """One public entry point, :func:`solve`, that dispatches to each method.
 
 Like :func:`scipy.optimize.minimize`, the method is chosen by name and every method returns the
-same :class:`~ucfm_svm.result.Result`.
+same :class:`~ucfm_svm.result.Result`. The default, ``"auto"``, runs the fastest route that
+certifies the objective and the geometry at this size (:func:`choose_method`,
+docs/theory.md §10).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class ExactClosedForm:
     multipliers : (k, k) array
         ``lam_{c'c}`` (zero diagonal).
     min_multiplier : float
-        Smallest off-diagonal multiplier over the largest.
+        Smallest off-diagonal multiplier over the largest entry of ``|L|``.
     signs_decided : bool
         Whether every off-diagonal multiplier exceeds the error level in absolute value.
     value : float
@@ -134,7 +134,6 @@ def _evaluate(spec: Spec, dps: int) -> ExactClosedForm:
             if abs(value) <= level * scale:
                 decided = False
             smallest = value if smallest is None or value < smallest else smallest
-    largest = max(lam[~np.eye(k, dtype=bool)].max(), np.finfo(float).tiny)
     dual = ctx.fsum(g[c] * Q[c, c] for c in range(k))
     objective = ctx.fsum(s)
     root_s = [ctx.sqrt(x) for x in s]
@@ -146,7 +145,7 @@ def _evaluate(spec: Spec, dps: int) -> ExactClosedForm:
         W=W,
         H_mean=H_mean,
         multipliers=lam,
-        min_multiplier=float(smallest / scale) if largest > 0 else float("nan"),
+        min_multiplier=float(smallest / scale),
         signs_decided=decided,
         value=float(objective),
         lower_bound=float(dual * (1 - level)),

@@ -20,9 +20,14 @@ ask for multipliers ``lam_{c'c} >= 0`` with ``L = Delta^{-1} G N^{1/2}`` for a s
 of ``A``, which is exactly how ``t`` was chosen, and any other subgradient ``U V^T + s u v^T``
 would break it, so these multipliers are the only candidates. If they are nonnegative,
 :func:`ucfm_svm.solvers.certificate.class_lower_bound` turns them into a lower bound equal (up to
-rounding) to ``||A||_*``, and the closed form is the certified global optimum. If some are
-negative (beyond rounding), the all-tight point is not optimal and :func:`solve_theory` falls
-back to the convex solve.
+rounding) to ``||A||_*``, and the closed form is the certified global optimum (the unique
+one when they are positive, docs/theory.md §10.2).
+
+The sign of each multiplier is decided robustly (docs/theory.md §10.3-10.4): float64 carries an
+a-posteriori error bound on every multiplier and on the geometry (:func:`float_error_bounds`);
+when a sign or the geometry is within that bound, :func:`solve_theory` re-evaluates the closed
+form in extended precision (:mod:`ucfm_svm.solvers.exact`, ``k <= EXACT_MAX_K``). Only a
+multiplier decided negative (never observed) makes it fall back to the convex solve.
 """
 
 from __future__ import annotations
@@ -267,18 +272,21 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1) and
         ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.solvers.structured.structured_solution``).
     fallback : bool
-        If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
-        negative beyond rounding, so the all-tight point is not optimal, or an SVD too
-        ill-conditioned to certify it, see :attr:`ClosedForm.condition`), return
-        :func:`ucfm_svm.solvers.convex.solve_convex` instead, with method ``"theory"`` and a message
-        saying so. If that solve fails too, or with ``fallback=False``, the uncertified closed
-        form is returned (status ``"not certified"``).
+        If a multiplier is decided negative (in float64 beyond its error bound, or in extended
+        precision), the all-tight point is not optimal: return
+        :func:`ucfm_svm.solvers.convex.solve_convex` instead (its geometry checked by
+        :func:`ucfm_svm.solvers.coverage.cover`), with method ``"theory"`` and a message saying
+        so. If that solve fails too, or with ``fallback=False``, the uncertified closed form is
+        returned (status ``"not certified"``).
 
     Returns
     -------
     Result
-        Status ``"optimal"`` iff the relative gap is ``<= CERTIFY_RTOL``; for moderate
-        hyperparameters the gap is at float rounding (~1e-14).
+        Status ``"optimal"`` iff the relative gap is ``<= CERTIFY_RTOL`` and the geometry is
+        within ``GEOMETRY_RTOL`` (float64 bound, or the extended-precision evaluation, whose
+        ``solver`` is ``"closed form, N digits"``); ``"objective certified, geometry not"`` when
+        only the float64 geometry bound fails above ``EXACT_MAX_K``; ``"not certified"``
+        otherwise.
     """
     spec.require_certifiable("theory")
     if spec.k > DENSE_MAX_K:
@@ -308,8 +316,10 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
     )
     if negative and fallback:  # the all-tight point is not optimal: only the convex solve is left
+        from .coverage import cover  # imports structured, which imports this module
+
         try:
-            convex = solve_convex(spec)
+            convex = cover(solve_convex(spec))
         except SolverError as exc:
             failure += f"; the convex fallback failed too: {exc}"
         else:

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("cvxpy", "matplotlib", "torch", "dask", "ray", "scipy.optimize")
+HEAVY = ("cvxpy", "matplotlib", "torch", "dask", "ray")
 
 
 def _loaded_after(code: str) -> list[str]:

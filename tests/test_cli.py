@@ -192,7 +192,9 @@ def test_huge_dim_is_a_usage_error(cli):
 
 def test_solver_failure_is_one_line_with_status_and_advice(cli):
     # margins 600 orders of magnitude apart: Clarabel reports "infeasible", SCS fails
-    code, _out, err = cli("solve", "--counts", "5,5", "--margins", "1e300,1e-300")
+    code, _out, err = cli(
+        "solve", "--counts", "5,5", "--margins", "1e300,1e-300", "--method", "convex"
+    )
     assert code == 3 and len(err.strip().splitlines()) == 1
     assert "CLARABEL: status" in err and "Try another backend" in err
     assert ".." not in err and "verbose=True" not in err  # cvxpy's advice is for Python users

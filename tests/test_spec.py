@@ -172,3 +172,34 @@ def test_missing_and_corrupt_label_files(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     with pytest.raises(SpecError, match="readable"):
         counts_from_labels(tmp_path / "bad.npy")
+
+
+def test_longtail_is_the_public_generator_rounding_included():
+    """LDAM-DRW's get_img_num_per_cls: int(n_max * (1/IF)**(c/(k-1.0))) in Python floats. The
+    old floor(x + 1e-9) differs at k=50, IF=128, n_max=128, class 35 (4 there, 3 here)."""
+    counts = longtail_counts(50, 128, 128)
+    public = [int(128 * (1 / 128) ** (c / (50 - 1.0))) for c in range(50)]
+    assert counts.tolist() == public and counts[35] == 3
+    assert int(np.floor(128 * 128 ** (-35 / 49) + 1e-9)) == 4  # what the old formula gave
+
+
+def test_standard_long_tailed_datasets():
+    from ucfm_svm.spec import dataset_counts, default_n_max
+
+    assert dataset_counts("cifar10-lt").sum() == 12_406
+    assert dataset_counts("cifar100-lt").sum() == 10_847
+    assert dataset_counts("cifar100-lt")[0] == 500 and dataset_counts("cifar100-lt")[-1] == 5
+    # the default head count follows the CIFAR convention, so --longtail 100,100 is CIFAR-100-LT
+    assert default_n_max(100) == 500 and default_n_max(10) == 5000
+    np.testing.assert_array_equal(longtail_counts(100, 100), dataset_counts("cifar100-lt"))
+    with pytest.raises(SpecError, match="'dataset' parameter"):
+        dataset_counts("imagenet")
+
+
+def test_cli_dataset_and_default_n_max_are_stated(cli, tmp_path):
+    code, out, _ = cli("solve", "--dataset", "cifar100-lt", "--json", str(tmp_path / "r.json"))
+    assert code == 0 and "cifar100-lt IF=100 (n=10847)" in out
+    code, out, _ = cli("solve", "--longtail", "100,100")
+    assert code == 0 and "n_max=500 (default 50000 // k)" in out
+    code, _, err = cli("solve", "--step", "4,2,0.5", "--imbalance", "5")
+    assert code == 2 and "'imbalance' parameter" in err

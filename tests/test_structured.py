@@ -233,7 +233,7 @@ def test_cli_structured(cli):
     assert code == 0 and "cosines (majority / minority groups)" in out
     code, out, _ = cli("solve", "--counts", "5,3,1", "--method", "structured", "--level", "example")
     assert code == 0 and "method structured, example level" in out and "NC1" in out
-    code, _, err = cli("solve", "--step", "10,10,0.5", "--full")
+    code, _, err = cli("solve", "--step", "10,10,0.5", "--method", "convex", "--full")
     assert code == 2 and "'full' parameter" in err and "\n" not in err.strip()
 
 

@@ -13,6 +13,7 @@ from tests.helpers import psd_sqrt, rel_fro
 from ucfm_svm import Spec, SpecError, solve_convex, step_counts
 from ucfm_svm.api import METHODS, solve
 from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
+from ucfm_svm.solvers.structured import structured_solution
 from ucfm_svm.solvers.theory import (
     closed_form,
     optimal_logits,
@@ -125,24 +126,57 @@ def test_shift_makes_u_orthogonal():
     np.testing.assert_allclose(u2 @ (np.eye(3) - np.outer(np.ones(3), t)), 0.0, atol=1e-15)
 
 
-def test_ill_conditioned_spec_falls_back_to_convex():
-    """Scales and margins over 6 orders of magnitude: the closed form is still optimal (the
-    convex solve agrees), but rounding in the SVD (condition ~1e9) leaves its own certificate a
-    relative gap ~1e-4, so solve_theory says so and returns the certified convex solve."""
+def test_ill_conditioned_spec_is_certified_in_extended_precision():
+    """Scales and margins over 6 orders of magnitude (condition ~1e9): float64 leaves the
+    closed form's certificate a relative gap ~1e-4 and cannot bound its small classes'
+    geometry, so solve_theory decides in extended precision (docs/theory.md §10) instead of
+    falling back to a less accurate solver; the geometry then matches the structured route (an
+    independent float64 evaluation of the same closed form) to rounding."""
     spec = Spec.custom(
         [863, 458, 147, 919, 861, 586],
         scales=[0.027, 0.081, 2686.683, 1475.149, 0.001, 0.052],
         margins=[8.987, 0.01, 0.01, 0.011, 39.823, 0.19],
     )
     cf = closed_form(spec)
-    assert not cf.certified and cf.condition > 1e8
-    bare = solve_theory(spec, fallback=False)
-    assert bare.status == NOT_CERTIFIED and "not certified" in bare.message
+    assert not cf.float_certified and cf.condition > 1e8
     result = solve_theory(spec)
     assert result.method == "theory" and result.status == OPTIMAL
-    assert "fell back to the convex solve" in result.message
-    assert result.solver == "CLARABEL"
-    assert cf.value == pytest.approx(result.objective, rel=1e-7)
+    assert result.solver.startswith("closed form, ") and "digit arithmetic" in result.message
+    assert result.rel_gap < 1e-12
+    exact = structured_solution(spec, full=True)
+    np.testing.assert_allclose(result.classifier_norms, exact.classifier_norms, rtol=1e-12)
+    np.testing.assert_allclose(result.embedding_norms, exact.embedding_norms, rtol=1e-12)
+    np.testing.assert_allclose(result.embedding_gram, exact.embedding_gram, rtol=1e-10,
+                               atol=1e-12 * np.abs(exact.embedding_gram).max())  # fmt: skip
+
+
+def test_float64_error_bounds_decide_moderate_cases():
+    """Moderate hyperparameters: the a-posteriori float64 bounds decide every sign and bound
+    the geometry far below GEOMETRY_RTOL, so no extended precision is needed."""
+    spec = Spec.from_loss([40, 17, 9, 3, 1], "vs", gamma=0.7)
+    cf = closed_form(spec)
+    assert cf.signs_decided and cf.float_certified and cf.geometry_error < 1e-10
+    off = ~np.eye(spec.k, dtype=bool)
+    assert np.all(cf.multiplier_error[off] < 1e-8 * cf.multipliers[off])
+    assert solve_theory(spec).solver == "closed form"
+
+
+def test_undecided_certificate_without_extended_precision_is_not_optimal(monkeypatch):
+    """Above the extended-precision size, a certificate float64 cannot settle leaves the
+    closed form not certified (its weak-duality bound is still valid) rather than falling back
+    to a solver whose gap does not cover the geometry."""
+    from ucfm_svm.solvers import theory
+
+    spec = Spec.custom(
+        [863, 458, 147, 919, 861, 586],
+        scales=[0.027, 0.081, 2686.683, 1475.149, 0.001, 0.052],
+        margins=[8.987, 0.01, 0.01, 0.011, 39.823, 0.19],
+    )
+    monkeypatch.setattr(theory, "EXACT_MAX_K", 3)
+    result = theory.solve_theory(spec)
+    assert result.status == NOT_CERTIFIED and result.solver == "closed form"
+    assert result.lower_bound <= solve_theory(spec).lower_bound * (1 + 1e-12)
+    assert "--method structured" in result.message
 
 
 def test_dimension_below_k_minus_1_is_rejected():

@@ -1,15 +1,19 @@
 """One public entry point, :func:`solve`, that dispatches to each method.
 
 Like :func:`scipy.optimize.minimize`, the method is chosen by name and every method returns the
-same :class:`~ucfm_svm.result.Result`.
+same :class:`~ucfm_svm.result.Result`. The default, ``"auto"``, runs the fastest route that
+certifies the objective and the geometry at this size (:func:`choose_method`,
+docs/theory.md §10).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 
 from .result import Result
+from .solvers import coverage
 from .solvers.convex import solve_convex, solve_convex_grouped
 from .solvers.nonconvex import solve_nonconvex
 from .solvers.structured import structured_solution
@@ -18,8 +22,79 @@ from .spec import Spec
 from .validation import fail
 from .variants.routes import solve_variant
 
+#: Largest k at which ``auto`` builds the Grams (``structured --full``, ``O(k^3)``: about
+#: 0.05 s at k = 500); above it, per-class norms, objective and certificate in ``O(k)`` memory.
+AUTO_FULL_MAX_K = 500
+#: Largest k at which ``auto`` runs the non-convex solve when ``d < k - 1`` (measured: k = 100
+#: takes over 60 s on 2 cores).
+AUTO_NONCONVEX_MAX_K = 100
+#: Methods whose certificate comes from a numerical solver's gap: their geometry is checked
+#: against the exact optimum by :func:`ucfm_svm.solvers.coverage.cover` (docs/theory.md §10).
+NUMERICAL = ("convex", "convex_grouped", "nonconvex")
+
+
+def choose_method(spec: Spec, level: str = "class") -> tuple[str, dict[str, object], str]:
+    """The route ``auto`` runs for ``spec`` at ``level``: ``(method, options, reason)``.
+
+    The rule (docs/theory.md §10): the fastest route that certifies both the objective and the
+    geometry at this size, and never one that cannot finish on 2 cores and 24 GiB.
+
+    - ``d >= k - 1``, either level: ``structured`` (the closed form from its secular equation,
+      certified by its own exact dual; ``O(k)`` memory, milliseconds at k = 8142), with
+      ``full=True`` (``W``, ``H``, the Grams) for ``k <= AUTO_FULL_MAX_K``; at the example
+      level the collapsed point with the certificate spread over the examples.
+    - ``d < k - 1``: nothing certifies (the bound is valid but not tight); ``nonconvex`` gives a
+      feasible point and that bound for ``k <= AUTO_NONCONVEX_MAX_K``; above, ``SpecError``.
+    """
+    if level not in ("class", "example"):
+        raise fail("level", "one of class, example", level)
+    if not spec.certifiable:
+        if spec.k > AUTO_NONCONVEX_MAX_K:
+            raise fail(
+                "dim",
+                f"at least k - 1 = {spec.k - 1} at k = {spec.k} (with d < k - 1 only the "
+                "non-convex solve applies, it cannot certify, and it does not finish above "
+                f"k = {AUTO_NONCONVEX_MAX_K})",
+                spec.dim,
+            )
+        return (
+            "nonconvex",
+            {"level": level},
+            f"d = {spec.dim} < k - 1 = {spec.k - 1}: not certifiable (the convex bound is not "
+            "tight), so the non-convex solve runs and reports a feasible point with its bound",
+        )
+    full = spec.k <= AUTO_FULL_MAX_K
+    grams = (
+        " (with the Grams)"
+        if full
+        else f"; norms only above k = {AUTO_FULL_MAX_K}, --full adds the Grams"
+    )
+    where = ", at the example level without a k x n matrix" if level == "example" else ""
+    return (
+        "structured",
+        {"level": level, "full": full},
+        "the closed form (secular equation), certified by its own dual: the fastest exact "
+        f"route at every k{grams}{where}",
+    )
+
+
+def solve_auto(spec: Spec, level: str = "class", full: bool | None = None) -> Result:
+    """Solve with the route :func:`choose_method` picks; the message says which and why.
+
+    ``full`` overrides the size rule for the Grams of the structured route.
+    """
+    method, options, reason = choose_method(spec, level)
+    if full is not None:
+        if method != "structured":
+            raise fail("full", "left unset when d < k - 1 (auto runs nonconvex)", full)
+        options["full"] = full
+    result = solve(spec, method, **options)
+    return dataclasses.replace(result, message=f"auto chose {method}: {reason}; {result.message}")
+
+
 #: Methods by name. Each takes the specification and keyword options and returns a Result.
 METHODS: dict[str, Callable[..., Result]] = {
+    "auto": solve_auto,
     "convex": solve_convex,
     "convex_grouped": solve_convex_grouped,
     "nonconvex": solve_nonconvex,
@@ -36,14 +111,15 @@ def method_options(method: str) -> tuple[str, ...]:
     return tuple(p.name for p in params)
 
 
-def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
+def solve(spec: Spec, method: str = "auto", **options: object) -> Result:
     """Solve the UF-CS-SVM of ``spec`` with ``method``.
 
     Parameters
     ----------
     spec : Spec
     method : str
-        A key of :data:`METHODS`: ``"convex"`` (options ``level``, ``solver``), ``"nonconvex"``
+        A key of :data:`METHODS`: ``"auto"`` (the default: :func:`choose_method`; options
+        ``level``, ``full``), ``"convex"`` (options ``level``, ``solver``), ``"nonconvex"``
         (options ``level``, ``restarts``, ``seed``, ``alternations``, ``start``), ``"theory"``
         (closed form certified by its dual; option ``fallback``), ``"structured"`` (the closed
         form at large k, options ``level``, ``full``), ``"convex_grouped"`` (class level over
@@ -54,6 +130,9 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
     A spec with ``bias="free"`` or ``features="nonnegative"`` goes to
     :func:`ucfm_svm.variants.routes.solve_variant` (methods ``theory``, ``convex``,
     ``nonconvex``; docs/theory.md §11, §12).
+    The results of :data:`NUMERICAL` methods go through
+    :func:`ucfm_svm.solvers.coverage.cover`: they stay ``"optimal"`` only if their geometry
+    agrees with the exact optimum to ``GEOMETRY_RTOL``.
     """
     if spec.variant:
         return solve_variant(spec, method, **options)
@@ -65,4 +144,5 @@ def solve(spec: Spec, method: str = "convex", **options: object) -> Result:
                 f"one of the options of method '{method}' ({', '.join(allowed) or 'none'})",
                 value,
             )
-    return METHODS[method](spec, **options)
+    result = METHODS[method](spec, **options)
+    return coverage.cover(result) if method in NUMERICAL else result

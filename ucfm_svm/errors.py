@@ -17,3 +17,8 @@ class SpecError(UcfmError, ValueError):
 
 class SolverError(UcfmError, RuntimeError):
     """A numerical solver failed; the message names its status and what to try."""
+
+
+class TooLargeError(SpecError):
+    """A route would need more memory or time than the machine has; refused before any work
+    (exit 2), with the route that will work named in the message."""

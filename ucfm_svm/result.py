@@ -26,10 +26,17 @@ OPTIMAL = "optimal"
 NOT_CERTIFIED = "not certified"
 #: The numerical solver reported reduced accuracy; the numbers are best effort.
 INACCURATE = "inaccurate"
-STATUSES = (OPTIMAL, NOT_CERTIFIED, INACCURATE)
+#: The objective is certified (gap within tolerance) but the reported norms, cosines or Grams
+#: are not known to be within :data:`GEOMETRY_RTOL` of the exact optimum (docs/theory.md §10):
+#: small classes weigh little in the objective, so a small gap need not pin their geometry.
+GEOMETRY_NOT_CERTIFIED = "objective certified, geometry not"
+STATUSES = (OPTIMAL, NOT_CERTIFIED, INACCURATE, GEOMETRY_NOT_CERTIFIED)
 
 #: Relative gap ``(objective - lower_bound) / objective`` below which optimality is certified.
 CERTIFY_RTOL = 1e-6
+#: Largest error, relative for norms and absolute for cosines, that a result whose status is
+#: :data:`OPTIMAL` may carry in its geometry (docs/theory.md §10).
+GEOMETRY_RTOL = 1e-6
 
 _ARRAYS = (
     "W",
@@ -140,13 +147,15 @@ class Result:
         inaccurate: bool = False,
         rtol: float = CERTIFY_RTOL,
         b: np.ndarray | None = None,
+        geometry_certified: bool = True,
         **extra: object,
     ) -> Result:
         """Build a result from a class-level point ``(W, H_mean)``, deriving everything else.
 
         The status is :data:`OPTIMAL` iff a lower bound is given, the point is feasible (up to
-        ``rtol`` in the margins) and the relative gap is ``<= rtol``; :data:`INACCURATE` if
-        ``inaccurate``; otherwise :data:`NOT_CERTIFIED`. With a bias ``b`` the logits are
+        ``rtol`` in the margins) and the relative gap is ``<= rtol``, downgraded to
+        :data:`GEOMETRY_NOT_CERTIFIED` when ``geometry_certified`` is false; :data:`INACCURATE`
+        if ``inaccurate``; otherwise :data:`NOT_CERTIFIED`. With a bias ``b`` the logits are
         ``Delta (W Hbar + b 1^T)`` (docs/theory.md §11).
         """
         logits = geometry.class_logits(spec, W, H_mean)
@@ -163,7 +172,7 @@ class Result:
             and ratio >= 1 - rtol
             and objective - lower_bound <= rtol * abs(objective)
         ):
-            status = OPTIMAL
+            status = OPTIMAL if geometry_certified else GEOMETRY_NOT_CERTIFIED
         else:
             status = NOT_CERTIFIED
         if not message:

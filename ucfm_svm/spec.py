@@ -97,17 +97,29 @@ def step_counts(k: int, R: float, rho: float, n_min: int = 1) -> np.ndarray:
     return np.array([round(n_maj)] * (k - k_min) + [n_min] * k_min, dtype=np.int64)
 
 
-def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.ndarray:
-    """Exponential long-tail counts ``n_c = int(n_max * IF**(-c/(k-1)))``, ``c = 0..k-1``.
+def default_n_max(k: int) -> int:
+    """Head-class count of ``--longtail K,IF`` when ``--n-max`` is not given: the CIFAR
+    convention of 50,000 training images over ``k`` balanced classes, ``50000 // k`` (5000 at
+    k = 10 as CIFAR-10-LT, 500 at k = 100 as CIFAR-100-LT), at least 1."""
+    return max(1, 50_000 // int(k))
 
-    This is the profile of CIFAR-10-LT / CIFAR-100-LT (Cui et al., 2019), head class first.
-    ``imbalance_factor`` (IF) ``= n_max / n_min >= 1``; every class must keep at least one example.
+
+def longtail_counts(k: int, imbalance_factor: float, n_max: int | None = None) -> np.ndarray:
+    """Exponential long-tail counts ``n_c = int(n_max * (1/IF)**(c/(k-1)))``, ``c = 0..k-1``.
+
+    This is the profile of CIFAR-10-LT / CIFAR-100-LT (Cui et al., 2019), head class first,
+    evaluated exactly as the public generator does (LDAM-DRW's ``get_img_num_per_cls``:
+    ``int(img_max * imb_factor**(cls_idx / (cls_num - 1.0)))`` with ``imb_factor = 1/IF`` in
+    Python floats, rounding included: ``k = 50, IF = 128, n_max = 128`` gives class 35 three
+    examples, where ``floor(x + 1e-9)`` gave four). ``imbalance_factor`` (IF)
+    ``= n_max / n_min >= 1``; every class must keep at least one example. ``n_max`` defaults to
+    :func:`default_n_max`.
     """
     k = check_int("k", k, low=2)
     imbalance_factor = check_float("imbalance_factor", imbalance_factor, low=1.0)
-    n_max = check_int("n_max", n_max, low=1)
-    c = np.arange(k)
-    counts = np.floor(n_max * imbalance_factor ** (-c / (k - 1)) + 1e-9).astype(np.int64)
+    n_max = default_n_max(k) if n_max is None else check_int("n_max", n_max, low=1)
+    ratio = 1.0 / imbalance_factor
+    counts = np.array([int(n_max * ratio ** (c / (k - 1.0))) for c in range(k)], dtype=np.int64)
     if counts.min() < 1:
         raise fail(
             "imbalance_factor",
@@ -115,6 +127,21 @@ def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.nd
             imbalance_factor,
         )
     return counts
+
+
+#: Standard long-tailed benchmarks: name -> (classes, head-class count) of the public
+#: generator (CIFAR-10/100 have 5000/500 training images per class).
+DATASETS = {"cifar10-lt": (10, 5000), "cifar100-lt": (100, 500)}
+
+
+def dataset_counts(name: str, imbalance_factor: float = 100.0) -> np.ndarray:
+    """Class counts of a standard long-tailed benchmark (:data:`DATASETS`) at imbalance
+    factor ``imbalance_factor``: CIFAR-10-LT at IF = 100 has 12,406 images, CIFAR-100-LT
+    10,847 (:func:`longtail_counts`)."""
+    if name not in DATASETS:
+        raise fail("dataset", "one of " + ", ".join(DATASETS), name)
+    k, n_max = DATASETS[name]
+    return longtail_counts(k, imbalance_factor, n_max)
 
 
 def counts_from_labels(path: str | Path) -> np.ndarray:

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from .. import geometry
 from ..errors import SpecError
@@ -185,6 +184,7 @@ def tune(
             target,
         )
     roots = []
+    from scipy.optimize import brentq
     for i in range(grid.size - 1):
         a, b = values[i], values[i + 1]
         if not (np.isfinite(a) and np.isfinite(b)):

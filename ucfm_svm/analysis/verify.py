@@ -5,7 +5,8 @@
 registered in :data:`ucfm_svm.api.METHODS`) and checks
 
 - each route's own certificate (relative duality gap) and feasibility (smallest margin ratio);
-- each route against the reference route (the first one requested that succeeded):
+- each route against the reference route (the one with the strongest certificate, never an
+  inaccurate one while another is certified, docs/theory.md §10):
   objective, classifier Gram ``W W^T``, embedding Gram ``Hbar^T Hbar``, both norm vectors, both
   cosine matrices, and the class-level logits ``Zbar``;
 - for STEP-like specifications (two groups of identical classes), the scalar formulas of
@@ -31,14 +32,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import api, geometry
-from ..errors import SolverError
-from ..result import CERTIFY_RTOL, Result, jsonable
+from ..errors import SolverError, TooLargeError
+from ..result import (
+    CERTIFY_RTOL,
+    GEOMETRY_NOT_CERTIFIED,
+    NOT_CERTIFIED,
+    OPTIMAL,
+    Result,
+    jsonable,
+)
 from ..solvers.step_theory import step_geometry
 from ..spec import Spec
 from ..validation import fail
 
-#: Methods run by default, in order (the first that succeeds is the reference).
-DEFAULT_METHODS = ("theory", "convex", "nonconvex")
+#: Methods run by default (those that fit the size, :func:`default_methods`). ``auto`` runs the
+#: route :func:`ucfm_svm.api.choose_method` picks and is listed under that route's name.
+DEFAULT_METHODS = ("auto", "convex", "nonconvex")
+#: Estimated seconds above which a default route is left out of :func:`verify` (listed in
+#: ``skipped``); a route asked for by name is still run, within its own guards.
+DEFAULT_ROUTE_SECONDS = 60.0
+#: Largest k at which the default routes include ``nonconvex`` (k = 100 took over 60 s).
+DEFAULT_NONCONVEX_MAX_K = 30
+#: Largest k at which ``theory`` stands in for a left-out ``convex`` (dense SVD: 0.02 s at
+#: k = 100, about 1 s at k = 500).
+DEFAULT_THEORY_MAX_K = 500
 #: Methods that may be missing from :data:`ucfm_svm.api.METHODS` (skipped, not failed).
 OPTIONAL_METHODS = ("nonconvex",)
 
@@ -57,8 +74,13 @@ class Tolerance:
 #: closed form was certified; a theory result that fell back to the convex solve gets the convex
 #: tolerance). Other routes (``nonconvex``) get :func:`route_tolerance` from their own gap.
 ROUTE_TOLERANCES: dict[str, Tolerance] = {
-    # Exact formula up to one SVD in float64: errors ~1e-14 (measured, k <= 20).
+    # Exact formula up to one SVD in float64: errors ~1e-14 (measured, k <= 20); its status is
+    # optimal only when its float64 error bound (or its extended-precision evaluation) puts
+    # the geometry within GEOMETRY_RTOL (docs/theory.md §10).
     "theory": Tolerance(objective=1e-9, geometry=1e-9),
+    # The closed form from its secular equation: per-class errors of a few ulps (measured at
+    # most 8e-16 against a 60-digit evaluation, docs/theory.md §10).
+    "structured": Tolerance(objective=1e-9, geometry=1e-9),
     # Clarabel at 1e-10 gap/feasibility tolerances; measured Gram errors against the closed form
     # ~1e-8 for k <= 20 and objective errors ~1e-10. 1e-6 is the project's Gram tolerance.
     "convex": Tolerance(objective=1e-7, geometry=1e-6),
@@ -165,10 +187,11 @@ class VerificationReport:
     def to_text(self) -> str:
         """Readable report: routes, a table of checks, the reference geometry, the verdict."""
         lines = [f"verification of {self.spec.describe()}"]
+        status_width = max([len(r.status) for r in self.results.values()] + [14])
         for name, r in self.results.items():
             gap = "no bound" if r.rel_gap is None else f"rel gap {r.rel_gap:.2e}"
             lines.append(
-                f"  {name:<10} {r.status:<14} objective {r.objective:.10g}  {gap}  "
+                f"  {name:<10} {r.status:<{status_width}} objective {r.objective:.10g}  {gap}  "
                 f"{r.seconds:.3g} s ({r.solver or '-'})"
             )
         for note in self.skipped:
@@ -197,9 +220,45 @@ class VerificationReport:
         return "\n".join(lines)
 
 
+def default_methods(spec: Spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The routes :func:`verify` runs by default at this size, and the ones it leaves out
+    (with the reason): ``auto`` always; ``convex`` when its estimate
+    (:func:`ucfm_svm.solvers.convex.estimate`) is within :data:`DEFAULT_ROUTE_SECONDS` and the
+    memory budget; ``nonconvex`` for ``k <= DEFAULT_NONCONVEX_MAX_K``; ``theory`` (the dense
+    float64 evaluation of the closed form, independent of the secular one ``auto`` runs) when
+    ``convex`` is left out and ``k <= DEFAULT_THEORY_MAX_K``."""
+    from ..solvers import convex
+
+    run, left = ["auto"], []
+    if spec.certifiable:
+        mem, sec = min(convex.estimate(spec.k, spec.k, name) for name in ("CLARABEL", "SCS"))
+        if sec <= DEFAULT_ROUTE_SECONDS and mem <= convex.MEMORY_BUDGET:
+            run.append("convex")
+        else:
+            left.append(f"convex (estimated {sec:.0f} s at k = {spec.k}; ask for it by name)")
+            if spec.k <= DEFAULT_THEORY_MAX_K:
+                run.append("theory")
+    if spec.k <= DEFAULT_NONCONVEX_MAX_K:
+        run.append("nonconvex")
+    else:
+        left.append(f"nonconvex (k = {spec.k} > {DEFAULT_NONCONVEX_MAX_K}; ask for it by name)")
+    return tuple(run), tuple(left)
+
+
+def _strength(name: str, result: Result) -> tuple[int, int]:
+    """Sort key of a reference candidate, strongest certificate first: optimal before
+    geometry-uncertified before the rest (inaccurate last); then an exact dual (the closed
+    form, structured or theory) before a numerical one; then routes with Grams."""
+    status = {OPTIMAL: 0, GEOMETRY_NOT_CERTIFIED: 1, NOT_CERTIFIED: 2}.get(result.status, 3)
+    exact = name == "structured" or (
+        name == "theory" and str(result.solver).startswith("closed form")
+    )
+    return status, 0 if exact else 1, 0 if result.classifier_gram is not None else 1
+
+
 def verify(
     spec: Spec,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     options: Mapping[str, Mapping[str, object]] | None = None,
 ) -> VerificationReport:
     """Run ``methods`` on ``spec`` and check that they agree (see the module text).
@@ -208,9 +267,12 @@ def verify(
     ----------
     spec : Spec
         Needs ``d >= k - 1`` for ``theory`` and ``convex``.
-    methods : sequence of str
+    methods : sequence of str or None
         Names in :data:`ucfm_svm.api.METHODS`; ``nonconvex`` is skipped (and listed in
-        ``skipped``) if it is not registered. The first method that succeeds is the reference.
+        ``skipped``) if it is not registered, and a route refused as too large for the machine
+        is skipped with the reason. ``None``: :func:`default_methods`. The reference is the
+        route with the strongest certificate (:func:`_strength`; never an inaccurate one
+        while another route is certified), ties going to the first requested.
     options : mapping or None
         Per-method keyword options, e.g. ``{"convex": {"solver": "SCS"}}``.
 
@@ -218,6 +280,10 @@ def verify(
     -------
     VerificationReport
     """
+    skipped: list[str] = []
+    if methods is None:
+        methods, left = default_methods(spec)
+        skipped += left
     methods = tuple(methods)
     if not methods:
         raise fail("methods", "a non-empty list of methods", list(methods))
@@ -231,7 +297,6 @@ def verify(
             raise fail("options", f"keyed by requested methods ({', '.join(methods)})", name)
     results: dict[str, Result] = {}
     checks: list[Check] = []
-    skipped: list[str] = []
     for name in methods:
         if name not in api.METHODS:
             if name in OPTIONAL_METHODS:
@@ -239,17 +304,24 @@ def verify(
                 continue
             raise fail("methods", "names among " + ", ".join(api.METHODS), name)
         opts = dict(options.get(name, {}))
-        if name == "structured":
-            opts.setdefault("full", True)  # the Grams, so that the geometry is compared too
+        if name in ("structured", "auto") and spec.certifiable:
+            opts.setdefault("full", spec.k <= 2000)  # the Grams, so the geometry is compared
         try:
-            results[name] = api.solve(spec, name, **opts)
+            result = api.solve(spec, name, **opts)
+        except TooLargeError as exc:
+            skipped.append(f"{name} ({exc})")
+            continue
         except SolverError as exc:
             checks.append(Check("solve", name, math.inf, 0.0, False, note=str(exc)))
+            continue
+        key = result.method if name == "auto" else name
+        if key in results or (key in methods and name == "auto"):
+            continue  # auto ran a route that is also requested by name
+        results[key] = result
     for name, result in results.items():
         checks += _own_checks(name, result)
-    # convex_grouped returns norms but no Grams: it is compared, not a reference, where possible
-    with_grams = [n for n, r in results.items() if r.classifier_gram is not None]
-    reference = next(iter(with_grams or results), None)
+    order = sorted(results, key=lambda n: _strength(n, results[n]))
+    reference = order[0] if order else None
     if reference is not None:
         ref = results[reference]
         for name, result in results.items():
@@ -281,8 +353,9 @@ def route_tolerance(name: str, result: Result) -> Tolerance:
     ``sqrt(g)`` (measured: at most ``0.012 sqrt(g)`` on random k <= 8 cases). Without a bound,
     ``g = CERTIFY_RTOL``.
     """
-    variant_numerical = result.spec.variant and result.solver != "closed form"
-    if name == "theory" and result.solver != "closed form" and not variant_numerical:
+    closed = str(result.solver).startswith("closed form")
+    variant_numerical = result.spec.variant and not closed
+    if name == "theory" and not closed and not variant_numerical:
         return ROUTE_TOLERANCES["convex"]  # the closed form fell back to the convex solve
     if name in ROUTE_TOLERANCES and not variant_numerical:
         return ROUTE_TOLERANCES[name]

@@ -18,15 +18,18 @@ from ..result import Result
 from ..spec import (
     BIASES,
     CUSTOM,
+    DATASETS,
     FEATURES,
     LOSSES,
     Spec,
     counts_from_file,
     counts_from_labels,
+    dataset_counts,
+    default_n_max,
     longtail_counts,
     step_counts,
 )
-from ..validation import fail, parse_list
+from ..validation import check_int, fail, parse_list
 
 #: An argument that is a negative number or a list starting with one (``-1e-3``, ``-2,2``).
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
@@ -90,6 +93,11 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="class counts from a file: one count per line, or a .npy vector of counts",
     )
+    source.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="standard long-tailed counts: " + ", ".join(DATASETS) + " (with --imbalance)",
+    )
     counts.add_argument(
         "--n-min",
         default=1,
@@ -99,10 +107,17 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     counts.add_argument(
         "--n-max",
-        default=5000,
+        default=None,
         action=StoreGiven,
         metavar="M",
-        help="examples of the head class with --longtail (default 5000)",
+        help="examples of the head class with --longtail (default 50000 // K, the CIFAR "
+        "convention: 5000 at K = 10, 500 at K = 100)",
+    )
+    counts.add_argument(
+        "--imbalance",
+        default=None,
+        metavar="IF",
+        help="imbalance factor n_max / n_min with --dataset (default 100)",
     )
     hyper = parser.add_argument_group("loss hyperparameters")
     hyper.add_argument(
@@ -165,6 +180,8 @@ def _base_spec_from_args(args: argparse.Namespace) -> Spec:
         raise fail("n_min", "left unset without --step (it sets STEP's minority count)", args.n_min)
     if given(args, "n_max") and args.longtail is None:
         raise fail("n_max", "left unset without --longtail (it sets the head count)", args.n_max)
+    if getattr(args, "imbalance", None) is not None and getattr(args, "dataset", None) is None:
+        raise fail("imbalance", "left unset without --dataset", args.imbalance)
     if args.counts is not None:
         counts = parse_list("counts", args.counts, int)
         source = ""
@@ -179,12 +196,21 @@ def _base_spec_from_args(args: argparse.Namespace) -> Spec:
         parts = parse_list("longtail", args.longtail, float)
         if len(parts) != 2:
             raise fail("longtail", "two comma-separated numbers K,IF", args.longtail)
-        n_max = _number("n_max", args.n_max)
+        if args.n_max is None:
+            k = check_int("longtail", parts[0], low=2)
+            n_max = float(default_n_max(k))
+        else:
+            n_max = _number("n_max", args.n_max)
         counts = longtail_counts(parts[0], parts[1], n_max)
-        source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}"
+        default = "" if args.n_max is not None else " (default 50000 // k)"
+        source = f"long tail k={parts[0]:g}, IF={parts[1]:g}, n_max={n_max:g}{default}"
     elif getattr(args, "counts_file", None) is not None:
         counts = counts_from_file(args.counts_file)
         source = f"counts file {args.counts_file} (k={len(counts)})"
+    elif getattr(args, "dataset", None) is not None:
+        imbalance = 100.0 if args.imbalance is None else _number("imbalance", args.imbalance)
+        counts = dataset_counts(args.dataset, imbalance)
+        source = f"{args.dataset} IF={imbalance:g} (n={int(counts.sum())})"
     else:
         counts = counts_from_labels(args.labels)
         source = f"labels {args.labels} (k={len(counts)})"

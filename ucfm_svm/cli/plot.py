@@ -31,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_spec_arguments(p)
     p.add_argument(
         "--method",
-        default="convex",
+        default="auto",
         choices=sorted(METHODS),
-        help="solver for grams/vectors and for the markers of ratio/gamma (default convex)",
+        help="solver for grams/vectors and for the markers of ratio/gamma (default auto; for "
+        "the markers auto means the convex solve where it is estimated under "
+        f"{MARKER_CONVEX_SECONDS:g} s, an independent check of the lines, else structured)",
     )
     p.add_argument(
         "--losses",
@@ -86,6 +88,22 @@ def _range(args: argparse.Namespace, default: tuple[float, float], low: float | 
     return values[0], values[1]
 
 
+#: Estimated seconds under which ``--method auto`` draws the ratio/gamma markers by the convex
+#: solve (independent of the closed-form lines); above, by the route auto picks.
+MARKER_CONVEX_SECONDS = 2.0
+
+
+def _marker_method(args: argparse.Namespace, k: int) -> str:
+    """The route of the markers: ``--method``, with auto resolved as :data:`MARKER_CONVEX_SECONDS`
+    says."""
+    if args.method != "auto":
+        return args.method
+    from ..solvers.convex import estimate
+
+    seconds = min(estimate(k, k, name)[1] for name in ("CLARABEL", "SCS"))
+    return "convex" if seconds <= MARKER_CONVEX_SECONDS else "auto"
+
+
 def _step_setting(args: argparse.Namespace, kind: str) -> tuple[int, float, float, int]:
     if args.step is None:
         raise fail("step", f"given for plot kind '{kind}' (K,R,RHO)", None)
@@ -108,7 +126,7 @@ def make_figure(args: argparse.Namespace):
             ratios,
             markers,
             n_min=n_min,
-            marker_method=args.method,
+            marker_method=_marker_method(args, k),
         )
     if args.kind == "gamma":
         k, R, rho, n_min = _step_setting(args, "gamma")
@@ -123,7 +141,7 @@ def make_figure(args: argparse.Namespace):
             np.linspace(lo, hi, 51),
             np.linspace(lo, hi, 6),
             n_min=n_min,
-            marker_method=args.method,
+            marker_method=_marker_method(args, k),
             marks=tuning_marks(tunings, [s.loss for s in losses], (lo, hi)),
         )
     result = plots.solve_with_grams(spec, args.method)

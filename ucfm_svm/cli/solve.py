@@ -32,9 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument(
         "--method",
-        default="convex",
+        default="auto",
         choices=sorted(METHODS),
-        help="solution method (default convex)",
+        help="solution method (default auto: the fastest route that certifies the objective "
+        "and the geometry at this size, docs/theory.md §10)",
     )
     p.add_argument(
         "--level",
@@ -54,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--full",
         action="store_true",
         default=None,
-        help="with --method structured: also build W, H and the k x k Grams (O(k^2 + m^3), m "
-        "distinct counts)",
+        help="with --method structured or auto: also build W, H and the k x k Grams "
+        "(O(k^2 + m^3), m distinct counts; auto does it for k <= 500)",
     )
     nonconvex = p.add_argument_group("non-convex method (--method nonconvex)")
     nonconvex.add_argument(

@@ -33,9 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
+        default=None,
         metavar="M1,M2,...",
-        help="routes to run, the first is the reference (default %(default)s)",
+        help="routes to run (default: " + ",".join(DEFAULT_METHODS) + ", those that fit the "
+        "size); the reference is the route with the strongest certificate",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON")
     p.set_defaults(run=run)
@@ -44,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Verify, print the report, write JSON; exit 0 iff every check passed."""
     spec = spec_from_args(args)
-    methods = [m.strip() for m in str(args.methods).split(",")]
-    if any(not m for m in methods):
+    methods = None if args.methods is None else [m.strip() for m in str(args.methods).split(",")]
+    if methods is not None and any(not m for m in methods):
         raise fail("methods", "a comma-separated list of method names", args.methods)
     check_output_path("json", args.json)
     report = verify(spec, methods)

@@ -8,7 +8,7 @@ The STEP quantities plotted (THEORY F6) are, for classifiers ``w_c`` and class-m
 - the mean cosines majority-majority, minority-minority and majority-minority
   (:func:`ucfm_svm.geometry.grouped_cosines`).
 
-Curves are drawn as lines from one route (by default the closed form, ``"theory"``) and as
+Curves are drawn as lines from one route (by default ``"auto"``, the closed form) and as
 markers from another (by default the certified convex solve), so that the figure itself shows
 the agreement of two independent routes.
 """
@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from .. import api, geometry
 from ..result import Result
 from ..spec import LOSSES, Spec, step_counts
 from ..validation import check_float, check_int, fail
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, not at package import
+    from matplotlib.figure import Figure
 
 #: The two families of vectors, as (key, title) pairs.
 FAMILIES = (("classifiers", "classifiers $w_c$"), ("embeddings", r"class means $\bar h_c$"))
@@ -100,7 +101,8 @@ def solve_with_grams(spec: Spec, method: str) -> Result:
     """``api.solve(spec, method)`` with both ``k x k`` Grams: ``structured`` is asked for them
     (``full=True``); a method that never returns them (``convex_grouped``) is a ``SpecError``."""
     api.method_options(method)  # raises SpecError for an unknown method
-    result = api.solve(spec, method, **({"full": True} if method == "structured" else {}))
+    grams = {"full": True} if method in ("structured", "auto") and spec.certifiable else {}
+    result = api.solve(spec, method, **grams)
     if result.classifier_gram is None or result.embedding_gram is None:
         raise fail(
             "method",
@@ -141,6 +143,9 @@ def _step_panels(
     marks: Sequence[tuple[float, str, str]] = (),
 ) -> Figure:
     """2 x 4 panels (families x quantities); one color per loss; lines and markers."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
     fig = Figure(figsize=(17, 8), layout="constrained")
     axes = fig.subplots(2, 4, sharex=True)
     for i, (label, x, lines, mx, markers) in enumerate(series):
@@ -216,6 +221,8 @@ def _step_panels(
 def _route_label(method: str) -> str:
     return {
         "theory": "closed form (theory)",
+        "auto": "closed form (auto: structured)",
+        "structured": "closed form (structured)",
         "convex": "convex solve (certified)",
         "nonconvex": "non-convex solve",
     }.get(method, method)
@@ -229,7 +236,7 @@ def figure_vs_ratio(
     marker_ratios: Sequence[float] = (),
     *,
     n_min: int = 1,
-    line_method: str = "theory",
+    line_method: str = "auto",
     marker_method: str = "convex",
 ) -> Figure:
     """Norm ratios and cosines of classifiers and embeddings against the imbalance ratio ``R``.
@@ -277,7 +284,7 @@ def figure_vs_gamma(
     *,
     n_min: int = 1,
     marks: Sequence[tuple[float, str, str]] = (),
-    line_method: str = "theory",
+    line_method: str = "auto",
     marker_method: str = "convex",
 ) -> Figure:
     """Norm ratios and cosines against the loss hyperparameter ``gamma`` at fixed STEP ``R``.
@@ -338,6 +345,7 @@ def figure_grams(result: Result) -> Figure:
     if result.classifier_gram is None or result.embedding_gram is None:
         raise fail("result", "a result with classifier and embedding Grams", result.status)
     k = result.spec.k
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(12, 5.6), layout="constrained")
     axes = fig.subplots(1, 2)
     labels = _class_labels(result.spec)
@@ -389,6 +397,8 @@ def figure_vectors(result: Result) -> Figure:
     _, _, Vt = np.linalg.svd(stacked, full_matrices=False)
     basis = Vt[:dims].T
     coords = {"classifiers": result.W @ basis, "embeddings": result.H_mean.T @ basis}
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     fig = Figure(figsize=(12, 6), layout="constrained")
     kw = {"projection": "3d"} if dims == 3 else {}
     axes = [fig.add_subplot(1, 2, i + 1, **kw) for i in range(2)]

@@ -14,13 +14,16 @@ SVM's value
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from ..regularized.training import Trajectory, norm_ratio
 from ..validation import fail
+
+if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def trajectory_figure(trajectories: Sequence[Trajectory], *, title: str | None = None) -> Figure:
@@ -45,6 +48,7 @@ def trajectory_figure(trajectories: Sequence[Trajectory], *, title: str | None =
         raise fail("trajectories", "trajectories of one kind (path, gd or ngd)", sorted(kinds))
     path = trajectories[0].kind == "path"
     panels = 3 if path else 2
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(4.6 * panels, 3.8), layout="constrained")
     axes = fig.subplots(1, panels)
     ax_d, ax_r = axes[0], axes[1]

@@ -37,7 +37,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .. import geometry
 from ..api import solve
@@ -385,7 +384,7 @@ def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParam
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if svm is None:
-        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "convex")
+        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "auto")
     elif not isinstance(svm, Result) or (svm.spec.counts, svm.spec.scales, svm.spec.margins) != (
         spec.counts,
         spec.scales,
@@ -471,6 +470,7 @@ def regularization_path(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     rows: list[dict] = []
+    from scipy.optimize import minimize
     for lam in lambdas:
 
         def fun(z: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import __version__, api
 from ..analysis import tuning
@@ -45,6 +45,9 @@ from .sweep import (
     read_records,
     run_sweep,
 )
+
+if TYPE_CHECKING:  # matplotlib is imported by the plots, where they are drawn
+    from matplotlib.figure import Figure
 
 #: Routes compared by the verification grid (:func:`ucfm_svm.analysis.verify.verify`), in order; the
 #: first (the closed form, certified by its own dual) is the reference.

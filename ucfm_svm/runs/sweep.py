@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import api, geometry
-from ..analysis.verify import DEFAULT_METHODS, verify
+from ..analysis.verify import verify
 from ..files import atomic_writer
 from ..result import OPTIMAL, jsonable
 from ..spec import LOSSES, Spec, longtail_counts, step_counts
@@ -369,7 +369,7 @@ def run_point(point: dict) -> dict:
     try:
         spec = point_spec(point)
         if point["method"] == VERIFY:
-            report = verify(spec, point["options"].get("methods", DEFAULT_METHODS))
+            report = verify(spec, point["options"].get("methods"))  # None: by size
             if report.reference is None:
                 raise RuntimeError("no route succeeded: " + report.failures[0].note)
             result = report.results[report.reference]

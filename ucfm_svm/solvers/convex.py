@@ -22,20 +22,99 @@ whose lower bound is certified from the solver's dual variables by
 from __future__ import annotations
 
 import time
+import warnings
+from typing import TYPE_CHECKING
 
-import cvxpy as cp
 import numpy as np
 
 from .. import geometry
-from ..errors import SolverError
+from ..errors import SolverError, TooLargeError
 from ..result import Result
 from ..spec import Spec
 from ..validation import fail
 from . import certificate
 
-#: Solvers tried in order when none is requested.
+if TYPE_CHECKING:  # cvxpy (1.5 s to import) is imported by the functions that build programs
+    import cvxpy as cp
+
+#: Backends of the block QPs (the programs of :func:`solve_convex` choose theirs by size,
+#: :func:`default_solvers`).
 DEFAULT_SOLVERS = ("CLARABEL", "SCS")
 LEVELS = ("class", "example")
+
+#: Memory a cvxpy program may take: 16 GiB of the 24 GiB machine (headroom for the rest).
+MEMORY_BUDGET = 16 * 2**30
+#: Estimated seconds above which a cvxpy program is refused (it would not finish in a session).
+TIME_BUDGET = 1800.0
+
+
+def program_size(k: int, m: int) -> int:
+    """Side ``p = k + m`` of the semidefinite block cvxpy builds for ``||A||_*`` with ``A``
+    ``k x m`` (``m = k`` at the class level, ``n`` at the example level, ``2 g`` grouped)."""
+    return k + m
+
+
+def estimate(k: int, m: int, solver: str, level: str = "class") -> tuple[float, float]:
+    """Estimated peak memory (bytes) and time (seconds) of the nuclear-norm program.
+
+    cvxpy turns ``||A||_*`` (``A`` ``k x m``) into a PSD cone of side ``p = k + m``, i.e.
+    ``p (p + 1) / 2`` scalar entries. Clarabel factors a KKT matrix with a dense block over
+    that cone: ``O(p^4)`` memory, ``O(p^5)`` time over its iterations. Calibrated on this
+    2-core machine (class level, long-tailed counts, Clarabel, extra peak RSS): k = 20, 30, 40,
+    50 took 40, 178, 546, 1313 MB (``13.4 p^4`` bytes within 3 %) and 1.6, 11, 45, 132 s under a
+    load of about 4 (``132 (p / 100)^5`` s); the example-level counts 50,50,5,5 (``p = 114``)
+    predict 2.26 GB against 2.3 GB measured. SCS projects onto the cone with one dense
+    eigendecomposition of side ``p`` per iteration: ``O(p^2)`` memory (a few ``p x p``
+    arrays plus the sparse constraints) and ``O(p^3)`` per iteration: example-level STEP
+    counts 50,50,5,5 / 100,100,10,10 / 200,200,20,20 (``p`` = 114, 224, 444) took 2.6, 3.4 and
+    14 s (compilation included, load about 6) and 90, 130, 290 MB of peak RSS above the
+    imports, all to a relative gap below 2e-9: ``2 + 1.3e-7 p^3`` s and ``1200 p^2`` bytes.
+    The class level needs far more iterations (weights ``sqrt(n_c)`` spread the problem):
+    CIFAR-100-LT counts (k = 100, ``p = 200``) took SCS 99 s, so ``level="class"`` uses
+    ``1.2e-5 p^3`` s.
+    """
+    p = float(program_size(k, m))
+    if solver == "CLARABEL":
+        return 13.4 * p**4 + 50e6, 132.0 * (p / 100.0) ** 5
+    return 1200.0 * p**2 + 50e6, 2.0 + (1.2e-5 if level == "class" else 1.3e-7) * p**3
+
+
+def check_fits(
+    k: int, m: int, solvers: tuple[str, ...], what: str, alternative: str, level: str = "class"
+) -> None:
+    """Raise :class:`~ucfm_svm.errors.TooLargeError` (exit 2) before building the program if
+    no backend of ``solvers`` fits :data:`MEMORY_BUDGET` and :data:`TIME_BUDGET`
+    (:func:`estimate`); ``alternative`` names the route that will work."""
+    estimates = {name: estimate(k, m, name, level) for name in solvers}
+    if any(mem <= MEMORY_BUDGET and sec <= TIME_BUDGET for mem, sec in estimates.values()):
+        return
+    text = ", ".join(
+        f"{name} about {_bytes(mem)} and {sec:.0f} s" for name, (mem, sec) in estimates.items()
+    )
+    raise TooLargeError(
+        f"The {what} is too large for this machine: {text} (a PSD cone of side "
+        f"{program_size(k, m)}; limits {_bytes(MEMORY_BUDGET)} and {TIME_BUDGET:.0f} s); "
+        f"use {alternative}."
+    )
+
+
+def _bytes(value: float) -> str:
+    """``value`` bytes in GiB, TiB or MiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value / 2**20:.3g} MiB"
+
+
+def default_solvers(k: int, m: int, level: str = "class") -> tuple[str, ...]:
+    """Backends tried in turn when none is requested: Clarabel then SCS, unless Clarabel's
+    estimate exceeds SCS's (example level from a few dozen examples: counts 50,50,5,5 took
+    Clarabel over 120 s and 2.3 GB, SCS 0.34 s) or does not fit; then SCS first."""
+    clarabel, scs = estimate(k, m, "CLARABEL", level), estimate(k, m, "SCS", level)
+    if clarabel[1] <= max(scs[1], 5.0) and clarabel[0] <= MEMORY_BUDGET:
+        return ("CLARABEL", "SCS")
+    return ("SCS", "CLARABEL")
+
 
 _SOLVER_OPTIONS = {
     "CLARABEL": {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500},
@@ -53,19 +132,35 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
     level : {"class", "example"}
         Class level has ``k x k`` variables whatever ``n``; example level has ``k x n``.
     solver : {"CLARABEL", "SCS"} or None
-        Backend; by default Clarabel, then SCS if Clarabel fails.
+        Backend; by default the faster by the size estimate (:func:`default_solvers`), then the
+        other if it fails.
 
     Raises
     ------
     SpecError
-        ``d < k - 1``, an unknown level or solver.
+        ``d < k - 1``, an unknown level or solver; :class:`~ucfm_svm.errors.TooLargeError` (a
+        ``SpecError``) when no backend fits memory and time (:func:`check_fits`), before any
+        program is built.
     SolverError
         No backend reached an (even inaccurate) solution; the message names the statuses.
     """
     spec.require_certifiable("convex")
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
-    solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
+    m = spec.k if level == "class" else spec.n
+    solvers = default_solvers(spec.k, m, level) if solver is None else (_check_solver(solver),)
+    check_fits(
+        spec.k,
+        m,
+        solvers,
+        f"convex program at the {level} level (k={spec.k}, n={spec.n})",
+        "--method structured"
+        + (" --level example" if level == "example" else "")
+        + " (or auto): the same certified optimum in milliseconds",
+        level,
+    )
+    import cvxpy as cp  # after the size check: 1.5 s
+
     labels = np.arange(spec.k) if level == "class" else spec.labels
     weights = np.sqrt(spec.n_vec) if level == "class" else np.ones(spec.n)
 
@@ -123,6 +218,8 @@ def _nuclear_program(
     spec: Spec, labels: np.ndarray, weights: np.ndarray
 ) -> tuple[cp.Problem, cp.Variable, cp.Constraint]:
     """The nuclear-norm program over ``Z`` (k x m) with column ``i`` labelled ``labels[i]``."""
+    import cvxpy as cp
+
     k, m = spec.k, labels.size
     onehot = np.zeros((k, m))
     onehot[labels, np.arange(m)] = 1.0
@@ -185,8 +282,19 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
         ``W``, ``H_mean``, the logits and the Grams are ``None`` (expand the blocks when needed).
     """
     spec.require_certifiable("convex_grouped")
-    solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
     groups = spec.groups()
+    solvers = (
+        default_solvers(len(groups), len(groups)) if solver is None else (_check_solver(solver),)
+    )
+    check_fits(
+        len(groups),
+        len(groups),
+        solvers,
+        f"grouped convex program ({len(groups)} groups of identical classes)",
+        "--method structured (or auto)",
+    )
+    import cvxpy as cp  # after the size check: 1.5 s
+
     first = np.array([grp[0] for grp in groups])
     m = np.array([grp.size for grp in groups], dtype=float)
     root_n = np.sqrt(spec.n_vec[first])
@@ -309,6 +417,9 @@ class BlockSteps:
     """
 
     def __init__(self, spec: Spec, labels: np.ndarray) -> None:
+        import cvxpy as cp
+
+
         self.spec = spec
         self.labels = np.asarray(labels)
         k, d, m = spec.k, spec.dim, self.labels.size
@@ -339,6 +450,8 @@ class BlockSteps:
 
 def _margin_constraint(spec: Spec, Z: cp.Expression, labels: np.ndarray) -> cp.Constraint:
     """``z_{y_i, i} - z_{c, i} >= delta_{y_i}`` for every column ``i`` of ``Z`` and ``c != y_i``."""
+    import cvxpy as cp
+
     k, m = spec.k, labels.size
     onehot = np.zeros((k, m))
     onehot[labels, np.arange(m)] = 1.0
@@ -363,10 +476,14 @@ def _run_backends(
     ``_SOLVER_OPTIONS`` if ``tuned``) until one returns a value of ``variable``. Returns the name
     of that backend (``None`` if none did) and the failures of the backends tried before it,
     joined by ``"; "``."""
+    import cvxpy as cp
+
     attempts = []
     for name in solvers:
         try:
-            problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
+            with warnings.catch_warnings():  # "may be inaccurate": the status says so
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
         except cp.error.SolverError as exc:
             attempts.append(f"{name}: {_first_sentence(exc)}")
             continue

@@ -63,7 +63,6 @@ import dataclasses
 import time
 
 import numpy as np
-from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
 from .. import geometry
@@ -248,6 +247,7 @@ def _kkt_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarra
         dG = np.zeros((d, k))
         dG[:, c] = (SW[c] - SW[cp]) / s[c]
         A[:, j] = np.concatenate([dW.ravel(), dG.ravel()])
+    from scipy.optimize import nnls
     values, _ = nnls(A, np.concatenate([W.ravel(), G.ravel()]), maxiter=50 * len(pairs))
     lam = np.zeros((k, k))
     for value, (cp, c) in zip(values, pairs, strict=True):
@@ -303,6 +303,7 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
     best = _Run(None, None, np.inf, -np.inf, iterations, 0, "no feasible point")
     D = cols.jacobi(x, mu)
     precondition = D.max() > PRECONDITION_SPREAD * D.min()
+    from scipy.optimize import minimize
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         res = minimize(

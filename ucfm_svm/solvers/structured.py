@@ -62,8 +62,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cython_lapack
-from tqdm.auto import tqdm
 
 from ..errors import SolverError
 from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
@@ -428,6 +426,8 @@ def _dlaed4_routine() -> Callable[..., None]:
     structured method (with a clear ``SolverError``), not the whole package.
     """
     try:
+        from scipy.linalg import cython_lapack
+
         capsule = cython_lapack.__pyx_capi__["dlaed4"]
     except (AttributeError, KeyError):
         raise SolverError(
@@ -568,13 +568,11 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
     rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
     dlaed4 = _dlaed4_routine()
-    bar = tqdm(
-        blocks,
-        desc="secular roots",
-        unit="block",
-        leave=False,
-        disable=True if m - 1 < PROGRESS_MIN_ROOTS else None,
-    )
+    bar = blocks
+    if m - 1 >= PROGRESS_MIN_ROOTS:  # tqdm (0.1 s to import) only where a bar may show
+        from tqdm.auto import tqdm
+
+        bar = tqdm(blocks, desc="secular roots", unit="block", leave=False, disable=None)
     for block in bar:
         delta = buffer[: block.size]
         if m == 2:

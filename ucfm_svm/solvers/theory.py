@@ -20,9 +20,14 @@ ask for multipliers ``lam_{c'c} >= 0`` with ``L = Delta^{-1} G N^{1/2}`` for a s
 of ``A``, which is exactly how ``t`` was chosen, and any other subgradient ``U V^T + s u v^T``
 would break it, so these multipliers are the only candidates. If they are nonnegative,
 :func:`ucfm_svm.solvers.certificate.class_lower_bound` turns them into a lower bound equal (up to
-rounding) to ``||A||_*``, and the closed form is the certified global optimum. If some are
-negative (beyond rounding), the all-tight point is not optimal and :func:`solve_theory` falls
-back to the convex solve.
+rounding) to ``||A||_*``, and the closed form is the certified global optimum (the unique
+one when they are positive, docs/theory.md §10.2).
+
+The sign of each multiplier is decided robustly (docs/theory.md §10.3-10.4): float64 carries an
+a-posteriori error bound on every multiplier and on the geometry (:func:`float_error_bounds`);
+when a sign or the geometry is within that bound, :func:`solve_theory` re-evaluates the closed
+form in extended precision (:mod:`ucfm_svm.solvers.exact`, ``k <= EXACT_MAX_K``). Only a
+multiplier decided negative (never observed) makes it fall back to the convex solve.
 """
 
 from __future__ import annotations
@@ -30,16 +35,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import geometry
 from ..errors import SolverError
-from ..result import CERTIFY_RTOL, Result
+from ..result import CERTIFY_RTOL, GEOMETRY_RTOL, Result
 from ..spec import Spec
 from ..validation import fail
 from . import certificate
 from .convex import solve_convex
+
+if TYPE_CHECKING:  # mpmath is imported only when float64 cannot decide
+    from .exact import ExactClosedForm
 
 #: Largest k for ``solve_theory`` (a dense SVD of the k x k matrix ``A``: O(k^3) time, O(k^2)
 #: memory). Measured on the 2-core machine under load, ImageNet-LT-like long tail: k = 1000 in
@@ -47,6 +56,9 @@ from .convex import solve_convex
 #: GiB. Above it ``ucfm_svm.solvers.structured`` (``--method structured``, ``--full`` for the Grams)
 #: computes the same closed form in O(k) memory.
 DENSE_MAX_K = 2000
+#: Largest k for which an inconclusive float64 certificate is re-evaluated in extended
+#: precision (:data:`ucfm_svm.solvers.exact.MAX_K`, kept here to avoid importing mpmath).
+EXACT_MAX_K = 50
 
 
 def optimal_shift(spec: Spec) -> np.ndarray:
@@ -102,6 +114,11 @@ class ClosedForm:
         ``U V^T`` is computed to about ``1e-16 * condition``, which bounds the accuracy of the
         certificate: ~1e-14 for moderate hyperparameters, 1e-6 or worse when scales and margins
         spread over several orders of magnitude (condition ~1e10).
+    multiplier_error : (k, k) array or None
+        A-posteriori bound on the float64 error of each multiplier (:func:`float_error_bounds`).
+    geometry_error : float
+        Bound on the error of the reported geometry: relative for the norms, absolute for the
+        cosines (:func:`float_error_bounds`).
     """
 
     logits: np.ndarray
@@ -115,6 +132,28 @@ class ClosedForm:
     value: float
     lower_bound: float
     condition: float
+    multiplier_error: np.ndarray | None = None
+    geometry_error: float = float("nan")
+
+    @property
+    def signs_decided(self) -> bool:
+        """Whether every off-diagonal multiplier exceeds its float64 error bound
+        :attr:`multiplier_error` in absolute value (docs/theory.md §10)."""
+        if self.multiplier_error is None:
+            return False
+        off = ~np.eye(self.multipliers.shape[0], dtype=bool)
+        return bool(np.all(np.abs(self.multipliers[off]) > self.multiplier_error[off]))
+
+    @property
+    def float_certified(self) -> bool:
+        """Certified in float64 alone: signs decided and positive, gap within
+        ``CERTIFY_RTOL``, geometry error bound within ``GEOMETRY_RTOL``."""
+        return (
+            self.signs_decided
+            and self.min_multiplier > 0
+            and self.certified
+            and self.geometry_error <= GEOMETRY_RTOL
+        )
 
     @property
     def rel_gap(self) -> float:
@@ -163,6 +202,7 @@ def closed_form(spec: Spec) -> ClosedForm:
     off = ~np.eye(k, dtype=bool)
     lam = np.where(off, -L, 0.0)
     scale = float(np.abs(L).max())
+    multiplier_error, geometry_error = float_error_bounds(spec, A, U, s, Vt)
     return ClosedForm(
         logits=logits,
         A=A,
@@ -175,7 +215,49 @@ def closed_form(spec: Spec) -> ClosedForm:
         value=float(s.sum()),
         lower_bound=certificate.class_lower_bound(spec, lam),
         condition=float(s[0] / s[-1]),
+        multiplier_error=multiplier_error,
+        geometry_error=geometry_error,
     )
+
+
+def float_error_bounds(
+    spec: Spec, A: np.ndarray, U: np.ndarray, s: np.ndarray, Vt: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """A-posteriori error bounds of the float64 closed form (docs/theory.md §10).
+
+    The computed factors are an exact SVD of ``A + E`` up to their orthogonality defects
+    ``o = ||U^T U - I||_2 + ||V^T V - I||_2``, with ``||E||_F <= eta``,
+    ``eta = ||A - U S V^T||_F + 2 k eps ||A||_F`` (the residual, plus the rounding of its own
+    evaluation). Then:
+
+    - polar factor (rank ``k - 1``, smallest singular value ``s_min``): every entry of
+      ``Q = U V^T`` is within ``tau = 3 eta / s_min + o + k eps`` of the exact one
+      (perturbation of the polar factor, ``||dQ|| <= 2 ||E|| / (s_min + s~_min)``, with slack),
+      so multiplier ``lam_{c'c} = -Q_{c'c} sqrt(n_c) / Delta_c'`` is within
+      ``tau sqrt(n_c) / Delta_c'``;
+    - Grams: ``|| |A + E| - |A| ||_F <= sqrt(2) ||E||_F`` (Kittaneh's inequality for the matrix
+      absolute value, both sides), so with ``e = sqrt(2) eta + o s_max`` the squared norms
+      ``[|A^T|]_cc = ||w_c||^2`` and ``[|A|]_cc = n_c ||hbar_c||^2`` are within ``e``; the
+      relative error of a norm is at most ``e / (2 [.]_cc)``, of a cosine ``2 e / min [.]_cc``.
+
+    Returns
+    -------
+    multiplier_error : (k, k) array
+    geometry_error : float
+        The largest relative norm error or absolute cosine error bound over both Grams.
+    """
+    k = spec.k
+    eps = np.finfo(float).eps
+    eta = float(np.linalg.norm(A - (U * s) @ Vt) + 2 * k * eps * np.linalg.norm(A))
+    eye = np.eye(k - 1)
+    defect = float(np.linalg.norm(U.T @ U - eye, 2) + np.linalg.norm(Vt @ Vt.T - eye, 2))
+    tau = 3 * eta / s[-1] + defect + k * eps
+    multiplier_error = tau * np.sqrt(spec.n_vec)[None, :] / spec.Delta[:, None]
+    e = np.sqrt(2.0) * eta + defect * s[0]
+    diag = np.concatenate([np.einsum("ij,j,ij->i", U, s, U), np.einsum("ji,j,ji->i", Vt, s, Vt)])
+    smallest = float(diag.min())
+    geometry_error = 2 * e / smallest if smallest > 0 else float("inf")
+    return multiplier_error, geometry_error
 
 
 def solve_theory(spec: Spec, fallback: bool = True) -> Result:
@@ -190,18 +272,21 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1) and
         ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.solvers.structured.structured_solution``).
     fallback : bool
-        If the certificate fails (relative gap above ``CERTIFY_RTOL`` = 1e-6: a multiplier
-        negative beyond rounding, so the all-tight point is not optimal, or an SVD too
-        ill-conditioned to certify it, see :attr:`ClosedForm.condition`), return
-        :func:`ucfm_svm.solvers.convex.solve_convex` instead, with method ``"theory"`` and a message
-        saying so. If that solve fails too, or with ``fallback=False``, the uncertified closed
-        form is returned (status ``"not certified"``).
+        If a multiplier is decided negative (in float64 beyond its error bound, or in extended
+        precision), the all-tight point is not optimal: return
+        :func:`ucfm_svm.solvers.convex.solve_convex` instead (its geometry checked by
+        :func:`ucfm_svm.solvers.coverage.cover`), with method ``"theory"`` and a message saying
+        so. If that solve fails too, or with ``fallback=False``, the uncertified closed form is
+        returned (status ``"not certified"``).
 
     Returns
     -------
     Result
-        Status ``"optimal"`` iff the relative gap is ``<= CERTIFY_RTOL``; for moderate
-        hyperparameters the gap is at float rounding (~1e-14).
+        Status ``"optimal"`` iff the relative gap is ``<= CERTIFY_RTOL`` and the geometry is
+        within ``GEOMETRY_RTOL`` (float64 bound, or the extended-precision evaluation, whose
+        ``solver`` is ``"closed form, N digits"``); ``"objective certified, geometry not"`` when
+        only the float64 geometry bound fails above ``EXACT_MAX_K``; ``"not certified"``
+        otherwise.
     """
     spec.require_certifiable("theory")
     if spec.k > DENSE_MAX_K:
@@ -218,13 +303,23 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
             cf = closed_form(spec)
     except np.linalg.LinAlgError:  # the SVD of a matrix with inf/nan entries does not converge
         raise not_finite_error(spec) from None
+    exact = None
+    if not cf.float_certified and spec.k <= EXACT_MAX_K:
+        from .exact import exact_closed_form
+
+        exact = exact_closed_form(spec)
+    negative = (exact.signs_decided and exact.min_multiplier <= 0) if exact else (
+        cf.signs_decided and cf.min_multiplier <= 0
+    )
     failure = (
         f"closed form not certified (smallest multiplier {cf.min_multiplier:.3g} of the "
         f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
     )
-    if not cf.certified and fallback:
+    if negative and fallback:  # the all-tight point is not optimal: only the convex solve is left
+        from .coverage import cover  # imports structured, which imports this module
+
         try:
-            convex = solve_convex(spec)
+            convex = cover(solve_convex(spec))
         except SolverError as exc:
             failure += f"; the convex fallback failed too: {exc}"
         else:
@@ -234,6 +329,8 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
                 seconds=time.perf_counter() - start,
                 message=f"{failure}: fell back to the convex solve: {convex.message}",
             )
+    if exact is not None and exact.certified:
+        return _exact_result(spec, cf, exact, start)
     k, d = spec.k, spec.dim
     root = np.sqrt(cf.s)
     W = np.zeros((k, d))
@@ -246,23 +343,74 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
             W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
     if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H_mean)) and np.isfinite(ratio)):
         raise not_finite_error(spec)
-    if cf.certified:
+    positive = cf.signs_decided and cf.min_multiplier > 0
+    if cf.float_certified:
         message = (
-            f"closed form (THEORY F5') certified by its dual: objective {cf.value:.10g}, "
-            f"lower bound {cf.lower_bound:.10g}, relative gap {cf.rel_gap:.2e}"
+            f"closed form (docs/theory.md §4) certified by its dual: objective {cf.value:.10g}, "
+            f"lower bound {cf.lower_bound:.10g}, relative gap {cf.rel_gap:.2e}; geometry "
+            f"within {cf.geometry_error:.1e} (float64 error bound, docs/theory.md §10)"
         )
     else:
-        message = failure
+        why = (
+            f"float64 bounds its geometry only to {cf.geometry_error:.1e}"
+            if positive and cf.certified
+            else "float64 cannot decide the signs of the multipliers"
+            if not cf.signs_decided
+            else f"the float64 certificate's relative gap is {cf.rel_gap:.2e}"
+        )
+        done = (
+            f"neither can {exact.dps}-digit arithmetic"
+            if exact is not None
+            else f"k = {k} > {EXACT_MAX_K} for the extended-precision check"
+        )
+        message = f"{failure}: {why} and {done}; use --method structured (or auto)"
     return Result.from_point(
         spec,
         W,
         H_mean,
         method="theory",
         level="class",
-        lower_bound=cf.lower_bound,
+        lower_bound=cf.lower_bound,  # weak duality holds for any multipliers (clipped at 0)
         seconds=time.perf_counter() - start,
         message=message,
         solver="closed form",
+        geometry_certified=positive and cf.geometry_error <= GEOMETRY_RTOL,
+    )
+
+
+def _exact_result(spec: Spec, cf: ClosedForm, exact: ExactClosedForm, start: float) -> Result:
+    """The closed form certified and evaluated in extended precision (:mod:`.exact`)."""
+    k, d = spec.k, spec.dim
+    W = np.zeros((k, d))
+    W[:, : k - 1] = exact.W
+    H_mean = np.zeros((d, k))
+    H_mean[: k - 1, :] = exact.H_mean
+    ratio = geometry.min_margin_ratio(spec, geometry.class_logits(spec, W, H_mean))
+    if ratio < 1:  # rounding of the float64 factors only
+        W, H_mean = W / np.sqrt(ratio), H_mean / np.sqrt(ratio)
+    reason = (
+        "the float64 signs of the multipliers are undecided"
+        if not cf.signs_decided
+        else f"float64 bounds the geometry only to {cf.geometry_error:.1e}"
+        if cf.certified
+        else f"the float64 certificate's relative gap is {cf.rel_gap:.2e}"
+    )
+    return Result.from_point(
+        spec,
+        W,
+        H_mean,
+        method="theory",
+        level="class",
+        lower_bound=exact.lower_bound,
+        seconds=time.perf_counter() - start,
+        message=(
+            f"closed form (docs/theory.md §4) certified by its dual in {exact.dps}-digit "
+            f"arithmetic because {reason} (condition number of A {cf.condition:.2g}): every "
+            f"multiplier positive (smallest {exact.min_multiplier:.3g} of the largest), "
+            f"objective {exact.value:.10g}, lower bound {exact.lower_bound:.10g}; geometry "
+            "correctly rounded from the extended-precision factors"
+        ),
+        solver=f"closed form, {exact.dps} digits",
     )
 
 

@@ -304,7 +304,7 @@ def verify(
                 continue
             raise fail("methods", "names among " + ", ".join(api.METHODS), name)
         opts = dict(options.get(name, {}))
-        if name in ("structured", "auto") and spec.certifiable:
+        if name in ("structured", "auto") and spec.certifiable and not spec.variant:
             opts.setdefault("full", spec.k <= 2000)  # the Grams, so the geometry is compared
         try:
             result = api.solve(spec, name, **opts)

@@ -525,6 +525,8 @@ def bias_program(
     SolverError
         No backend reached a solution.
     """
+    import cvxpy as cp
+
     k = spec.k
     solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
     Z = cp.Variable((k, k))
@@ -574,6 +576,8 @@ def dnn_program(
     SolverError
         No backend reached a solution.
     """
+    import cvxpy as cp
+
     k = spec.k
     solvers = DEFAULT_SOLVERS if solver is None else (_check_solver(solver),)
     Q = cp.Variable((2 * k, 2 * k), PSD=True)

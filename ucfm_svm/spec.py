@@ -111,9 +111,12 @@ def longtail_counts(k: int, imbalance_factor: float, n_max: int = 5000) -> np.nd
 def counts_from_labels(path: str | Path) -> np.ndarray:
     """Class counts of an integer label file: ``.npy`` or ``.txt`` / ``.csv``.
 
-    A text file holds integer labels one per line or all on one line (separated by commas or
-    whitespace); one non-numeric header line is skipped. Classes are the distinct labels, in
-    increasing order. At least two distinct labels are required.
+    A text file (UTF-8, with or without a byte-order mark; any line ending) holds integer
+    labels one per line or all on one line (separated by commas or whitespace); blank lines and
+    one non-numeric header line are skipped. A ``.npy`` file is memory-mapped (its header is
+    checked against the file's size before anything is read) and never unpickled. Labels are
+    non-negative integers in the int64 range; classes are the distinct labels, in increasing
+    order. At least two distinct labels are required.
     """
     path = Path(path)
     name = "labels"
@@ -122,14 +125,14 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            labels = np.load(path, allow_pickle=False)
+            labels = np.load(path, allow_pickle=False, mmap_mode="r")
         elif suffix in (".txt", ".csv"):
             labels = _read_text_labels(path)
         else:
             raise fail(name, "a file ending in .npy, .txt or .csv", str(path))
     except SpecError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise fail(
             name,
             "a readable .npy, .txt or .csv file of integer labels",
@@ -147,6 +150,8 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
         # kept as floats: a cast to int64 would merge labels beyond its range
     elif labels.dtype.kind not in "iu":
         raise fail(name, "a file of integer labels", f"{path} (values of type {labels.dtype})")
+    if labels.min() < 0:
+        raise fail(name, "a file of non-negative integer labels", f"{path} (label {labels.min()})")
     _, counts = np.unique(labels, return_counts=True)
     if counts.size < 2:
         raise fail(name, "a file with at least 2 distinct labels", f"{path} ({counts.size} label)")
@@ -154,7 +159,7 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
 
 
 def _read_text_labels(path: Path) -> np.ndarray:
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     if lines and lines[0].strip() and not _looks_numeric(lines[0]):
         text = "\n".join(lines[1:])
@@ -170,6 +175,10 @@ def _read_text_labels(path: Path) -> np.ndarray:
     tokens = text.replace(",", " ").split()
     try:
         return np.array(tokens, dtype=np.int64)
+    except OverflowError:
+        raise fail(
+            "labels", "a file of integer labels in the int64 range", f"{path} (a larger label)"
+        ) from None
     except ValueError:
         try:
             return np.array(tokens, dtype=float)  # caught as non-integer by the caller

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import SpecError
 from .validation import (
     MAX_COUNT,
+    Shown,
     check_counts,
     check_float,
     check_int,
@@ -198,6 +199,12 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+#: Range of the scales ``Delta_c`` and margins ``delta_c``. With counts up to 2^53 it keeps
+#: ``g_c = delta_c sqrt(n_c) / Delta_c`` within 1e-148..1e148 and ``d_c = g_c^2`` (and sums of
+#: 10^6 of them) within the normal float64 range, so no route overflows or underflows.
+HYPER_RANGE = (1e-70, 1e70)
+
+
 def svm_hyperparameters(
     counts: np.ndarray, loss: str, gamma: float | None = None, tau: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -238,8 +245,14 @@ def svm_hyperparameters(
         log_delta = gamma * np.log(counts / counts.min())
         raw = np.exp(log_delta - log_delta.max())
         delta_scale = k * raw / raw.sum()
-    if not np.all(np.isfinite(delta_scale)) or np.any(delta_scale <= 0):
-        raise fail("gamma", "small enough that every class scale is finite and positive", gamma)
+    if not np.all((delta_scale >= HYPER_RANGE[0]) & (delta_scale <= HYPER_RANGE[1])):
+        raise fail(
+            "gamma",
+            f"small enough in magnitude that every class scale lies in [{HYPER_RANGE[0]:g}, "
+            f"{HYPER_RANGE[1]:g}] (here |gamma| <= "
+            f"{np.log(HYPER_RANGE[1] / k) / max(np.log(counts.max() / counts.min()), 1e-300):.4g})",
+            gamma,
+        )
     if loss == "ldt":
         margins = 1.0 / delta_scale
         if not np.all(np.isfinite(margins)):
@@ -286,6 +299,16 @@ class Spec:
         k = counts.size
         scales = check_positive_vector("scales", self.scales, k)
         margins = check_positive_vector("margins", self.margins, k)
+        for name, values in (("scales", scales), ("margins", margins)):
+            outside = (values < HYPER_RANGE[0]) | (values > HYPER_RANGE[1])
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise fail(
+                    name,
+                    f"numbers in [{HYPER_RANGE[0]:g}, {HYPER_RANGE[1]:g}] (the range in which "
+                    "every quantity of the solvers stays a normal float64)",
+                    Shown(f"{values[i]:g} at position {i}"),
+                )
         dim = check_int("dim", self.dim, low=1, high=MAX_DIM)
         if self.loss != CUSTOM and self.loss not in LOSSES:
             raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import cvxpy as cp
 import numpy as np
@@ -390,18 +390,20 @@ def _run_backends(
 
 @contextmanager
 def _native_output_silenced() -> Iterator[None]:
-    """Send what the backends' C code writes to file descriptors 1 and 2 (SCS's "WARNING -
-    large complementary slackness residual", Clarabel's messages) to a scratch file: the status
-    the solve returns says the same, in the words of :class:`~ucfm_svm.result.Result`."""
+    """Send what the backends print (SCS's "WARNING - large complementary slackness residual"
+    through Python's ``sys.stdout``, C code's writes to file descriptors 1 and 2) to a scratch
+    file: the status the solve returns says the same, in the words of
+    :class:`~ucfm_svm.result.Result`."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
     try:
-        with tempfile.TemporaryFile() as sink:
+        with tempfile.TemporaryFile() as sink, open(os.devnull, "w") as null:
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
             try:
-                yield
+                with redirect_stdout(null), redirect_stderr(null):
+                    yield
             finally:
                 os.dup2(saved[0], 1)
                 os.dup2(saved[1], 2)

@@ -209,14 +209,18 @@ def test_registered_and_cli_json(cli, tmp_path):
     assert rel_fro(np.array(data["embedding_gram"]), convex.embedding_gram) < GRAM_TOL
 
 
-def test_overflowing_closed_form_is_a_solver_error_not_nan():
-    # margins 600 orders of magnitude apart: the point overflows to nan; it used to come back as
-    # "not certified: closed form ... certified by its dual" with objective nan
-    from ucfm_svm.errors import SolverError
+def test_margins_that_would_overflow_the_closed_form_are_refused_at_the_spec():
+    # margins 600 orders of magnitude apart once overflowed the closed form to nan (it came back
+    # as "not certified" with objective nan, later as a SolverError); the specification now
+    # refuses scales and margins outside the range where every solver quantity stays finite
+    from ucfm_svm.errors import SpecError
+    from ucfm_svm.spec import HYPER_RANGE
 
-    spec = Spec.custom([5, 5], margins=[1e300, 1e-300])
-    with pytest.raises(SolverError, match="not finite"):
-        solve_theory(spec, fallback=False)
+    with pytest.raises(SpecError, match=r"'margins' parameter must be numbers in \[1e-70"):
+        Spec.custom([5, 5], margins=[1e300, 1e-300])
+    extreme = Spec.custom([2**53, 1], margins=[HYPER_RANGE[1], HYPER_RANGE[0]])
+    result = solve_theory(extreme, fallback=False)
+    assert np.isfinite(result.objective) and np.all(np.isfinite(result.classifier_norms))
 
 
 def test_dense_theory_refuses_large_k_and_points_to_structured(cli):
@@ -245,11 +249,22 @@ def test_analyze_prediction_above_dense_limit_uses_structured(monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["theory", "structured"])
-def test_underflowing_scales_are_a_solver_error(method):
-    # Delta^-2 overflows: the dense SVD raised numpy's LinAlgError (a traceback in the CLI) and
-    # the structured path returned objective inf with nan norms.
-    from ucfm_svm.errors import SolverError
+def test_scales_at_the_edge_of_the_range_stay_finite(method):
+    # Delta = 1e-300 once overflowed Delta^-2 (the dense SVD raised LinAlgError, the structured
+    # path returned objective inf); such scales are refused by the spec. At the smallest scale
+    # it admits the arithmetic stays finite, but 1 - t_c cancels (t_c ~ 1 - 1e-140), so a route
+    # may fail to certify: it must then say so (SolverError or a status other than optimal),
+    # never return nan or claim optimality.
+    from ucfm_svm.errors import SolverError, SpecError
+    from ucfm_svm.result import OPTIMAL
+    from ucfm_svm.spec import HYPER_RANGE
 
-    spec = Spec.custom([10, 10, 1], scales=[1e-300, 1, 1])
-    with pytest.raises(SolverError, match="not finite in float64"):
-        solve(spec, method)
+    with pytest.raises(SpecError, match="'scales' parameter"):
+        Spec.custom([10, 10, 1], scales=[1e-300, 1, 1])
+    try:
+        result = solve(Spec.custom([10, 10, 1], scales=[HYPER_RANGE[0], 1, 1]), method)
+    except SolverError:
+        return
+    assert np.isfinite(result.objective) and np.all(np.isfinite(result.classifier_norms))
+    if result.status == OPTIMAL:
+        assert result.rel_gap <= 1e-6

@@ -163,10 +163,11 @@ def test_cli_counts_file(cli, tmp_path):
     assert code == 2 and "not allowed with argument" in err
 
 
-@pytest.mark.parametrize("shift", [0, -5, 10**12])
+@pytest.mark.parametrize("shift", [0, 10**12])
 def test_labels_counted_in_chunks(tmp_path, monkeypatch, shift):
-    """Several chunks, dense ids (bincount), negative and huge labels (the np.unique merge,
-    switched to after a first dense chunk when the large labels come late)."""
+    """Several chunks, dense ids (bincount), huge labels (the np.unique merge, switched to
+    after a first dense chunk when the large labels come late). Negative labels (PyTorch's
+    ignore_index -100, say) are refused, not counted as a class: tests/test_fuzz.py."""
     monkeypatch.setattr(spec_module, "LABEL_CHUNK", 1000)
     rng = np.random.default_rng(3)
     labels = rng.zipf(1.5, 25_000) % 700

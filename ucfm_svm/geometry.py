@@ -126,6 +126,13 @@ def gram_distance(G: np.ndarray, G_ref: np.ndarray) -> float:
 
     Lies in ``[0, 2]``; zero iff the two configurations have the same norms ratios and angles.
     This is the measure used to compare trained (or regularized) solutions, whose scale grows
-    without bound, with the SVM geometry.
+    without bound, with the SVM geometry. Each Gram is divided by its largest entry before its
+    norm is taken, so Grams near the ends of the float64 range (entries of 1e200 or 1e-200)
+    measure as their rescaled copies do.
     """
-    return float(np.linalg.norm(G / np.linalg.norm(G) - G_ref / np.linalg.norm(G_ref)))
+
+    def unit(M: np.ndarray) -> np.ndarray:
+        M = M / np.abs(M).max()
+        return M / np.linalg.norm(M)
+
+    return float(np.linalg.norm(unit(G) - unit(G_ref)))

@@ -147,9 +147,12 @@ def dataset_counts(name: str, imbalance_factor: float = 100.0) -> np.ndarray:
 def counts_from_labels(path: str | Path) -> np.ndarray:
     """Class counts of an integer label file: ``.npy`` or ``.txt`` / ``.csv``.
 
-    A text file holds integer labels one per line or all on one line (separated by commas or
-    whitespace); one non-numeric header line is skipped. Classes are the distinct labels, in
-    increasing order. At least two distinct labels are required.
+    A text file (UTF-8, with or without a byte-order mark; any line ending) holds integer
+    labels one per line or all on one line (separated by commas or whitespace); blank lines and
+    one non-numeric header line are skipped. A ``.npy`` file is memory-mapped (its header is
+    checked against the file's size before anything is read) and never unpickled. Labels are
+    non-negative integers in the int64 range; classes are the distinct labels, in increasing
+    order. At least two distinct labels are required.
     """
     path = Path(path)
     name = "labels"
@@ -167,7 +170,7 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
             raise fail(name, "a file ending in .npy, .txt or .csv", str(path))
     except SpecError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise fail(
             name,
             "a readable .npy, .txt or .csv file of integer labels",
@@ -185,6 +188,8 @@ def counts_from_labels(path: str | Path) -> np.ndarray:
         # kept as floats: a cast to int64 would merge labels beyond its range
     elif labels.dtype.kind not in "iu":
         raise fail(name, "a file of integer labels", f"{path} (values of type {labels.dtype})")
+    if labels.min() < 0:
+        raise fail(name, "a file of non-negative integer labels", f"{path} (label {labels.min()})")
     _, counts = np.unique(labels, return_counts=True)
     if counts.size < 2:
         raise fail(name, "a file with at least 2 distinct labels", f"{path} ({counts.size} label)")
@@ -221,7 +226,16 @@ def _counts_of_int_stream(path: Path, labels: np.ndarray) -> np.ndarray:
     with open(path, "rb") as f:
         f.seek(offset)
         for _ in range(0, total, LABEL_CHUNK):
-            chunk = np.fromfile(f, dtype=dtype, count=LABEL_CHUNK).astype(np.int64, copy=False)
+            chunk = np.fromfile(f, dtype=dtype, count=LABEL_CHUNK)
+            if chunk.dtype.kind == "u" and chunk.max() > np.iinfo(np.int64).max:
+                raise fail("labels", "a file of integer labels in the int64 range", str(path))
+            chunk = chunk.astype(np.int64, copy=False)
+            if chunk.min() < 0:
+                raise fail(
+                    "labels",
+                    "a file of non-negative integer labels",
+                    f"{path} (label {chunk.min()})",
+                )
             if values is None and chunk.min() >= 0 and chunk.max() < limit:
                 part = np.bincount(chunk)
                 if part.size > dense.size:
@@ -303,7 +317,7 @@ def _read_counts_text(path: Path, name: str, allowed: str) -> np.ndarray:
 
 
 def _read_text_labels(path: Path) -> np.ndarray:
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     if lines and lines[0].strip() and not _looks_numeric(lines[0]):
         text = "\n".join(lines[1:])
@@ -319,6 +333,10 @@ def _read_text_labels(path: Path) -> np.ndarray:
     tokens = text.replace(",", " ").split()
     try:
         return np.array(tokens, dtype=np.int64)
+    except OverflowError:
+        raise fail(
+            "labels", "a file of integer labels in the int64 range", f"{path} (a larger label)"
+        ) from None
     except ValueError:
         try:
             return np.array(tokens, dtype=float)  # caught as non-integer by the caller
@@ -336,6 +354,12 @@ def _looks_numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: Range of the scales ``Delta_c`` and margins ``delta_c``. With counts up to 2^53 it keeps
+#: ``g_c = delta_c sqrt(n_c) / Delta_c`` within 1e-148..1e148 and ``d_c = g_c^2`` (and sums of
+#: 10^6 of them) within the normal float64 range, so no route overflows or underflows.
+HYPER_RANGE = (1e-70, 1e70)
 
 
 def svm_hyperparameters(
@@ -378,8 +402,14 @@ def svm_hyperparameters(
         log_delta = gamma * np.log(counts / counts.min())
         raw = np.exp(log_delta - log_delta.max())
         delta_scale = k * raw / raw.sum()
-    if not np.all(np.isfinite(delta_scale)) or np.any(delta_scale <= 0):
-        raise fail("gamma", "small enough that every class scale is finite and positive", gamma)
+    if not np.all((delta_scale >= HYPER_RANGE[0]) & (delta_scale <= HYPER_RANGE[1])):
+        raise fail(
+            "gamma",
+            f"small enough in magnitude that every class scale lies in [{HYPER_RANGE[0]:g}, "
+            f"{HYPER_RANGE[1]:g}] (here |gamma| <= "
+            f"{np.log(HYPER_RANGE[1] / k) / max(np.log(counts.max() / counts.min()), 1e-300):.4g})",
+            gamma,
+        )
     if loss == "ldt":
         margins = 1.0 / delta_scale
         if not np.all(np.isfinite(margins)):
@@ -434,6 +464,16 @@ class Spec:
         k = counts.size
         scales = check_positive_vector("scales", self.scales, k)
         margins = check_positive_vector("margins", self.margins, k)
+        for name, values in (("scales", scales), ("margins", margins)):
+            outside = (values < HYPER_RANGE[0]) | (values > HYPER_RANGE[1])
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise fail(
+                    name,
+                    f"numbers in [{HYPER_RANGE[0]:g}, {HYPER_RANGE[1]:g}] (the range in which "
+                    "every quantity of the solvers stays a normal float64)",
+                    Shown(f"{values[i]:g} at position {i}"),
+                )
         dim = check_int("dim", self.dim, low=1, high=MAX_DIM)
         if self.loss != CUSTOM and self.loss not in LOSSES:
             raise fail("loss", "one of " + ", ".join((*LOSSES, CUSTOM)), self.loss)

@@ -117,7 +117,8 @@ def check_counts(name: str, values: object) -> np.ndarray:
         raise fail(name, allowed, _list(values))
     as_float = arr.astype(float)
     bad = ~np.isfinite(as_float) | (as_float < 1) | (as_float != np.round(as_float))
-    bad |= as_float > MAX_COUNT
+    # integers are compared exactly: 2^53 + 1 rounds to 2^53 in float64
+    bad |= (arr > MAX_COUNT) if arr.dtype.kind in "iu" else (as_float > MAX_COUNT)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise fail(name, allowed, Shown(f"{arr[i]} at position {i}"))
@@ -133,6 +134,12 @@ def parse_list(name: str, text: str, kind: type = float) -> list:
         raise fail(name, allowed, text)
     out = []
     for t in items:
+        if kind is int:
+            try:  # exact for any size: float("9007199254740993") would round to 2^53
+                out.append(int(t))
+                continue
+            except ValueError:
+                pass
         try:
             value = float(t)
         except ValueError:

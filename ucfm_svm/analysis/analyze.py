@@ -269,6 +269,27 @@ def etf_gram(k: int) -> np.ndarray:
     return np.eye(k) - np.full((k, k), 1.0 / k)
 
 
+def _unit_scale(name: str, X: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(X / s, s)`` with ``s`` the power of two nearest ``max |X|`` (so the division is exact)."""
+    top = float(np.abs(X).max())
+    if not 2.0**-480 <= top <= 2.0**480:  # squares and sums of squares stay normal floats
+        raise fail(
+            name,
+            "an array whose largest entry is between 1e-144 and 1e144 in magnitude (its Gram "
+            "must stay finite and nonzero in float64)",
+            Shown("all zeros" if top == 0 else f"largest entry {top:.3g}"),
+        )
+    scale = 2.0 ** np.round(np.log2(top))
+    return X / scale, scale
+
+
+def _require_nonzero(name: str, what: str, sizes: np.ndarray) -> None:
+    """Refuse zero ``what`` (their cosines are undefined), naming the first one."""
+    zero = np.flatnonzero(sizes == 0)
+    if zero.size:
+        raise fail(name, f"an array with nonzero {what}", Shown(f"zero at class {int(zero[0])}"))
+
+
 def preprocess_features(W: np.ndarray, H: np.ndarray, how: str) -> np.ndarray:
     """Features (d x n) as they are, projected ``W^+ W H``, or centred ``H - mean``."""
     if how == "project":
@@ -382,14 +403,21 @@ def analyze(
             Shown(_short(np.asarray(prediction.spec.counts))),
         )
     spec = prediction.spec
-    H = preprocess_features(trained.W, trained.H, preprocess)
     k = trained.k
+    # Scale-free quantities are computed on copies divided by a power of two near their largest
+    # entry (exact), so that trained scales of 1e-150 or 1e150 neither underflow nor overflow.
+    W, s_w = _unit_scale("W", trained.W)
+    H, s_h = _unit_scale("features", preprocess_features(trained.W, trained.H, preprocess))
     H_mean = geometry.class_means(H, trained.labels, k)
-    cg = geometry.gram(trained.W)
-    eg = H_mean.T @ H_mean
-    with np.errstate(divide="ignore", invalid="ignore"):  # a zero row gives nan cosines
-        cos = (geometry.cosines_from_gram(cg), geometry.cosines_from_gram(eg))
-        dual = duality_cosines(trained.W, H_mean)
+    _require_nonzero("W", "rows (classifiers)", np.abs(W).max(axis=1))
+    _require_nonzero("features", "class means", np.abs(H_mean).max(axis=0))
+    cos = (
+        geometry.cosines_from_gram(geometry.gram(W)),
+        geometry.cosines_from_gram(H_mean.T @ H_mean),
+    )
+    dual = duality_cosines(W, H_mean)
+    cg = geometry.gram(W * s_w)
+    eg = (H_mean * s_h).T @ (H_mean * s_h)
     pcg, peg = prediction.classifier_gram, prediction.embedding_gram
     etf = etf_gram(k)
     groups = spec.step_groups()
@@ -407,7 +435,7 @@ def analyze(
         embedding_norms=geometry.norms_from_gram(eg),
         classifier_cosines=cos[0],
         embedding_cosines=cos[1],
-        self_duality=self_duality(trained.W, H_mean),
+        self_duality=self_duality(W, H_mean),
         duality_cosines=dual,
         classifier_distance_to_etf=geometry.gram_distance(cg, etf),
         embedding_distance_to_etf=geometry.gram_distance(eg, etf),

@@ -2,19 +2,28 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the parsed namespace
 carries ``run(args) -> exit code``. Only this package prints and chooses exit codes:
-0 success, 2 bad input (or a problem too large for memory), 3 not certified or solver failure.
+0 success, 1 a check failed, 2 bad input (or a problem too large for memory), 3 not certified or
+solver failure, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import SolverError, SpecError
 from . import analyze, path, plot, reproduce, solve, study, sweep, train, tune, verify
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
+
+#: Exit codes of an interrupted run: 128 + the signal number, as shells report them.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+#: Set to 1 to see the traceback of an unexpected error instead of its one-line message.
+DEBUG_VARIABLE = "UCFM_SVM_DEBUG"
 
 SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze, study)
 
@@ -40,14 +49,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     prog = f"ucfm-svm {args.command}"
+    with _numerical_warnings() as caught, _sigterm_interrupts():
+        code = _run(prog, args)
+    if caught and code == 0:
+        first = caught[0]
+        more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
+        print(
+            f"{prog}: note: numerical warning during the run: {first.message}{more}",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _run(prog: str, args: object) -> int:
+    """Run the subcommand; every failure becomes one line on stderr and an exit code."""
     try:
-        return args.run(args)
+        return args.run(args)  # type: ignore[attr-defined]
     except SpecError as exc:
         print_error(prog, exc)
         return EXIT_USAGE
     except SolverError as exc:
         print_error(prog, exc)
         return EXIT_NOT_CERTIFIED
+    except _Terminated:
+        print_error(prog, "terminated (SIGTERM); finished work that this command saves is kept")
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print_error(prog, "interrupted; finished work that this command saves is kept")
+        return EXIT_INTERRUPTED
     except MemoryError as exc:  # e.g. --step 200000,10,0.5: dense k x k matrices of 300 GiB
         print_error(
             prog,
@@ -65,6 +94,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             "writable location (--out, --json, --plot)",
         )
         return EXIT_USAGE
+    except Exception as exc:  # a defect: still one line, the traceback on request
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        print_error(
+            prog,
+            f"internal error ({type(exc).__name__}: {exc}); please report it with the command "
+            f"line (set {DEBUG_VARIABLE}=1 for the traceback)",
+        )
+        return EXIT_NOT_CERTIFIED
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so it unwinds like Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` for the duration of a run (main thread only)."""
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. the CLI called from a worker thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _numerical_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record warnings (numpy RuntimeWarnings, solver warnings) instead of printing them.
+
+    :func:`main` reports them as one ``note`` line after a successful run; after a failure the
+    error line is the whole output.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 def entry() -> None:

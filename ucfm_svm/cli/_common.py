@@ -350,9 +350,10 @@ def writing(name: str, path: str) -> Iterator[None]:
         raise fail(name, "a writable file path", f"{path} ({exc.strerror or exc})") from None
 
 
-def print_error(prog: str, exc: Exception) -> None:
-    """One-line error to stderr."""
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+def print_error(prog: str, exc: Exception | str) -> None:
+    """One-line error to stderr (line breaks inside the message are folded)."""
+    text = " ".join(str(exc).split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
 
 
 __all__ = [

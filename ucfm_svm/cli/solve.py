@@ -60,7 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     nonconvex = p.add_argument_group("non-convex method (--method nonconvex)")
     nonconvex.add_argument(
-        "--restarts", default=None, type=int, metavar="N", help="random starts (default 1)"
+        "--restarts",
+        default=None,
+        type=int,
+        metavar="N",
+        help="random starts (default 1, at most 100)",
     )
     nonconvex.add_argument(
         "--seed", default=None, type=int, metavar="S", help="seed of the starts (default 0)"
@@ -71,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="R",
         help="rounds of exact block steps before the joint refinement "
-        "(default 2 at the class level, 0 at the example level)",
+        "(default 2 at the class level, 0 at the example level; at most 10000)",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
     p.set_defaults(run=run)

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["gd", "ngd"],
         help="plain (x -= lr grad) or normalized (x -= lr grad/||grad||) gradient descent",
     )
-    p.add_argument("--steps", default=10_000, type=int, help="gradient steps (default 10000)")
+    p.add_argument(
+        "--steps", default=10_000, type=int, help="gradient steps (default 10000, at most 10^7)"
+    )
     p.add_argument(
         "--lr", default=None, type=float, help="step size (default 1/n for gd, 0.05 for ngd)"
     )
@@ -33,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--init-scale", default=1e-3, type=float, help="scale of the random start (default 1e-3)"
     )
     p.add_argument(
-        "--records", default=40, type=int, help="about this many log-spaced records (default 40)"
+        "--records",
+        default=40,
+        type=int,
+        help="about this many log-spaced records (default 40, at most 10000)",
     )
     add_training_arguments(p)
     p.set_defaults(run=run)

@@ -51,6 +51,9 @@ LEVELS = ("class", "example")
 KINDS = ("path", "gd", "ngd")
 #: The default ``lambda`` grid of the path: ``1e-1, 1e-2, ..., 1e-8``.
 DEFAULT_LAMBDAS = tuple(10.0**-j for j in range(1, 9))
+#: Upper bounds of gradient descent: 10^7 steps is hours even at k = 10; records are kept in
+#: memory and each costs a Gram comparison.
+MAX_STEPS, MAX_RECORDS = 10_000_000, 10_000
 #: How :func:`norm_ratio` is defined (recorded in the JSON output).
 NORM_RATIO_DEFINITION = (
     "mean squared norm over the majority classes / mean squared norm over the minority "
@@ -562,13 +565,13 @@ def gradient_descent(
     Trajectory
         With ``iterations``; ``objective`` is the loss.
     """
-    steps = check_int("steps", steps, low=1)
+    steps = check_int("steps", steps, low=1, high=MAX_STEPS)
     if lr is None:
         lr = 0.05 if normalized else 1.0 / spec.n
     lr = check_float("lr", lr, low=0.0, low_open=True)
     init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
-    records = check_int("records", records, low=1)
+    records = check_int("records", records, low=1, high=MAX_RECORDS)
     params, svm = _check_common(spec, level, svm)
     start = time.perf_counter()
     model = _Model(spec, params, level)

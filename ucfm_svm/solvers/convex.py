@@ -21,8 +21,13 @@ whose lower bound is certified from the solver's dual variables by
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -171,9 +176,15 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
         raise SolverError(
             f"The convex solve ({level} level, k={spec.k}, n={spec.n}) failed: "
             + failures
+            + (
+                " (the problem is always feasible for d >= k - 1: the backend lost accuracy)"
+                if "infeasible" in failures
+                else ""
+            )
             + ". Try another backend (--solver SCS or CLARABEL), "
             + ("the class level (--level class), " if level == "example" else "")
-            + "or counts and hyperparameters of moderate ratio."
+            + "the closed form (--method structured, exact at any spread of counts, scales and "
+            "margins), or counts and hyperparameters of moderate ratio."
         )
     seconds = time.perf_counter() - start
 
@@ -481,8 +492,8 @@ def _run_backends(
     attempts = []
     for name in solvers:
         try:
-            with warnings.catch_warnings():  # "may be inaccurate": the status says so
-                warnings.simplefilter("ignore", UserWarning)
+            with warnings.catch_warnings(), _native_output_silenced():
+                warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": the status
                 problem.solve(solver=name, **(_SOLVER_OPTIONS[name] if tuned else {}))
         except cp.error.SolverError as exc:
             attempts.append(f"{name}: {_first_sentence(exc)}")
@@ -491,6 +502,30 @@ def _run_backends(
             return name, "; ".join(attempts)
         attempts.append(f"{name}: status {problem.status}")
     return None, "; ".join(attempts)
+
+
+@contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what the backends print (SCS's "WARNING - large complementary slackness residual"
+    through Python's ``sys.stdout``, C code's writes to file descriptors 1 and 2) to a scratch
+    file: the status the solve returns says the same, in the words of
+    :class:`~ucfm_svm.result.Result`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with tempfile.TemporaryFile() as sink, open(os.devnull, "w") as null:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with redirect_stdout(null), redirect_stderr(null):
+                    yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def _first_sentence(exc: Exception) -> str:

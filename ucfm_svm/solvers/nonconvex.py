@@ -77,6 +77,9 @@ from .convex import LEVELS, BlockSteps, solve_convex
 #: refinement from random features, so that within-class collapse has to emerge from it (the
 #: H-step would impose collapse at once: its argmin is the same for every example of a class).
 DEFAULT_ALTERNATIONS = {"class": 2, "example": 0}
+#: Upper bounds on the counts that multiply the work: one start costs about a second at k = 30,
+#: so 100 starts or 10^4 alternation rounds are already hours at field sizes.
+MAX_RESTARTS, MAX_ALTERNATIONS = 100, 10_000
 #: Largest violation ``max_j r_j`` of a point the refinement accepts as feasible.
 FEASIBILITY_TOL = 1e-10
 #: Relative gap at which the refinement stops: a tenth of the certification tolerance.
@@ -577,10 +580,10 @@ def solve_nonconvex(
     """
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
-    restarts = check_int("restarts", restarts, low=1)
+    restarts = check_int("restarts", restarts, low=1, high=MAX_RESTARTS)
     seed = check_int("seed", seed, low=0)
     rounds = DEFAULT_ALTERNATIONS[level] if alternations is None else alternations
-    rounds = check_int("alternations", rounds, low=0)
+    rounds = check_int("alternations", rounds, low=0, high=MAX_ALTERNATIONS)
     if spec.dim == 1 and spec.k >= 3:
         raise fail(
             "dim",

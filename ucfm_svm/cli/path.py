@@ -153,10 +153,11 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
         data["compared"] = [t.to_dict() for t in runs[1:]]
         write_json("json", args.json, data)
     if args.plot:
+        from ..plots.style import save_one
         from ..plots.training import trajectory_figure
 
         try:
-            trajectory_figure(runs).savefig(args.plot, dpi=150)
+            save_one(trajectory_figure(runs), args.plot)
         except (OSError, ValueError) as exc:
             raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
         print(f"wrote {args.plot}")

@@ -28,7 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .. import __version__, api
-from ..analysis import tuning
+from ..analysis import curves, tuning
 from ..plots import geometry as plots
 from ..regularized.training import regularization_path
 from ..spec import Spec, step_counts
@@ -54,7 +54,7 @@ ROUTES = ("theory", "convex", "nonconvex")
 class ReproduceConfig:
     """What :func:`reproduce` runs. The default is the main job; :meth:`quick` a CI smoke test.
 
-    ``losses`` are :class:`~ucfm_svm.plots.geometry.LossSetting` (CE, LDT, CDT, VS at
+    ``losses`` are :class:`~ucfm_svm.analysis.curves.LossSetting` (CE, LDT, CDT, VS at
     ``gamma = 1/2``, ``tau = 1``); the non-convex route runs where ``k <= nonconvex_max_k``
     (it is the slowest route); the figures use STEP ``k = figure_k``,
     ``rho = figure_rho``, ``R`` from 1 to ``figure_r_max`` (``ratio_points`` closed-form points,
@@ -64,11 +64,11 @@ class ReproduceConfig:
     ks: tuple[int, ...] = (4, 8, 12)
     ratios: tuple[float, ...] = (10.0, 100.0)
     rhos: tuple[float, ...] = (0.25, 0.5, 0.75)
-    losses: tuple[plots.LossSetting, ...] = (
-        plots.LossSetting("ce"),
-        plots.LossSetting("ldt", gamma=0.5),
-        plots.LossSetting("cdt", gamma=0.5),
-        plots.LossSetting("vs", gamma=0.5, tau=1.0),
+    losses: tuple[curves.LossSetting, ...] = (
+        curves.LossSetting("ce"),
+        curves.LossSetting("ldt", gamma=0.5),
+        curves.LossSetting("cdt", gamma=0.5),
+        curves.LossSetting("vs", gamma=0.5, tau=1.0),
     )
     nonconvex_max_k: int = 12
     figure_k: int = 10
@@ -163,7 +163,7 @@ def grid_rows(sweep: Sweep, records: dict[str, dict]) -> list[GridRow]:
         if record is None:
             continue
         step = point["counts"]["step"]
-        label = plots.LossSetting(point["loss"], point["gamma"], point["tau"]).label
+        label = curves.LossSetting(point["loss"], point["gamma"], point["tau"]).label
         rows.append(GridRow(step["k"], step["R"], step["rho"], label, record))
     return rows
 
@@ -229,16 +229,18 @@ def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     curve_losses = [s for s in c.losses if s.loss != "vs"]  # VS = CDT in the SVM limit
     ratios = np.unique(np.round(np.geomspace(1.0, c.figure_r_max, c.ratio_points)))
     markers = np.unique(np.round(np.geomspace(1.0, c.figure_r_max, c.marker_points)))
-    gamma_losses = [plots.LossSetting(s.loss) for s in curve_losses if s.gamma is not None]
+    gamma_losses = [curves.LossSetting(s.loss) for s in curve_losses if s.gamma is not None]
     gammas = np.linspace(*c.gamma_range, c.gamma_points)
     mgammas = np.linspace(*c.gamma_range, 6)
     marks = tuning_marks(tunings, [s.loss for s in gamma_losses], c.gamma_range)
     step = Spec.from_loss(step_counts(4, 10, 0.5), "ce", source="STEP k=4, R=10, rho=0.5")
     tri = step_counts(3, 10, 1 / 3)
     return {
-        "geometry_vs_R": plots.figure_vs_ratio(k, rho, curve_losses, ratios, markers),
+        "geometry_vs_R": plots.figure_vs_ratio(
+            curves.ratio_curves(k, rho, curve_losses, ratios, markers), k
+        ),
         "geometry_vs_gamma": plots.figure_vs_gamma(
-            k, c.figure_r, rho, gamma_losses, gammas, mgammas, marks=marks
+            curves.gamma_curves(k, c.figure_r, rho, gamma_losses, gammas, mgammas), k, marks
         ),
         "grams_ce_k4": plots.figure_grams(api.solve(step, "convex")),
         "vectors_ce_k3": plots.figure_vectors(
@@ -275,15 +277,15 @@ def f9_finding(
     result = api.solve(spec, "convex")
     ce = api.solve(Spec.from_loss(counts, "ce"), "convex")
     k_maj = k - round(rho * k)
-    q = plots.step_quantities(result, k_maj)["classifiers"]
+    q = curves.step_quantities(result, k_maj)["classifiers"]
     path = regularization_path(spec, lambdas) if lambdas else None
     return {
         "k": k,
         "R": R,
         "rho": rho,
         "gamma": gamma,
-        "svm_ratio_sq": q["norm ratio"] ** 2,
-        "ce_ratio_sq": plots.step_quantities(ce, k_maj)["classifiers"]["norm ratio"] ** 2,
+        "svm_ratio_sq": q["squared norm ratio"],
+        "ce_ratio_sq": curves.step_quantities(ce, k_maj)["classifiers"]["squared norm ratio"],
         "cosines": {key: q[key] for key in ("maj-maj", "min-min", "maj-min")},
         "rel_gap": result.rel_gap,
         "status": result.status,
@@ -481,11 +483,10 @@ def reproduce(
     f9 = f9_finding(lambdas=config.f9_lambdas)
     step("figures")
     paths = []
+    from ..plots.style import save_figure
+
     for name, fig in _figures(config, tunings).items():
-        for suffix in (".png", ".pdf"):
-            path = out / (name + suffix)
-            fig.savefig(path, dpi=130)
-            paths.append(path)
+        paths += save_figure(fig, out / name, dpi=130)
     seconds = time.perf_counter() - start
     report = out / "report.md"
     report.write_text(report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -180,7 +181,9 @@ def _title(result: Result) -> str:
 def figure_grams(result: Result) -> Figure:
     """Cosine heatmaps of the classifiers ``w_c`` and the class means ``hbar_c``.
 
-    Both panels share one colour scale, ``[-1, 1]``. Classes are in the order of the result;
+    Both panels share one symmetric colour scale, set by the largest off-diagonal cosine of
+    either panel (the diagonal, always 1, is drawn grey), so that the small cosines of many
+    classes (the ETF's ``-1/(k-1)``) stay visible. Classes are in the order of the result;
     dashed lines separate the groups of :func:`ucfm_svm.groups.class_groups` when the classes of
     each group are contiguous (STEP, sorted long tails). Cells carry their numbers only for
     ``k <= ANNOTATE_MAX_K``; class labels are drawn for ``k <= 20``, so ``k = 100`` stays
@@ -193,18 +196,23 @@ def figure_grams(result: Result) -> Figure:
     axes = fig.subplots(1, 2)
     labels = _class_labels(result.spec)
     bounds = _group_bounds(result.spec)
+    grams = (result.classifier_gram, result.embedding_gram)
+    cosines = [geometry.cosines_from_gram(G) for G in grams]
+    off = ~np.eye(k, dtype=bool)
+    vmax = max(float(np.abs(C[off]).max()) for C in cosines) or 1.0
+    cmap = mpl.colormaps[COSINE_CMAP].with_extremes(bad="0.6")
     im = None
-    for ax, G, name in zip(
+    for ax, C, name in zip(
         axes,
-        (result.classifier_gram, result.embedding_gram),
+        cosines,
         (
             r"classifier cosines $\cos(w_c, w_{c'})$",
             r"class-mean cosines $\cos(\bar h_c, \bar h_{c'})$",
         ),
         strict=True,
     ):
-        C = geometry.cosines_from_gram(G)
-        im = ax.imshow(C, cmap=COSINE_CMAP, vmin=-1.0, vmax=1.0, interpolation="nearest")
+        shown = np.where(off, C, np.nan)
+        im = ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(name)
         if k <= 20:
             ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
@@ -224,9 +232,12 @@ def figure_grams(result: Result) -> Figure:
                         ha="center",
                         va="center",
                         fontsize=8,
-                        color="white" if abs(C[i, j]) > 0.6 else "black",
+                        color="white" if off[i, j] and abs(C[i, j]) > 0.6 * vmax else "black",
                     )
-    fig.colorbar(im, ax=list(axes), shrink=0.85, label=f"cosine (simplex ETF: -1/{k - 1})")
+    label = f"cosine (black line: simplex ETF -1/{k - 1}; diagonal 1, grey)"
+    bar = fig.colorbar(im, ax=list(axes), shrink=0.85, label=label)
+    if 1.0 / (k - 1) <= vmax:
+        bar.ax.axhline(-1.0 / (k - 1), color="k", lw=1.5)
     fig.suptitle("Cosines: " + _title(result), fontsize=12)
     return fig
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
+from .style import loss_style
+
 #: Panels: history key, y label, whether the predicted value is drawn (dashed).
 PANELS = (
     ("classifier_distance_to_prediction", "classifier Gram distance\nto prediction", False),
@@ -21,7 +23,7 @@ def study_figure(data: dict) -> Figure:
     """
     ratios = sorted({run["R"] for run in data["runs"]})
     losses = list(dict.fromkeys(run["loss"] for run in data["runs"]))
-    colours = {loss: f"C{i}" for i, loss in enumerate(losses)}
+    colours = {loss: loss_style(loss)["color"] for loss in losses}
     fig = Figure(figsize=(4.2 * len(PANELS), 2.8 * len(ratios)))
     axes = fig.subplots(len(ratios), len(PANELS), squeeze=False)
     for row, R in zip(axes, ratios, strict=True):

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from ..regularized.training import Trajectory, norm_ratio
 from ..validation import fail
+from .style import loss_style
 
 
 def trajectory_figure(trajectories: Sequence[Trajectory], *, title: str | None = None) -> Figure:
@@ -48,8 +49,8 @@ def trajectory_figure(trajectories: Sequence[Trajectory], *, title: str | None =
     fig = Figure(figsize=(4.6 * panels, 3.8), layout="constrained")
     axes = fig.subplots(1, panels)
     ax_d, ax_r = axes[0], axes[1]
-    for i, traj in enumerate(trajectories):
-        color = f"C{i % 10}"
+    for traj in trajectories:
+        color = loss_style(traj.spec.loss)["color"]
         x = traj.lambdas if path else traj.iterations
         ax_d.plot(x, traj.distance_to_svm, "o-", color=color, ms=3, label=traj.label())
         ax_r.plot(x, traj.classifier_norm_ratio, "o-", color=color, ms=3, label=traj.label())

@@ -41,6 +41,7 @@ from scipy.optimize import minimize
 
 from .. import geometry
 from ..api import solve
+from ..progress import progress
 from ..result import Result, jsonable
 from ..spec import Spec
 from ..validation import check_float, check_int, fail, parse_list
@@ -471,7 +472,7 @@ def regularization_path(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     rows: list[dict] = []
-    for lam in lambdas:
+    for lam in progress(lambdas, desc="lambda path", unit="lambda"):
 
         def fun(z: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:
             value, grad, _ = model.loss_and_grad(z)
@@ -578,7 +579,7 @@ def gradient_descent(
     iterations: list[int] = []
     message = f"{steps} steps"
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for t in range(1, steps + 1):
+        for t in progress(range(1, steps + 1), desc="gradient steps", unit="step"):
             if normalized:
                 g = model.direction(x)
                 size = float(np.linalg.norm(g))

@@ -57,6 +57,7 @@ import numpy as np
 
 from .. import api, geometry
 from ..analysis.verify import DEFAULT_METHODS, verify
+from ..progress import progress as show_progress
 from ..result import OPTIMAL, jsonable
 from ..spec import LOSSES, Spec, longtail_counts, step_counts
 from ..validation import Shown, check_int, fail
@@ -495,11 +496,7 @@ def run_sweep(
             records = {k: r for k, r in records.items() if k not in failed}
     todo = [p for p in sweep.points if point_key(p) not in records]
     if todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=len(todo), desc=sweep.name, disable=not progress, unit="point", file=sys.stderr
-        )
+        bar = show_progress(total=len(todo), desc=sweep.name, unit="point", enabled=progress)
         try:
             for record in _results(todo, jobs):
                 _append(out, record)

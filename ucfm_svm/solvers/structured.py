@@ -56,10 +56,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cython_lapack
-from tqdm.auto import tqdm
 
 from .. import geometry
 from ..errors import SolverError
+from ..progress import progress
 from ..result import NOT_CERTIFIED, OPTIMAL, Result
 from ..spec import Spec
 from ..validation import fail
@@ -297,12 +297,8 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
     rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
     dlaed4 = _dlaed4_routine()
-    bar = tqdm(
-        blocks,
-        desc="secular roots",
-        unit="block",
-        leave=False,
-        disable=True if m - 1 < PROGRESS_MIN_ROOTS else None,
+    bar = progress(
+        blocks, desc="secular roots", unit="block", enabled=m - 1 >= PROGRESS_MIN_ROOTS
     )
     for block in bar:
         delta = buffer[: block.size]

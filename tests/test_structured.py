@@ -231,7 +231,7 @@ def test_cli_structured(cli):
     code, out, _ = cli("solve", "--counts", "5,3,1", "--method", "structured", "--level", "example")
     assert code == 0 and "method structured, example level" in out and "NC1" in out
     code, _, err = cli("solve", "--step", "10,10,0.5", "--full")
-    assert code == 2 and "'full' parameter" in err and "\n" not in err.strip()
+    assert code == 2 and "--full" in err and "\n" not in err.strip()
 
 
 def test_sign_check_flags_positive_entries():

@@ -131,15 +131,15 @@ def test_cli_tune_exit_codes(cli):
     assert code == 1 and "NOT met" in out
     code, _, err = cli("tune", "--counts", "3,1", "--loss", "ldt", "--gamma", "1", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'gamma' parameter must be left unset" in err
+    assert code == 2 and "--gamma must be left unset" in err
     code, _, err = cli("tune", "--counts", "4,1,1", "--loss", "ldt", "--tau", "1", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'tau' parameter must be left unset for loss 'ldt'" in err
+    assert code == 2 and "--tau must be left unset for loss 'ldt'" in err
     code, _, err = cli("tune", "--counts", "4,1,1", "--loss", "vs", "--tau", "x", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'tau' parameter must be a finite number" in err
+    assert code == 2 and "--tau must be a finite number" in err
     code, _, err = cli("tune", "--counts", "3,1", "--target", "self-dual")
-    assert code == 2 and "'loss' parameter must be one of cdt, ldt, vs" in err
+    assert code == 2 and "--loss must be one of cdt, ldt, vs" in err
 
 
 def test_tune_refuses_more_classes_than_the_dense_closed_form_takes():

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import SolverError, SpecError
 from . import analyze, path, plot, reproduce, solve, sweep, train, tune, verify
-from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
+from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, as_typed, print_error
 
 SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze)
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except SpecError as exc:
-        print_error(prog, exc)
+        print_error(prog, as_typed(str(exc), _options(parser, args.command)))
         return EXIT_USAGE
     except SolverError as exc:
         print_error(prog, exc)
@@ -65,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "writable location (--out, --json, --plot)",
         )
         return EXIT_USAGE
+
+
+def _options(parser: Parser, command: str) -> set[str]:
+    """Option strings of the subcommand ``command`` (to name flags as the user typed them)."""
+    for action in parser._subparsers._group_actions:  # argparse keeps subparsers here
+        sub = action.choices.get(command) if isinstance(action.choices, dict) else None
+        if sub is not None:
+            return set(sub._option_string_actions)
+    return set()
 
 
 def entry() -> None:

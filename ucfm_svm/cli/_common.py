@@ -351,6 +351,33 @@ def flag_error(flag: str, allowed: str, got: object) -> SpecError:
     return SpecError(f"{flag} must be {allowed}. Got {got} instead.")
 
 
+#: Library parameters whose command-line spelling is not ``--name-with-dashes``.
+TYPED_NAMES = {
+    "imbalance_factor": "the IF of --longtail K,IF",
+    "k": "the number of classes (K of --step/--longtail, or the length of --counts)",
+    "R": "the R of --step K,R,RHO",
+    "rho": "the RHO of --step K,R,RHO",
+    "file": "FILE",
+    "search_range": "--range",
+}
+_PARAMETER = re.compile(r"^The '([A-Za-z_][A-Za-z0-9_]*)' parameter ")
+
+
+def as_typed(message: str, options: set[str]) -> str:
+    """A library error message (``The 'gamma' parameter must be ...``) rewritten to name what the
+    user typed (``--gamma must be ...``): the flag ``--name-with-dashes`` when the command has
+    it (``options``), else :data:`TYPED_NAMES`; a missing value reads "It was not given"
+    instead of Python's ``None``. Messages of other shapes are returned unchanged."""
+    match = _PARAMETER.match(message)
+    if match:
+        name = match.group(1)
+        flag = "--" + name.replace("_", "-")
+        label = flag if flag in options else TYPED_NAMES.get(name)
+        if label is not None:
+            message = f"{label} " + message[match.end() :]
+    return message.replace(" Got None instead.", " It was not given.")
+
+
 def print_error(prog: str, exc: Exception) -> None:
     """One-line error to stderr."""
     print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -366,6 +393,7 @@ __all__ = [
     "Parser",
     "add_group_arguments",
     "add_spec_arguments",
+    "as_typed",
     "check_output_path",
     "flag_error",
     "group_lines",

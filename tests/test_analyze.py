@@ -202,7 +202,7 @@ def test_bad_files_fail_with_one_line(tmp_path, cli):
     np.save(tmp_path / "W.npy", GOOD_W)
     (tmp_path / "W.txt").write_text("1 2 3")
     cases = [
-        (["missing.npz"], "missing labels"),
+        (["missing.npz"], "missing labels; keys found: W, features"),
         (["garbage.npz"], "readable .npz archive"),
         (["nope.npz"], "no such file"),
         (["nan.npz"], "'W' parameter must be finite"),

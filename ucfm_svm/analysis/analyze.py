@@ -203,7 +203,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in KEYS if key not in archive.files]
             if missing:
-                raise fail("file", allowed, Shown(f"{path.name} (missing {', '.join(missing)})"))
+                found = ", ".join(archive.files) or "none"
+                raise fail(
+                    "file",
+                    allowed,
+                    Shown(f"{path.name} (missing {', '.join(missing)}; keys found: {found})"),
+                )
             return {key: archive[key] for key in KEYS}
     except SpecError:
         raise

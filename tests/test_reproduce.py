@@ -23,7 +23,7 @@ def test_quick_reproduce_writes_report_figures_and_resumes(cli, tmp_path):
         "## Settings",
         "## Verification",
         "## Tuned hyperparameters",
-        "## The published LDT formulas (THEORY F9)",
+        "## The published LDT formulas (docs/theory.md §9)",
         "## Figures",
     ):
         assert heading in report

@@ -1,19 +1,19 @@
 """Inverse design: the loss hyperparameter that gives the UF-CS-SVM a chosen symmetry.
 
 For given counts and a loss with an exponent ``gamma`` (``cdt``, ``ldt``, ``vs``), find ``gamma``
-by root finding on the exact closed-form geometry (THEORY F5',
+by root finding on the exact closed-form geometry (docs/theory.md §4,
 :func:`ucfm_svm.solvers.theory.closed_form`,
 certified by its dual). Targets (:data:`TARGETS`):
 
 - ``etf-classifiers``: classifiers form an exact simplex ETF (equal norms, cosines
   ``-1/(k-1)``). LDT reaches it at ``gamma = 1/2`` for any counts, since its margins are then
-  proportional to ``n_c^{-1/2}`` (THEORY F4).
+  proportional to ``n_c^{-1/2}`` (docs/theory.md §6).
 - ``equal-classifier-norms``: all ``||w_c||`` equal.
 - ``equal-embedding-norms``: all ``||hbar_c||`` equal (CDT at ``gamma = -1/2`` for STEP k=10,
   R=10, rho=1/2, where also the maj-maj and min-min embedding cosines are equal, -0.16619;
-  THEORY F10).
+  docs/theory.md §6).
 - ``self-dual``: classifiers and embeddings have the same cosine matrix (CDT/VS at
-  ``gamma = 1/2``, THEORY F10; observed for every counts tried).
+  ``gamma = 1/2``, docs/theory.md §6; observed for every counts tried).
 
 Method: scan ``gamma`` over a grid of the search range, find every sign change of a scalar
 residual of the target (log norm ratio of the largest- and smallest-count classes; for
@@ -264,7 +264,7 @@ def tune(
 
 def etf_margins(counts: object) -> np.ndarray:
     """Margins ``delta_c`` proportional to ``n_c^{-1/2}`` (mean 1): with ``Delta = 1`` they make
-    the classifiers an exact simplex ETF for any counts (THEORY F4)."""
+    the classifiers an exact simplex ETF for any counts (docs/theory.md §6)."""
     counts = check_counts("counts", counts).astype(float)
     margins = counts**-0.5
     return margins / margins.mean()

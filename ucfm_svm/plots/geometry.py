@@ -258,7 +258,7 @@ def _group_bounds(spec: Spec) -> list[int]:
 def figure_vectors(result: Result) -> Figure:
     """Classifiers ``w_c`` and class means ``hbar_c`` for ``k = 3`` (2-D) or ``k = 4`` (3-D).
 
-    Both families lie in the same ``r <= k - 1`` dimensional subspace of ``R^d`` (THEORY F1:
+    Both families lie in the same ``r <= k - 1`` dimensional subspace of ``R^d`` (docs/theory.md §2:
     ``W = U S^{1/2} Q``, ``Hbar = Q^T S^{1/2} V^T N^{-1/2}``); they are drawn in the coordinates of
     the leading right singular vectors of ``[W; Hbar^T]``, with the same basis in both panels.
     """

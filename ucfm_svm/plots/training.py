@@ -7,7 +7,7 @@ One curve per loss (:class:`~ucfm_svm.regularized.training.Trajectory`). Panels:
 2. classifier squared-norm ratio (:func:`~ucfm_svm.regularized.training.norm_ratio`), with the
 SVM's value
    as a dashed line of the same colour;
-3. path only: the distance against ``1 / log(1/lambda)``, with the fitted line of THEORY F8
+3. path only: the distance against ``1 / log(1/lambda)``, with the fitted line of docs/theory.md §9
    (a straight line through the origin would mean a ``1 / log(1/lambda)`` approach).
 """
 

@@ -11,7 +11,7 @@ On a built-in default (:class:`ReproduceConfig`) it
 3. draws the figures of :mod:`ucfm_svm.plots.geometry` (norms and angles against ``R`` and
    ``gamma``, Gram heatmaps, vectors);
 4. writes ``report.md``: the settings, the verification table with certificate gaps, the tuned
-   hyperparameters and the finding on the published LDT formulas (THEORY F9).
+   hyperparameters and the finding on the published LDT formulas (docs/theory.md §9).
 
 A rerun with the same output directory skips the grid points already recorded.
 """
@@ -219,7 +219,7 @@ FIGURE_CAPTIONS = {
     "vectors_ce_k3": "classifiers and class means of CE in their 2-D span, STEP k=3, R=10: the "
     "minority classifier is shorter, the minority embedding longer.",
     "vectors_ldt_k3": "the same for LDT at gamma=1/2: the classifiers form an exact simplex ETF "
-    "(THEORY F4).",
+    "(docs/theory.md §6).",
 }
 
 
@@ -263,7 +263,7 @@ def f9_finding(
     gamma: float = 0.5,
     lambdas: tuple[float, ...] = (1e-2, 1e-4, 1e-6, 1e-8, 1e-10),
 ) -> dict:
-    """The LDT evidence of THEORY F9 at STEP ``(k, R, rho)`` and ``gamma``, computed.
+    """The LDT evidence of docs/theory.md §9 at STEP ``(k, R, rho)`` and ``gamma``, computed.
 
     Returns the certified LDT SVM's squared classifier norm ratio ``||w_maj||^2 / ||w_min||^2``
     (``svm_ratio_sq``), its grouped classifier cosines and certificate; the same ratio for CE
@@ -327,18 +327,20 @@ def report_markdown(
         "## Settings",
         "",
         "- Problem: the UF-CS-SVM `min 1/2||W||^2 + 1/2||H||^2` s.t. "
-        "`Delta_y w_y^T h_i - Delta_c w_c^T h_i >= delta_y`, at the class level (THEORY F1, F2); "
+        "`Delta_y w_y^T h_i - Delta_c w_c^T h_i >= delta_y`, at the class level (docs/theory.md "
+        "§2, §3); "
         "geometry at the SVM scale.",
         f"- STEP grid: k in {{{', '.join(str(k) for k in config.ks)}}}, "
         f"R in {{{', '.join(f'{r:g}' for r in config.ratios)}}}, "
         f"rho in {{{', '.join(f'{r:g}' for r in config.rhos)}}} "
         "(combinations with rho*k whole), n_min = 1.",
-        "- Losses (SVM limit, THEORY F9 convention: Delta_c proportional to (n_c/n_min)^gamma, "
+        "- Losses (SVM limit, docs/theory.md §9 convention: Delta_c proportional to "
+        "(n_c/n_min)^gamma, "
         "rescaled to sum k; LDT margins delta_c = 1/Delta_c; VS has CDT's Delta): "
         + ", ".join(s.label for s in config.losses)
         + ".",
         f"- Routes: {', '.join(ROUTES)} (non-convex for k <= {config.nonconvex_max_k}); "
-        "reference: theory, the closed form of THEORY F5' certified by its own dual.",
+        "reference: theory, the closed form of docs/theory.md §4 certified by its own dual.",
         "",
         "## Verification",
         "",
@@ -408,7 +410,7 @@ def report_markdown(
     ]
     lines += [
         "",
-        "## The published LDT formulas (THEORY F9)",
+        "## The published LDT formulas (docs/theory.md §9)",
         "",
         "The public reference code of the paper parameterizes Delta_c = (R for majorities, 1 for "
         "minorities)^gamma and gives closed forms only for rho = 1/2. Its CDT formulas agree "
@@ -422,7 +424,7 @@ def report_markdown(
         f"- the certified LDT UF-CS-SVM (convex, {f9['status']}, relative gap "
         f"{_fmt(f9['rel_gap'])}): **{f9['svm_ratio_sq']:.6f}**, classifier cosines "
         + ", ".join(f"{key} {v:+.6f}" for key, v in f9["cosines"].items())
-        + f": a simplex ETF (cosine -1/(k-1) = {-1 / (f9['k'] - 1):+.6f}, THEORY F4);",
+        + f": a simplex ETF (cosine -1/(k-1) = {-1 / (f9['k'] - 1):+.6f}, docs/theory.md §6);",
     ]
     if f9["path_ratio_sq"]:
         lines.append(
@@ -431,7 +433,7 @@ def report_markdown(
                 f"{r:.3f} at lambda={lam:.0e}"
                 for lam, r in zip(f9["lambdas"], f9["path_ratio_sq"], strict=True)
             )
-            + ", falling slowly towards the SVM's value, not the formula's (THEORY F8, F9)."
+            + ", falling slowly towards the SVM's value, not the formula's (docs/theory.md §9)."
         )
     lines += [
         "",

@@ -1,13 +1,14 @@
 """A small deep-net study: does a trained MLP reach the predicted UF-CS-SVM geometry?
 
 Data: scikit-learn's ``digits`` (1797 8x8 images, 10 classes; shipped with the package, no
-download). For each imbalance ratio ``R`` a STEP-imbalanced training set is drawn (THEORY F6,
+download). For each imbalance ratio ``R`` a STEP-imbalanced training set is drawn (docs/theory.md
+§5,
 majority first): digits 0-4 keep ``n_maj`` examples each, digits 5-9 keep ``n_maj / R``; the
 remaining images are the test set.
 
 Model: an MLP ``x -> ReLU(A1 x + b1) -> ReLU(A2 . + b2) -> h = A3 . + b3 -> z = W h``. The
 features ``h`` (dimension ``d``) are linear in the last hidden layer and the classifier has no
-bias, so logits are ``W h`` as in the unconstrained features model (THEORY sec. 1) and the class
+bias, so logits are ``W h`` as in the unconstrained features model (docs/theory.md §1) and the class
 means are compared uncentred. Every loss goes through
 :func:`ucfm_svm.regularized.losses.loss_and_grad`
 (mean over the training set); the gradients are back-propagated by hand and the parameters follow

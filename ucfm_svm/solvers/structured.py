@@ -1,4 +1,4 @@
-"""The closed form of THEORY F5' at large k, from a structured eigendecomposition.
+"""The closed form of docs/theory.md §4 at large k, from a structured eigendecomposition.
 
 With ``t = Delta^{-2} 1 / (1^T Delta^{-2} 1)`` the optimal class-level logits are
 ``Zbar* = (I - 1 t^T) diag(delta)`` and the optimum is ``||A||_*`` for
@@ -128,7 +128,7 @@ def clusters(spec: Spec, rtol: float = CLUSTER_RTOL) -> Clusters:
 
     Classes with equal ``(n_c, Delta_c, delta_c)`` (``Spec.groups``) always share a cluster;
     classes of different groups share one when their ``d_c`` coincide (e.g. CDT with
-    ``gamma = 1/2``, THEORY F4).
+    ``gamma = 1/2``, docs/theory.md §6).
     """
     u, g = logit_factors(spec)
     d = g**2
@@ -408,7 +408,7 @@ def _root_sums(
 
 
 def structured_solution(spec: Spec, level: str = "class", full: bool = False) -> Result:
-    """Certified optimum of the UF-CS-SVM from the structured closed form (THEORY F5', F2).
+    """Certified optimum of the UF-CS-SVM from the structured closed form (docs/theory.md §4, §3).
 
     Parameters
     ----------

@@ -202,18 +202,18 @@ def test_bad_files_fail_with_one_line(tmp_path, cli):
     np.save(tmp_path / "W.npy", GOOD_W)
     (tmp_path / "W.txt").write_text("1 2 3")
     cases = [
-        (["missing.npz"], "missing labels"),
+        (["missing.npz"], "missing labels; keys found: W, features"),
         (["garbage.npz"], "readable .npz archive"),
         (["nope.npz"], "no such file"),
         (["nan.npz"], "'W' parameter must be finite"),
-        (["shape.npz"], "'features' parameter must be of shape (n, 3)"),
-        (["shape.npz", "--features-layout", "dn"], "'features' parameter must be of shape (3, n)"),
+        (["shape.npz"], "--features must be of shape (n, 3)"),
+        (["shape.npz", "--features-layout", "dn"], "--features must be of shape (3, n)"),
         (["empty.npz"], "no example of class 3"),
         (["obj.npz"], "readable .npz archive"),
-        (["W.npy"], "'features' parameter must be an .npy file"),
+        (["W.npy"], "--features must be an .npy file"),
         (["W.npy", "--features", "x.npy", "--labels", "y.npy"], "no such .npy file"),
         (["W.txt"], "an .npz archive or an .npy file"),
-        (["missing.npz", "--labels", "y.npy"], "'labels' parameter must be left unset"),
+        (["missing.npz", "--labels", "y.npy"], "--labels must be left unset"),
         (["nan.npz", "--loss", "cdt"], None),  # file checked first: NaN reported
     ]
     for argv, message in cases:
@@ -247,4 +247,4 @@ def test_cli_report_and_json(tmp_path, cli):
     assert code == 0
     assert json.loads(out)["classifier_distance_to_prediction"] > 0.1  # measured against CE
     code, _, err = cli("analyze", str(path), "--features-layout", "dn", "--loss", "ldt")
-    assert code == 2 and "'gamma' parameter" in err
+    assert code == 2 and "--gamma" in err

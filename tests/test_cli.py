@@ -70,27 +70,27 @@ def test_step_longtail_and_labels_sources(cli, tmp_path):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--counts", "10,0,1"], "'counts' parameter"),
-        (["--counts", "a,b"], "'counts' parameter"),
-        (["--counts", "5,-2"], "'counts' parameter"),
-        (["--counts", "5,2.5"], "'counts' parameter"),
+        (["--counts", "10,0,1"], "--counts "),
+        (["--counts", "a,b"], "--counts "),
+        (["--counts", "5,-2"], "--counts "),
+        (["--counts", "5,2.5"], "--counts "),
         (["--counts", "5"], "at least 2"),
-        (["--counts", "5,5,1,1", "--dim", "1", "--method", "convex"], "'dim' parameter"),
-        (["--step", "5,10,0.5"], "'rho' parameter"),
-        (["--step", "4,0.5,0.5"], "'R' parameter"),
-        (["--step", "4,10"], "'step' parameter"),
-        (["--counts", "5,5", "--scales", "1,1,1"], "'scales' parameter"),
-        (["--counts", "5,5", "--margins", "1,0"], "'margins' parameter"),
-        (["--counts", "5,5", "--margins", "1,inf"], "'margins' parameter"),
-        (["--counts", "5,5", "--scales", "nan,1"], "'scales' parameter"),
-        (["--counts", "50,1", "--loss", "cdt", "--gamma", "1e6"], "'gamma' parameter"),
-        (["--counts", "50,1", "--loss", "cdt", "--gamma", "x"], "'gamma' parameter"),
-        (["--counts", "5,5", "--loss", "hinge"], "'loss' parameter"),
-        (["--counts", "5,5", "--loss", "ldt", "--margins", "1,2"], "'loss' parameter"),
+        (["--counts", "5,5,1,1", "--dim", "1", "--method", "convex"], "--dim "),
+        (["--step", "5,10,0.5"], "the RHO of --step"),
+        (["--step", "4,0.5,0.5"], "the R of --step"),
+        (["--step", "4,10"], "--step "),
+        (["--counts", "5,5", "--scales", "1,1,1"], "--scales "),
+        (["--counts", "5,5", "--margins", "1,0"], "--margins "),
+        (["--counts", "5,5", "--margins", "1,inf"], "--margins "),
+        (["--counts", "5,5", "--scales", "nan,1"], "--scales "),
+        (["--counts", "50,1", "--loss", "cdt", "--gamma", "1e6"], "--gamma "),
+        (["--counts", "50,1", "--loss", "cdt", "--gamma", "x"], "--gamma "),
+        (["--counts", "5,5", "--loss", "hinge"], "--loss "),
+        (["--counts", "5,5", "--loss", "ldt", "--margins", "1,2"], "--loss "),
         (["--counts", "5,5", "--method", "magic"], "--method"),
-        (["--labels", "/nonexistent/labels.npy"], "'labels' parameter"),
-        (["--counts", "5,1", "--n-min", "3"], "'n_min' parameter"),  # was silently ignored
-        (["--step", "4,10,0.5", "--n-max", "9"], "'n_max' parameter"),
+        (["--labels", "/nonexistent/labels.npy"], "--labels "),
+        (["--counts", "5,1", "--n-min", "3"], "--n-min "),  # was silently ignored
+        (["--step", "4,10,0.5", "--n-max", "9"], "--n-max "),
     ],
 )
 def test_bad_input_one_line_exit_2(cli, args, match):
@@ -106,7 +106,7 @@ def test_bad_label_files(cli, tmp_path):
     (tmp_path / "float.csv").write_text("0,1,2.5\n")
     for name in ("empty.txt", "float.csv"):
         code, _, err = cli("solve", "--labels", str(tmp_path / name))
-        assert code == 2 and "'labels' parameter" in err
+        assert code == 2 and "--labels" in err
 
 
 def test_no_subcommand_prints_help(cli):
@@ -129,7 +129,7 @@ def test_no_subcommand_prints_help(cli):
 def test_solve_rejects_flags_the_method_does_not_take(cli, args, name):
     code, _out, err = cli("solve", "--counts", "5,1", *args)
     assert code == 2, err
-    assert f"'{name}' parameter" in err and len(err.strip().splitlines()) == 1
+    assert f"--{name}" in err and len(err.strip().splitlines()) == 1
 
 
 def test_solve_method_flags_still_reach_their_method(cli):
@@ -154,7 +154,7 @@ def test_unwritable_json_is_a_usage_error(cli, tmp_path, argv):
     for target in (tmp_path / "missing" / "r.json", tmp_path):
         code, out, err = cli(*argv, "--json", str(target))
         assert code == 2, err
-        assert "'json' parameter" in err and len(err.strip().splitlines()) == 1
+        assert "--json" in err and len(err.strip().splitlines()) == 1
         assert out == ""  # rejected before any work is done
 
 
@@ -187,7 +187,7 @@ def test_out_of_memory_is_one_line(cli, monkeypatch):
 
 def test_huge_dim_is_a_usage_error(cli):
     code, _out, err = cli("solve", "--counts", "5,1", "--dim", "1e20")
-    assert code == 2 and "'dim' parameter must be an integer >= 1 and <= 100000" in err
+    assert code == 2 and "--dim must be an integer >= 1 and <= 100000" in err
 
 
 def test_solver_failure_is_one_line_with_status_and_advice(cli):

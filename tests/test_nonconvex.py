@@ -241,4 +241,4 @@ def test_one_dimension_with_three_classes_is_rejected():
 def test_cli_bad_restarts_exit_2(cli):
     code, out, err = cli("solve", "--counts", "3,2,1", "--method", "nonconvex", "--restarts", "0")
     assert code == 2 and out == ""
-    assert "'restarts' parameter must be an integer >= 1" in err and len(err.splitlines()) == 1
+    assert "--restarts must be an integer >= 1" in err and len(err.splitlines()) == 1

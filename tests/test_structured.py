@@ -228,13 +228,14 @@ def test_cli_structured(cli):
     code, out, _ = cli("solve", "--step", "10,10,0.5", "--method", "structured")
     assert code == 0
     assert "method structured, class level" in out and "status       optimal" in out
-    assert "cosines" not in out  # no Grams without --full
+    assert "cosines (majority" not in out  # no Grams without --full, only group means
+    assert "cosines by group" in out and "maj-min" in out
     code, out, _ = cli("solve", "--step", "10,10,0.5", "--method", "structured", "--full")
     assert code == 0 and "cosines (majority / minority groups)" in out
     code, out, _ = cli("solve", "--counts", "5,3,1", "--method", "structured", "--level", "example")
     assert code == 0 and "method structured, example level" in out and "NC1" in out
     code, _, err = cli("solve", "--step", "10,10,0.5", "--method", "convex", "--full")
-    assert code == 2 and "'full' parameter" in err and "\n" not in err.strip()
+    assert code == 2 and "--full" in err and "\n" not in err.strip()
 
 
 def test_sign_check_flags_positive_entries():

@@ -230,7 +230,8 @@ def test_dense_theory_refuses_large_k_and_points_to_structured(cli):
 
     code, _, err = cli("solve", "--step", "8142,10,0.5", "--method", "theory")
     assert code == 2
-    assert "'k' parameter must be at most" in err and "--method structured" in err
+    assert "the number of classes (K of --step/--longtail" in err and "must be at most" in err
+    assert "--method structured" in err
     assert DENSE_MAX_K < 8142
 
 

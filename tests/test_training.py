@@ -250,10 +250,10 @@ def test_cli_train_writes_json(cli, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--lambdas", "1e-3,1e-1"], "'lambdas' parameter"),
-        (["--compare", "foo"], "'compare' parameter"),
-        (["--compare", "cdt"], "'compare' parameter must be a gamma for 'cdt'"),
-        (["--compare", "ce:0.5"], "'compare' parameter must be no gamma"),
+        (["--lambdas", "1e-3,1e-1"], "--lambdas "),
+        (["--compare", "foo"], "--compare "),
+        (["--compare", "cdt"], "--compare must be a gamma for 'cdt'"),
+        (["--compare", "ce:0.5"], "--compare must be no gamma"),
     ],
 )
 def test_cli_path_bad_input(cli, argv, match):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import rel_fro
-from ucfm_svm import Spec, SpecError, geometry, solve_convex, step_counts
+from ucfm_svm import Spec, SpecError, geometry, longtail_counts, solve_convex, step_counts
 from ucfm_svm.analysis.tuning import etf_margins, target_deviation, tune
+from ucfm_svm.groups import class_groups
 
 #: Root finding to machine precision on an exact closed form.
 ROOT_TOL = 1e-12
@@ -128,15 +131,15 @@ def test_cli_tune_exit_codes(cli):
     assert code == 1 and "NOT met" in out
     code, _, err = cli("tune", "--counts", "3,1", "--loss", "ldt", "--gamma", "1", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'gamma' parameter must be left unset" in err
+    assert code == 2 and "--gamma must be left unset" in err
     code, _, err = cli("tune", "--counts", "4,1,1", "--loss", "ldt", "--tau", "1", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'tau' parameter must be left unset for loss 'ldt'" in err
+    assert code == 2 and "--tau must be left unset for loss 'ldt'" in err
     code, _, err = cli("tune", "--counts", "4,1,1", "--loss", "vs", "--tau", "x", "--target",
                        "self-dual")  # fmt: skip
-    assert code == 2 and "'tau' parameter must be a finite number" in err
+    assert code == 2 and "--tau must be a finite number" in err
     code, _, err = cli("tune", "--counts", "3,1", "--target", "self-dual")
-    assert code == 2 and "'loss' parameter must be one of cdt, ldt, vs" in err
+    assert code == 2 and "--loss must be one of cdt, ldt, vs" in err
 
 
 def test_tune_refuses_more_classes_than_the_dense_closed_form_takes():
@@ -145,4 +148,38 @@ def test_tune_refuses_more_classes_than_the_dense_closed_form_takes():
     from ucfm_svm.solvers.theory import DENSE_MAX_K
 
     with pytest.raises(SpecError, match="'counts' parameter must be at most 2000 classes"):
-        tune([2] * (DENSE_MAX_K + 1), "cdt", "equal-classifier-norms")
+        tune([2] * (DENSE_MAX_K + 1), "cdt", "equal-classifier-norms", method="theory")
+    with pytest.raises(SpecError, match="'target' parameter must be a norm target"):
+        tune([2] * (DENSE_MAX_K + 1), "cdt", "self-dual", method="structured")
+
+
+@pytest.mark.parametrize("target", ["equal-group-classifier-norms", "equal-group-embedding-norms"])
+def test_group_targets_structured_against_dense(target):
+    """Group targets: head and tail groups of equal mean squared norm. The structured route
+    (default) and the dense closed form find the same gamma, and the convex solve at that gamma
+    shows the equal group norms."""
+    counts = longtail_counts(12, 100, 500)
+    fast = tune(counts, "cdt", target)
+    dense = tune(counts, "cdt", target, method="theory")
+    assert fast.method == "structured" and dense.method == "theory"
+    assert fast.achieved and dense.achieved
+    assert fast.gamma == pytest.approx(dense.gamma, abs=1e-9)
+    r = solve_convex(fast.spec)
+    norms = r.embedding_norms if "embedding" in target else r.classifier_norms
+    groups = class_groups(counts)
+    head, tail = groups.members[0], groups.members[-1]
+    assert groups.names[0] == "many" and groups.names[-1] == "few"
+    assert np.mean(norms[head] ** 2) == pytest.approx(np.mean(norms[tail] ** 2), rel=SOLVER_TOL)
+
+
+def test_cli_tune_json_and_exit_codes(cli, tmp_path):
+    out = tmp_path / "t.json"
+    argv = ["--loss", "cdt", "--target", "equal-group-classifier-norms", "--json", str(out)]
+    code, text, err = cli("tune", "--longtail", "300,256", "--n-max", "1280", *argv)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["achieved"] and data["method"] == "structured" and data["status"] == "optimal"
+    assert set(data["groups"]["classifier_norms"]) == {"many", "medium", "few"}
+    code, text, _ = cli("tune", "--step", "10,10,0.5", "--loss", "cdt", "--target",
+                        "etf-classifiers", "--json", "-")  # fmt: skip
+    assert code == 1 and json.loads(text)["achieved"] is False

@@ -77,7 +77,27 @@ def test_disagreement_fails(monkeypatch, cli):
     assert "FAIL" in report.to_text()
     code, out, _ = cli("verify", "--step", "10,10,0.5", "--loss", "ldt", "--gamma", "0.5",
                        "--methods", "theory,fake")  # fmt: skip
-    assert code == 1 and "FAILED" in out
+    assert code == 3 and "FAILED" in out  # its gap is not closed: not certified
+
+
+def test_certified_disagreement_exits_1(monkeypatch, cli):
+    """A route that claims a closed gap (bound = its own objective) but whose geometry is off:
+    every certificate check passes and the comparisons fail, so the CLI exits 1."""
+    wrong = fake_method(2e-2)
+
+    def claims_certified(spec: Spec) -> api.Result:
+        r = wrong(spec)
+        return api.Result.from_point(
+            spec, r.W, r.H_mean, method="fake", level="class", lower_bound=r.objective, seconds=0
+        )
+
+    monkeypatch.setitem(api.METHODS, "fake", claims_certified)
+    code, out, _ = cli("verify", "--step", "10,10,0.5", "--loss", "ldt", "--gamma", "0.5",
+                       "--methods", "theory,fake", "--json", "-")  # fmt: skip
+    data = json.loads(out)
+    assert code == 1 and data["passed"] is False
+    failed = {c["quantity"] for c in data["checks"] if not c["passed"]}
+    assert "classifier gram" in failed and "certificate gap" not in failed
 
 
 def test_tolerance_of_other_routes_follows_their_gap(monkeypatch):
@@ -165,7 +185,7 @@ def test_cli_verify_ldt_etf(cli, tmp_path):
 
 def test_cli_verify_bad_input(cli):
     code, _, err = cli("verify", "--counts", "3,1", "--methods", "theory,,convex")
-    assert code == 2 and "'methods' parameter" in err
+    assert code == 2 and "--methods" in err
 
 
 def test_report_is_frozen():
@@ -176,7 +196,7 @@ def test_report_is_frozen():
 
 def test_repeated_method_is_rejected(cli):
     code, _out, err = cli("verify", "--counts", "5,1", "--methods", "theory,theory")
-    assert code == 2 and "'methods' parameter must be distinct names" in err
+    assert code == 2 and "--methods must be distinct names" in err
 
 
 def test_structured_and_grouped_routes_are_compared():

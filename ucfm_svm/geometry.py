@@ -38,7 +38,8 @@ def min_margin_ratio(spec: Spec, logits: np.ndarray, labels: np.ndarray | None =
 
 
 def class_objective(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> float:
-    """``1/2 ||W||_F^2 + 1/2 sum_c n_c ||hbar_c||^2``: the collapsed UF-CS-SVM cost (THEORY F2)."""
+    """``1/2 ||W||_F^2 + 1/2 sum_c n_c ||hbar_c||^2``: the collapsed UF-CS-SVM cost (docs/theory.md
+    §3)."""
     return 0.5 * float(np.sum(W * W)) + 0.5 * float(np.sum(spec.n_vec * np.sum(H_mean**2, axis=0)))
 
 
@@ -84,7 +85,7 @@ def cosines_from_gram(G: np.ndarray) -> np.ndarray:
 
 
 def grouped_cosines(G: np.ndarray, majority: np.ndarray, minority: np.ndarray) -> dict[str, float]:
-    """Mean cosines within the majority, within the minority and across (STEP, THEORY F6).
+    """Mean cosines within the majority, within the minority and across (STEP, docs/theory.md §5).
 
     Returns the keys ``maj-maj``, ``min-min`` (``nan`` for a group of one class) and ``maj-min``.
     """
@@ -107,7 +108,8 @@ def balanced_factors(A: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Balanced factorization of ``A`` (k x m) into ``X`` (k x d) and ``Y`` (d x m), ``X Y ~ A``.
 
     With the SVD ``A = U S V^T``: ``X = U S^{1/2}``, ``Y = S^{1/2} V^T``, so that
-    ``1/2 (||X||^2 + ||Y||^2) = ||A||_*`` (THEORY F1). Only the ``min(d, rank)`` leading singular
+    ``1/2 (||X||^2 + ||Y||^2) = ||A||_*`` (docs/theory.md §2). Only the ``min(d, rank)`` leading
+    singular
     pairs are kept; columns beyond the rank are zero.
     """
     k, m = A.shape

@@ -1,6 +1,6 @@
 """The problem specification: class counts, SVM-limit hyperparameters and embedding dimension.
 
-A :class:`Spec` is a frozen, validated description of one UF-CS-SVM (THEORY.md section 1)::
+A :class:`Spec` is a frozen, validated description of one UF-CS-SVM (docs/theory.md §1)::
 
     min_{W, H}  1/2 ||W||_F^2 + 1/2 ||H||_F^2
     s.t.        Delta_{y_i} w_{y_i}^T h_i - Delta_c w_c^T h_i >= delta_{y_i}   (all i, c != y_i)
@@ -44,7 +44,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "vs": ("gamma", "tau"),
 }
 #: Losses whose Delta and delta in the SVM limit are both 1 (their weights and additive
-#: offsets leave no trace at vanishing regularization, THEORY.md section 1).
+#: offsets leave no trace at vanishing regularization, docs/theory.md §1).
 CE_LIMIT_LOSSES = ("ce", "wce", "la", "ldam")
 #: Largest embedding dimension. The optimum has rank <= k - 1, so any d >= k - 1 gives the same
 #: geometry padded with zeros; the cap only stops W (k x d) and H (d x n) from exhausting memory.
@@ -61,7 +61,7 @@ FEATURES = ("free", "nonnegative")
 
 
 def step_counts(k: int, R: float, rho: float, n_min: int = 1) -> np.ndarray:
-    """Class counts of the STEP imbalance profile (THEORY F6), majority classes first.
+    """Class counts of the STEP imbalance profile (docs/theory.md §5), majority classes first.
 
     ``k_min = rho * k`` minority classes have ``n_min`` examples each and the other
     ``k_maj = (1 - rho) * k`` classes have ``R * n_min``.
@@ -365,7 +365,7 @@ HYPER_RANGE = (1e-70, 1e70)
 def svm_hyperparameters(
     counts: np.ndarray, loss: str, gamma: float | None = None, tau: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SVM-limit scales ``Delta`` and margins ``delta`` of a loss preset (THEORY.md sec. 1, F9).
+    """SVM-limit scales ``Delta`` and margins ``delta`` of a loss preset (docs/theory.md §1, §9).
 
     - ``ce``, ``wce``, ``la``, ``ldam``: ``Delta = delta = 1`` (weights and additive offsets
       vanish in the limit; ``tau`` of LA only matters away from it).
@@ -420,7 +420,7 @@ def svm_hyperparameters(
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated UF-CS-SVM specification (THEORY.md section 1).
+    """A validated UF-CS-SVM specification (docs/theory.md §1).
 
     Parameters
     ----------
@@ -432,7 +432,7 @@ class Spec:
         Margins ``delta_c > 0``.
     dim : int
         Embedding dimension ``1 <= d <= MAX_DIM``. The convex and closed-form routes need
-        ``d >= k - 1`` (THEORY F1); a smaller ``d`` is a valid non-convex problem without a
+        ``d >= k - 1`` (docs/theory.md §2); a smaller ``d`` is a valid non-convex problem without a
         tight certificate.
     loss : str
         The preset the hyperparameters came from, or ``"custom"``.
@@ -574,7 +574,7 @@ class Spec:
 
     @property
     def certifiable(self) -> bool:
-        """Whether ``d >= k - 1``, so that the convex bound is tight (THEORY F1)."""
+        """Whether ``d >= k - 1``, so that the convex bound is tight (docs/theory.md §2)."""
         return self.dim >= self.k - 1
 
     def require_certifiable(self, method: str) -> None:
@@ -583,7 +583,7 @@ class Spec:
             raise fail(
                 "dim",
                 f"at least k - 1 = {self.k - 1} for the {method} method (the convex "
-                "reformulation needs d >= k - 1, THEORY F1; use --method nonconvex for "
+                "reformulation needs d >= k - 1, docs/theory.md §2; use --method nonconvex for "
                 "fewer dimensions)",
                 self.dim,
             )

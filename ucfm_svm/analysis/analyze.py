@@ -3,7 +3,7 @@
 A trained classifier gives last-layer weights ``W`` (k x d), penultimate features of its
 training examples and their integer labels. Neural-collapse tools compare them with the simplex
 ETF; under imbalance the right target is the UF-CS-SVM minimizer for the file's class counts and
-the loss the network was trained with (THEORY.md section 1: cross-entropy and its variants
+the loss the network was trained with (docs/theory.md §1: cross-entropy and its variants
 converge in direction to it). This module computes, one small pure function each:
 
 - within-class variability ``NC1`` (:func:`ucfm_svm.geometry.nc1`);
@@ -19,7 +19,8 @@ means are taken as they are (``preprocess="none"``). Two alternatives:
 
 - ``"project"`` keeps only the part of each feature in the row space of ``W``,
   ``h -> W^+ W h``. The logits do not change, and the UF-CS-SVM minimizer has no other part
-  (THEORY F1: ``W = U S^{1/2} Q``, ``H = Q^T S^{1/2} V^T`` share ``Q``), so this is a no-op on
+  (docs/theory.md §2: ``W = U S^{1/2} Q``, ``H = Q^T S^{1/2} V^T`` share ``Q``), so this is a no-op
+  on
   the prediction; in a trained network the other part is invisible to the loss (its gradient
   ``W^T G`` lies in that row space) and is kept only by what the earlier layers do.
 - ``"center"`` subtracts the mean of all training features (the convention of Papyan et al.,
@@ -216,7 +217,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in KEYS if key not in archive.files]
             if missing:
-                raise fail("file", allowed, Shown(f"{path.name} (missing {', '.join(missing)})"))
+                found = ", ".join(archive.files) or "none"
+                raise fail(
+                    "file",
+                    allowed,
+                    Shown(f"{path.name} (missing {', '.join(missing)}; keys found: {found})"),
+                )
             return {key: archive[key] for key in (*KEYS, "b") if key in archive.files}
     except SpecError:
         raise
@@ -247,10 +253,10 @@ def predict(
     bias: str = "none",
     features: str = "free",
 ) -> Result:
-    """The UF-CS-SVM minimizer for ``counts`` and the SVM limit of ``loss`` (THEORY sec. 1).
+    """The UF-CS-SVM minimizer for ``counts`` and the SVM limit of ``loss`` (docs/theory.md §1).
 
-    Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, THEORY F1) by the
-    closed form (THEORY F5') certified by its own dual: the dense ``"theory"`` method up to
+    Solved with ``d = k`` (the geometry does not depend on ``d >= k - 1``, docs/theory.md §2) by the
+    closed form (docs/theory.md §4) certified by its own dual: the dense ``"theory"`` method up to
     ``theory.DENSE_MAX_K`` classes, the structured one with its Grams (``full=True``) above.
     ``bias`` / ``features`` choose a model variant (docs/theory.md §11, §12), solved by its
     ``"theory"`` route (closed form with its certificate, convex fallback for the bias).
@@ -311,7 +317,8 @@ def duality_cosines(W: np.ndarray, H_mean: np.ndarray) -> np.ndarray:
 
 
 def squared_norm_ratio(G: np.ndarray, majority: np.ndarray, minority: np.ndarray) -> float:
-    """Mean squared norm of the majority over that of the minority, ``G`` a Gram (THEORY F6)."""
+    """Mean squared norm of the majority over that of the minority, ``G`` a Gram (docs/theory.md
+    §5)."""
     diag = np.diag(G)
     return float(diag[majority].mean() / diag[minority].mean())
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from .. import __version__
 from ..errors import SolverError, SpecError
 from . import analyze, path, plot, reproduce, solve, study, sweep, train, tune, verify
-from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
+from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, as_typed, print_error
 
 #: Exit codes of an interrupted run: 128 + the signal number, as shells report them.
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     prog = f"ucfm-svm {args.command}"
     with _numerical_warnings() as caught, _sigterm_interrupts():
-        code = _run(prog, args)
+        code = _run(prog, args, _options(parser, args.command))
     if caught and code == 0:
         first = caught[0]
         more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
@@ -61,12 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _run(prog: str, args: object) -> int:
-    """Run the subcommand; every failure becomes one line on stderr and an exit code."""
+def _run(prog: str, args: object, options: set[str]) -> int:
+    """Run the subcommand; every failure becomes one line on stderr and an exit code
+    (errors name the flags as typed: ``options`` are the subcommand's option strings)."""
     try:
         return args.run(args)  # type: ignore[attr-defined]
     except SpecError as exc:
-        print_error(prog, exc)
+        print_error(prog, as_typed(str(exc), options))
         return EXIT_USAGE
     except SolverError as exc:
         print_error(prog, exc)
@@ -136,6 +137,15 @@ def _numerical_warnings() -> Iterator[list[warnings.WarningMessage]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield caught
+
+
+def _options(parser: Parser, command: str) -> set[str]:
+    """Option strings of the subcommand ``command`` (to name flags as the user typed them)."""
+    for action in parser._subparsers._group_actions:  # argparse keeps subparsers here
+        sub = action.choices.get(command) if isinstance(action.choices, dict) else None
+        if sub is not None:
+            return set(sub._option_string_actions)
+    return set()
 
 
 def entry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -14,6 +15,9 @@ from typing import NoReturn
 import numpy as np
 
 from .. import geometry
+from ..api import group_statistics
+from ..errors import SpecError
+from ..groups import FEW_BELOW, MANY_ABOVE, GroupStatistics
 from ..result import Result
 from ..spec import (
     BIASES,
@@ -35,6 +39,11 @@ from ..validation import check_int, fail, parse_list
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
 #: Exit codes: success, bad input (argparse's own), result not certified or solver failure.
 EXIT_OK, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 2, 3
+#: Exit code of a check that ran and failed (``verify``: routes disagree; ``tune``: a target
+#: that no gamma in the range reaches). docs/conventions.md lists every command's codes.
+EXIT_CHECK_FAILED = 1
+#: ``--json -`` writes the JSON to stdout.
+STDOUT = "-"
 
 
 class Parser(argparse.ArgumentParser):
@@ -282,8 +291,9 @@ def _off_diagonal_cosines(gram: np.ndarray, rows: int = 256) -> tuple[float, flo
     return low, total / (k * (k - 1)), high
 
 
-def summary(result: Result) -> str:
-    """Readable account of a result: status, objective, certificate, norms and cosines."""
+def summary(result: Result, stats: GroupStatistics | None = None) -> str:
+    """Readable account of a result: status, objective, certificate, norms and cosines, and
+    the group statistics ``stats`` (default thresholds when ``None``, docs/theory.md §17)."""
     spec = result.spec
     head = (
         f"{spec.describe()}\n"
@@ -317,7 +327,70 @@ def summary(result: Result) -> str:
         lines.append(label)
         lines += _cosine_lines(spec, "classifiers", result.classifier_gram)
         lines += _cosine_lines(spec, "embeddings", result.embedding_gram)
+    if result.classifier_norms is not None:
+        if stats is None:
+            stats = group_statistics(result)
+        lines += group_lines(
+            stats, cosines=spec.step_groups() is None or result.classifier_gram is None
+        )
     return "\n".join(lines)
+
+
+def group_lines(stats: GroupStatistics, cosines: bool = True) -> list[str]:
+    """Norms (mean, range, mean squared ratio to the head class) and mean cosines by group
+    (docs/theory.md §17); nothing for balanced counts. ``cosines=False`` leaves out the cosine
+    lines (the STEP summary prints them already)."""
+    g = stats.groups
+    if len(g.names) < 2:
+        return []
+    sizes = " / ".join(f"{name} {idx.size}" for name, idx in zip(g.names, g.members, strict=True))
+    rule = (
+        f", n > {g.many_above:g}, {g.few_below:g}-{g.many_above:g}, < {g.few_below:g}"
+        if g.convention == "many/medium/few"
+        else ""
+    )
+    lines = [f"groups       {g.convention} ({sizes} classes{rule})"]
+    lines.append("norms by group: mean [min, max], mean squared ratio to the head class")
+    for side, table in (("classifiers", stats.classifier_norms),
+                        ("embeddings", stats.embedding_norms)):  # fmt: skip
+        text = "; ".join(
+            f"{name} {v['mean']:.6g} [{v['min']:.6g}, {v['max']:.6g}] "
+            f"r2 {v['sq_ratio_to_head']:.4g}"
+            for name, v in table.items()
+        )
+        lines.append(f"  {side:<12}{text}")
+    if cosines and stats.classifier_cos is not None:
+        lines.append(f"cosines by group (mean over class pairs; ETF {stats.etf_cos:+.6f})")
+        for side, table in (("classifiers", stats.classifier_cos),
+                            ("embeddings", stats.embedding_cos)):  # fmt: skip
+            text = ", ".join(f"{key} {v:+.6f}" for key, v in table.items() if np.isfinite(v))
+            lines.append(f"  {side:<12}{text}")
+    return lines
+
+
+def add_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--many-above`` and ``--few-below``: the many/medium/few thresholds (docs/theory.md §17)."""
+    g = parser.add_argument_group("class groups (counts with three or more distinct values)")
+    g.add_argument(
+        "--many-above", default=MANY_ABOVE, type=float, metavar="N",
+        help=f"many-shot classes have more than N examples (default {MANY_ABOVE})",
+    )  # fmt: skip
+    g.add_argument(
+        "--few-below", default=FEW_BELOW, type=float, metavar="N",
+        help=f"few-shot classes have fewer than N examples (default {FEW_BELOW})",
+    )  # fmt: skip
+
+
+def group_options(args: argparse.Namespace) -> dict[str, float]:
+    """The thresholds of :func:`add_group_arguments`, checked, as keywords of
+    :func:`ucfm_svm.api.group_statistics` (errors name the flags as typed)."""
+    many = args.many_above
+    few = args.few_below
+    if not (np.isfinite(many) and many > 0):
+        raise flag_error("--many-above", "a positive number", many)
+    if not (np.isfinite(few) and 0 < few <= many):
+        raise flag_error("--few-below", f"a positive number <= --many-above ({many:g})", few)
+    return {"many_above": many, "few_below": few}
 
 
 def check_output_path(name: str, path: str | None) -> None:
@@ -326,7 +399,7 @@ def check_output_path(name: str, path: str | None) -> None:
     ``path`` must not be a directory and its directory must exist and be writable; raises
     ``SpecError`` naming the flag ``name`` (``json``, ``plot``) otherwise.
     """
-    if path is None:
+    if path is None or path == STDOUT:
         return
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -350,6 +423,52 @@ def writing(name: str, path: str) -> Iterator[None]:
         raise fail(name, "a writable file path", f"{path} ({exc.strerror or exc})") from None
 
 
+def write_json(flag: str, path: str, data: dict) -> None:
+    """Write ``data`` as strict JSON to ``path``; ``-`` is stdout (and nothing else is printed
+    there), any other path a file followed by a ``wrote PATH`` line. ``flag`` (``json``) names
+    the option in errors."""
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    if path == STDOUT:
+        sys.stdout.write(text)
+        return
+    with writing(flag, path):
+        Path(path).write_text(text)
+    print(f"wrote {path}")
+
+
+def flag_error(flag: str, allowed: str, got: object) -> SpecError:
+    """The standard one-line error for a command-line flag as the user typed it
+    (``--few-below``), rather than for a library parameter."""
+    return SpecError(f"{flag} must be {allowed}. Got {got} instead.")
+
+
+#: Library parameters whose command-line spelling is not ``--name-with-dashes``.
+TYPED_NAMES = {
+    "imbalance_factor": "the IF of --longtail K,IF",
+    "k": "the number of classes (K of --step/--longtail, or the length of --counts)",
+    "R": "the R of --step K,R,RHO",
+    "rho": "the RHO of --step K,R,RHO",
+    "file": "FILE",
+    "search_range": "--range",
+}
+_PARAMETER = re.compile(r"^The '([A-Za-z_][A-Za-z0-9_]*)' parameter ")
+
+
+def as_typed(message: str, options: set[str]) -> str:
+    """A library error message (``The 'gamma' parameter must be ...``) rewritten to name what the
+    user typed (``--gamma must be ...``): the flag ``--name-with-dashes`` when the command has
+    it (``options``), else :data:`TYPED_NAMES`; a missing value reads "It was not given"
+    instead of Python's ``None``. Messages of other shapes are returned unchanged."""
+    match = _PARAMETER.match(message)
+    if match:
+        name = match.group(1)
+        flag = "--" + name.replace("_", "-")
+        label = flag if flag in options else TYPED_NAMES.get(name)
+        if label is not None:
+            message = f"{label} " + message[match.end() :]
+    return message.replace(" Got None instead.", " It was not given.")
+
+
 def print_error(prog: str, exc: Exception | str) -> None:
     """One-line error to stderr (line breaks inside the message are folded)."""
     text = " ".join(str(exc).split())
@@ -358,15 +477,23 @@ def print_error(prog: str, exc: Exception | str) -> None:
 
 __all__ = [
     "CUSTOM",
+    "EXIT_CHECK_FAILED",
     "EXIT_NOT_CERTIFIED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "STDOUT",
     "Parser",
+    "add_group_arguments",
     "add_model_arguments",
     "add_spec_arguments",
+    "as_typed",
     "check_output_path",
+    "flag_error",
+    "group_lines",
+    "group_options",
     "print_error",
     "spec_from_args",
     "summary",
+    "write_json",
     "writing",
 ]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
 from .. import geometry
 from ..analysis.analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
 from ..spec import LOSSES
-from ._common import EXIT_OK, _number
+from ._common import EXIT_OK, STDOUT, _number, check_output_path, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, measure, print the report (or JSON to stdout) and write JSON."""
+    check_output_path("json", args.json)
     trained = load_trained(
         args.file, features=args.features, labels=args.labels, layout=args.features_layout
     )
@@ -88,14 +87,10 @@ def run(args: argparse.Namespace) -> int:
         bias=None if args.bias == "auto" else args.bias,
         features=None if args.feature_model == "auto" else args.feature_model,
     )
-    text = json.dumps(result.to_dict(), indent=1, allow_nan=False)
-    if args.json == "-":
-        print(text)
-        return EXIT_OK
-    print(report(result, trained.W.shape[1], trained.labels.size))
+    if args.json != STDOUT:
+        print(report(result, trained.W.shape[1], trained.labels.size))
     if args.json:
-        Path(args.json).write_text(text + "\n")
-        print(f"wrote {args.json}")
+        write_json("json", args.json, result.to_dict())
     return EXIT_OK
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import sys
 
 from ..regularized.training import (
     DEFAULT_LAMBDAS,
@@ -19,10 +18,11 @@ from ..validation import fail
 from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
+    STDOUT,
     add_spec_arguments,
     check_output_path,
     spec_from_args,
-    writing,
+    write_json,
 )
 
 
@@ -42,7 +42,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "G is gamma for cdt/ldt/vs (default --gamma); --tau applies to la and vs",
     )
     parser.add_argument("--seed", default=0, type=int, help="seed of the random start")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the run as JSON")
+    parser.add_argument(
+        "--json", default=None, metavar="PATH", help="write the run as JSON ('-': stdout)"
+    )
     parser.add_argument("--plot", default=None, metavar="PATH", help="save the figure (PNG, PDF)")
 
 
@@ -149,14 +151,13 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
     if args.json:
         data = runs[0].to_dict()
         data["compared"] = [t.to_dict() for t in runs[1:]]
-        with writing("json", args.json):
-            Path(args.json).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-        print(f"wrote {args.json}")
+        write_json("json", args.json, data)
     if args.plot:
+        from ..plots.style import save_one
         from ..plots.training import trajectory_figure
 
         try:
-            trajectory_figure(runs).savefig(args.plot, dpi=150)
+            save_one(trajectory_figure(runs), args.plot)
         except (OSError, ValueError) as exc:
             raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
         print(f"wrote {args.plot}")
@@ -174,14 +175,16 @@ def run(args: argparse.Namespace) -> int:
         )
         for s in specs
     ]
-    print("\n\n".join(table(t) for t in runs))
+    if args.json != STDOUT:
+        print("\n\n".join(table(t) for t in runs))
     write_outputs(args, runs)
     bad = [t.label() for t in runs if not t.ok]
     if bad:
         print(
             "not all solves converged with a global certificate (<= 1 + 1e-6) for: "
             + ", ".join(bad)
-            + "; try a larger --maxiter or --gtol"
+            + "; try a larger --maxiter or --gtol",
+            file=sys.stderr if args.json == STDOUT else sys.stdout,
         )
         return EXIT_NOT_CERTIFIED
     return EXIT_OK

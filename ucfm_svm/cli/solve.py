@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ..api import METHODS, method_options, solve
-from ..result import OPTIMAL
+from ..api import METHODS, group_statistics, method_options, solve
+from ..result import OPTIMAL, jsonable
 from ..solvers.convex import LEVELS
 from ..validation import fail
 from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
+    STDOUT,
+    add_group_arguments,
     add_model_arguments,
     add_spec_arguments,
     check_output_path,
+    group_options,
     spec_from_args,
     summary,
-    writing,
+    write_json,
 )
 
 
@@ -77,7 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rounds of exact block steps before the joint refinement "
         "(default 2 at the class level, 0 at the example level; at most 10000)",
     )
-    p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+    add_group_arguments(p)
+    p.add_argument(
+        "--json", default=None, metavar="PATH", help="write the result as JSON ('-': stdout)"
+    )
     p.set_defaults(run=run)
 
 
@@ -111,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     options = method_flags(args)
     check_output_path("json", args.json)
+    thresholds = group_options(args)
     result = solve(spec, args.method, **options)
-    print(summary(result))
+    stats = group_statistics(result, **thresholds)
+    if args.json != STDOUT:
+        print(summary(result, stats))
     if args.json:
-        with writing("json", args.json):
-            result.to_json(args.json)
-        print(f"wrote {args.json}")
+        data = result.to_dict()
+        data["groups"] = jsonable(stats.to_dict())  # docs/theory.md §17
+        write_json("json", args.json, data)
     return EXIT_OK if result.status == OPTIMAL else EXIT_NOT_CERTIFIED

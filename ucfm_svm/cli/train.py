@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..regularized.training import gradient_descent
-from ._common import EXIT_OK, add_spec_arguments, spec_from_args
+from ._common import EXIT_OK, STDOUT, add_spec_arguments, spec_from_args
 from .path import add_training_arguments, check_outputs, compared_specs, table, write_outputs
 
 
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for s in [spec, *compared_specs(args, spec)]
     ]
-    print("\n\n".join(table(t) for t in runs))
+    if args.json != STDOUT:
+        print("\n\n".join(table(t) for t in runs))
     write_outputs(args, runs)
     return EXIT_OK

@@ -7,7 +7,7 @@ One curve per loss (:class:`~ucfm_svm.regularized.training.Trajectory`). Panels:
 2. classifier squared-norm ratio (:func:`~ucfm_svm.regularized.training.norm_ratio`), with the
 SVM's value
    as a dashed line of the same colour;
-3. path only: the distance against ``1 / log(1/lambda)``, with the fitted line of THEORY F8
+3. path only: the distance against ``1 / log(1/lambda)``, with the fitted line of docs/theory.md §9
    (a straight line through the origin would mean a ``1 / log(1/lambda)`` approach).
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..regularized.training import Trajectory, norm_ratio
 from ..validation import fail
+from .style import loss_style
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
     from matplotlib.axes import Axes
@@ -52,8 +53,8 @@ def trajectory_figure(trajectories: Sequence[Trajectory], *, title: str | None =
     fig = Figure(figsize=(4.6 * panels, 3.8), layout="constrained")
     axes = fig.subplots(1, panels)
     ax_d, ax_r = axes[0], axes[1]
-    for i, traj in enumerate(trajectories):
-        color = f"C{i % 10}"
+    for traj in trajectories:
+        color = loss_style(traj.spec.loss)["color"]
         x = traj.lambdas if path else traj.iterations
         ax_d.plot(x, traj.distance_to_svm, "o-", color=color, ms=3, label=traj.label())
         ax_r.plot(x, traj.classifier_norm_ratio, "o-", color=color, ms=3, label=traj.label())

@@ -1,6 +1,6 @@
 """Cross-entropy parameterizations for label-imbalanced data, with analytic gradients.
 
-One family covers CE, wCE, LA, LDAM, CDT, LDT and VS (THEORY.md section 1). For an example of
+One family covers CE, wCE, LA, LDAM, CDT, LDT and VS (docs/theory.md §1). For an example of
 class ``y`` with logits ``z`` (shape (k,)):
 
     l(y, z) = w_y * log(1 + sum_{c != y} exp(-[a_y(z_y) - m_y - a_c(z_c)] / delta_y)),
@@ -22,7 +22,8 @@ VS       CDT's ``Delta_c`` and LA's ``iota_c``                      Kini et al.,
 =======  =========================================================  ================================
 
 ``Delta`` is normalized as in :func:`ucfm_svm.spec.svm_hyperparameters` (proportional to
-``(n_c / n_min)^gamma`` and summing to ``k``: THEORY F9's convention), so the SVM limit of each
+``(n_c / n_min)^gamma`` and summing to ``k``: docs/theory.md §9's convention), so the SVM limit of
+each
 loss is the specification ``Spec.from_loss(counts, name, ...)``: only ``Delta`` and ``delta``
 survive vanishing regularization.
 

@@ -1,6 +1,6 @@
 """Training the UFM with a CE-family loss: the regularization path and gradient descent.
 
-Both routes show how the minimizers of the *losses* approach the UF-CS-SVM of THEORY.md
+Both routes show how the minimizers of the *losses* approach the UF-CS-SVM of docs/theory.md
 section 1 (the loss's SVM limit, ``Spec.from_loss``):
 
 - :func:`regularization_path` minimizes the ridge-regularized UFM
@@ -8,7 +8,7 @@ section 1 (the loss's SVM limit, ``Spec.from_loss``):
       min_{W, H}  sum_i l(y_i, W h_i) + lambda/2 (||W||_F^2 + ||H||_F^2)
 
   with scipy's L-BFGS over a decreasing grid of ``lambda``, each solve warm-started from the
-  previous one (THEORY F8: the normalized minimizers approach the SVM roughly like
+  previous one (docs/theory.md §9: the normalized minimizers approach the SVM roughly like
   ``1 / log(1/lambda)``).
 - :func:`gradient_descent` runs plain (``x <- x - lr grad``) or normalized
   (``x <- x - lr grad / ||grad||``) gradient descent on the unregularized UFM from a small
@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import geometry
 from ..api import solve
+from ..progress import progress
 from ..result import Result, jsonable
 from ..spec import Spec
 from ..validation import check_float, check_int, fail, parse_list
@@ -66,7 +67,8 @@ def norm_ratio(spec: Spec, G: np.ndarray) -> float:
     """Squared-norm ratio of the vectors whose Gram is ``G`` (k x k).
 
     ``mean_{c in maj} G_cc / mean_{c in min} G_cc`` when ``spec.step_groups()`` splits the classes
-    into a majority and a minority group (THEORY F9 reports this ratio for classifiers), else
+    into a majority and a minority group (docs/theory.md §9 reports this ratio for classifiers),
+    else
     ``max_c G_cc / min_c G_cc``.
     """
     sq = np.diag(G)
@@ -82,7 +84,7 @@ class TrendFit:
     """Least-squares fit ``distance = intercept + slope * x`` with ``x = log(1/lambda)^-power``.
 
     With ``power = 1`` an intercept near zero says the distance vanishes like
-    ``1 / log(1/lambda)`` (THEORY F8).
+    ``1 / log(1/lambda)`` (docs/theory.md §9).
     """
 
     power: float
@@ -108,7 +110,7 @@ class TrendFit:
         }
 
 
-#: Powers of the trend fits recorded on a path: ``1 / log(1/lambda)`` (THEORY F8) and, for
+#: Powers of the trend fits recorded on a path: ``1 / log(1/lambda)`` (docs/theory.md §9) and, for
 #: comparison, ``1 / sqrt(log(1/lambda))``.
 FIT_POWERS = (1.0, 0.5)
 
@@ -166,7 +168,8 @@ class Trajectory:
         Norm of the gradient of the minimized objective (path: of ``objective / lambda``).
     certificate : (m,) array or None
         Path only: ``||grad_M loss||_2 / lambda`` at ``M = W H`` (class level ``W V``). The
-        regularized UFM equals ``min_M loss(M) + lambda ||M||_*`` (THEORY F1), so a stationary
+        regularized UFM equals ``min_M loss(M) + lambda ||M||_*`` (docs/theory.md §2), so a
+        stationary
         point with ``certificate <= 1`` is a global minimizer.
     solver_iterations : (m,) array or None
         Path only: L-BFGS iterations per ``lambda``.
@@ -474,7 +477,7 @@ def regularization_path(
     x = model.init(init_scale, seed, init)
     rows: list[dict] = []
     from scipy.optimize import minimize
-    for lam in lambdas:
+    for lam in progress(lambdas, desc="lambda path", unit="lambda"):
 
         def fun(z: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:
             value, grad, _ = model.loss_and_grad(z)
@@ -581,7 +584,7 @@ def gradient_descent(
     iterations: list[int] = []
     message = f"{steps} steps"
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for t in range(1, steps + 1):
+        for t in progress(range(1, steps + 1), desc="gradient steps", unit="step"):
             if normalized:
                 g = model.direction(x)
                 size = float(np.linalg.norm(g))

@@ -11,7 +11,7 @@ On a built-in default (:class:`ReproduceConfig`) it
 3. draws the figures of :mod:`ucfm_svm.plots.geometry` (norms and angles against ``R`` and
    ``gamma``, Gram heatmaps, vectors);
 4. writes ``report.md``: the settings, the verification table with certificate gaps, the tuned
-   hyperparameters and the finding on the published LDT formulas (THEORY F9).
+   hyperparameters and the finding on the published LDT formulas (docs/theory.md §9).
 
 A rerun with the same output directory skips the grid points already recorded.
 """
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__, api
-from ..analysis import tuning
+from ..analysis import curves, tuning
 from ..files import atomic_write
 from ..plots import geometry as plots
 from ..regularized.training import regularization_path
@@ -58,7 +58,7 @@ ROUTES = ("theory", "convex", "nonconvex")
 class ReproduceConfig:
     """What :func:`reproduce` runs. The default is the main job; :meth:`quick` a CI smoke test.
 
-    ``losses`` are :class:`~ucfm_svm.plots.geometry.LossSetting` (CE, LDT, CDT, VS at
+    ``losses`` are :class:`~ucfm_svm.analysis.curves.LossSetting` (CE, LDT, CDT, VS at
     ``gamma = 1/2``, ``tau = 1``); the non-convex route runs where ``k <= nonconvex_max_k``
     (it is the slowest route); the figures use STEP ``k = figure_k``,
     ``rho = figure_rho``, ``R`` from 1 to ``figure_r_max`` (``ratio_points`` closed-form points,
@@ -68,11 +68,11 @@ class ReproduceConfig:
     ks: tuple[int, ...] = (4, 8, 12)
     ratios: tuple[float, ...] = (10.0, 100.0)
     rhos: tuple[float, ...] = (0.25, 0.5, 0.75)
-    losses: tuple[plots.LossSetting, ...] = (
-        plots.LossSetting("ce"),
-        plots.LossSetting("ldt", gamma=0.5),
-        plots.LossSetting("cdt", gamma=0.5),
-        plots.LossSetting("vs", gamma=0.5, tau=1.0),
+    losses: tuple[curves.LossSetting, ...] = (
+        curves.LossSetting("ce"),
+        curves.LossSetting("ldt", gamma=0.5),
+        curves.LossSetting("cdt", gamma=0.5),
+        curves.LossSetting("vs", gamma=0.5, tau=1.0),
     )
     nonconvex_max_k: int = 12
     figure_k: int = 10
@@ -167,7 +167,7 @@ def grid_rows(sweep: Sweep, records: dict[str, dict]) -> list[GridRow]:
         if record is None:
             continue
         step = point["counts"]["step"]
-        label = plots.LossSetting(point["loss"], point["gamma"], point["tau"]).label
+        label = curves.LossSetting(point["loss"], point["gamma"], point["tau"]).label
         rows.append(GridRow(step["k"], step["R"], step["rho"], label, record))
     return rows
 
@@ -223,7 +223,7 @@ FIGURE_CAPTIONS = {
     "vectors_ce_k3": "classifiers and class means of CE in their 2-D span, STEP k=3, R=10: the "
     "minority classifier is shorter, the minority embedding longer.",
     "vectors_ldt_k3": "the same for LDT at gamma=1/2: the classifiers form an exact simplex ETF "
-    "(THEORY F4).",
+    "(docs/theory.md §6).",
 }
 
 
@@ -233,16 +233,18 @@ def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     curve_losses = [s for s in c.losses if s.loss != "vs"]  # VS = CDT in the SVM limit
     ratios = np.unique(np.round(np.geomspace(1.0, c.figure_r_max, c.ratio_points)))
     markers = np.unique(np.round(np.geomspace(1.0, c.figure_r_max, c.marker_points)))
-    gamma_losses = [plots.LossSetting(s.loss) for s in curve_losses if s.gamma is not None]
+    gamma_losses = [curves.LossSetting(s.loss) for s in curve_losses if s.gamma is not None]
     gammas = np.linspace(*c.gamma_range, c.gamma_points)
     mgammas = np.linspace(*c.gamma_range, 6)
     marks = tuning_marks(tunings, [s.loss for s in gamma_losses], c.gamma_range)
     step = Spec.from_loss(step_counts(4, 10, 0.5), "ce", source="STEP k=4, R=10, rho=0.5")
     tri = step_counts(3, 10, 1 / 3)
     return {
-        "geometry_vs_R": plots.figure_vs_ratio(k, rho, curve_losses, ratios, markers),
+        "geometry_vs_R": plots.figure_vs_ratio(
+            curves.ratio_curves(k, rho, curve_losses, ratios, markers), k
+        ),
         "geometry_vs_gamma": plots.figure_vs_gamma(
-            k, c.figure_r, rho, gamma_losses, gammas, mgammas, marks=marks
+            curves.gamma_curves(k, c.figure_r, rho, gamma_losses, gammas, mgammas), k, marks
         ),
         "grams_ce_k4": plots.figure_grams(api.solve(step, "convex")),
         "vectors_ce_k3": plots.figure_vectors(
@@ -265,7 +267,7 @@ def f9_finding(
     gamma: float = 0.5,
     lambdas: tuple[float, ...] = (1e-2, 1e-4, 1e-6, 1e-8, 1e-10),
 ) -> dict:
-    """The LDT evidence of THEORY F9 at STEP ``(k, R, rho)`` and ``gamma``, computed.
+    """The LDT evidence of docs/theory.md §9 at STEP ``(k, R, rho)`` and ``gamma``, computed.
 
     Returns the certified LDT SVM's squared classifier norm ratio ``||w_maj||^2 / ||w_min||^2``
     (``svm_ratio_sq``), its grouped classifier cosines and certificate; the same ratio for CE
@@ -279,15 +281,15 @@ def f9_finding(
     result = api.solve(spec, "convex")
     ce = api.solve(Spec.from_loss(counts, "ce"), "convex")
     k_maj = k - round(rho * k)
-    q = plots.step_quantities(result, k_maj)["classifiers"]
+    q = curves.step_quantities(result, k_maj)["classifiers"]
     path = regularization_path(spec, lambdas) if lambdas else None
     return {
         "k": k,
         "R": R,
         "rho": rho,
         "gamma": gamma,
-        "svm_ratio_sq": q["norm ratio"] ** 2,
-        "ce_ratio_sq": plots.step_quantities(ce, k_maj)["classifiers"]["norm ratio"] ** 2,
+        "svm_ratio_sq": q["squared norm ratio"],
+        "ce_ratio_sq": curves.step_quantities(ce, k_maj)["classifiers"]["squared norm ratio"],
         "cosines": {key: q[key] for key in ("maj-maj", "min-min", "maj-min")},
         "rel_gap": result.rel_gap,
         "status": result.status,
@@ -329,18 +331,20 @@ def report_markdown(
         "## Settings",
         "",
         "- Problem: the UF-CS-SVM `min 1/2||W||^2 + 1/2||H||^2` s.t. "
-        "`Delta_y w_y^T h_i - Delta_c w_c^T h_i >= delta_y`, at the class level (THEORY F1, F2); "
+        "`Delta_y w_y^T h_i - Delta_c w_c^T h_i >= delta_y`, at the class level (docs/theory.md "
+        "§2, §3); "
         "geometry at the SVM scale.",
         f"- STEP grid: k in {{{', '.join(str(k) for k in config.ks)}}}, "
         f"R in {{{', '.join(f'{r:g}' for r in config.ratios)}}}, "
         f"rho in {{{', '.join(f'{r:g}' for r in config.rhos)}}} "
         "(combinations with rho*k whole), n_min = 1.",
-        "- Losses (SVM limit, THEORY F9 convention: Delta_c proportional to (n_c/n_min)^gamma, "
+        "- Losses (SVM limit, docs/theory.md §9 convention: Delta_c proportional to "
+        "(n_c/n_min)^gamma, "
         "rescaled to sum k; LDT margins delta_c = 1/Delta_c; VS has CDT's Delta): "
         + ", ".join(s.label for s in config.losses)
         + ".",
         f"- Routes: {', '.join(ROUTES)} (non-convex for k <= {config.nonconvex_max_k}); "
-        "reference: theory, the closed form of THEORY F5' certified by its own dual.",
+        "reference: theory, the closed form of docs/theory.md §4 certified by its own dual.",
         "",
         "## Verification",
         "",
@@ -410,7 +414,7 @@ def report_markdown(
     ]
     lines += [
         "",
-        "## The published LDT formulas (THEORY F9)",
+        "## The published LDT formulas (docs/theory.md §9)",
         "",
         "The public reference code of the paper parameterizes Delta_c = (R for majorities, 1 for "
         "minorities)^gamma and gives closed forms only for rho = 1/2. Its CDT formulas agree "
@@ -424,7 +428,7 @@ def report_markdown(
         f"- the certified LDT UF-CS-SVM (convex, {f9['status']}, relative gap "
         f"{_fmt(f9['rel_gap'])}): **{f9['svm_ratio_sq']:.6f}**, classifier cosines "
         + ", ".join(f"{key} {v:+.6f}" for key, v in f9["cosines"].items())
-        + f": a simplex ETF (cosine -1/(k-1) = {-1 / (f9['k'] - 1):+.6f}, THEORY F4);",
+        + f": a simplex ETF (cosine -1/(k-1) = {-1 / (f9['k'] - 1):+.6f}, docs/theory.md §6);",
     ]
     if f9["path_ratio_sq"]:
         lines.append(
@@ -433,7 +437,7 @@ def report_markdown(
                 f"{r:.3f} at lambda={lam:.0e}"
                 for lam, r in zip(f9["lambdas"], f9["path_ratio_sq"], strict=True)
             )
-            + ", falling slowly towards the SVM's value, not the formula's (THEORY F8, F9)."
+            + ", falling slowly towards the SVM's value, not the formula's (docs/theory.md §9)."
         )
     lines += [
         "",
@@ -494,11 +498,10 @@ def reproduce(
     f9 = f9_finding(lambdas=config.f9_lambdas)
     step("figures")
     paths = []
+    from ..plots.style import save_figure
+
     for name, fig in _figures(config, tunings).items():
-        for suffix in (".png", ".pdf"):
-            path = out / (name + suffix)
-            fig.savefig(path, dpi=130)
-            paths.append(path)
+        paths += save_figure(fig, out / name, dpi=130)
     seconds = time.perf_counter() - start
     report = out / "report.md"
     text = report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds)

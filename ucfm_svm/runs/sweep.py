@@ -68,6 +68,7 @@ import numpy as np
 from .. import api, geometry
 from ..analysis.verify import verify
 from ..files import atomic_writer
+from ..progress import progress as show_progress
 from ..result import OPTIMAL, jsonable
 from ..spec import LOSSES, Spec, longtail_counts, step_counts
 from ..validation import Shown, check_int, fail
@@ -626,15 +627,7 @@ def run_sweep(
         records, duplicates = prepare_output(out, drop_failed=retry_failed)
         todo = [p for p in sweep.points if point_key(p) not in records]
         if todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=len(todo),
-                desc=sweep.name,
-                disable=not progress,
-                unit="point",
-                file=sys.stderr,
-            )
+            bar = show_progress(total=len(todo), desc=sweep.name, unit="point", enabled=progress)
             try:
                 with open_backend(config) as runner:
                     for record in run_records(runner, todo):

@@ -1,7 +1,7 @@
 """Certified lower bounds on the UF-CS-SVM from Lagrange multipliers (weak duality).
 
 For any ``(W, H)``, ``1/2 (||W||^2 + ||H||^2) >= ||W H||_*``, and with scaled logits
-``Z = Delta W H`` the constraints read ``z_{y_i, i} - z_{c, i} >= delta_{y_i}`` (THEORY F1).
+``Z = Delta W H`` the constraints read ``z_{y_i, i} - z_{c, i} >= delta_{y_i}`` (docs/theory.md §2).
 Given multipliers ``lam_{c, i} >= 0`` (one per constraint ``c != y_i``) define ``L`` (k x m) by
 ``L_{c, i} = -lam_{c, i}`` for ``c != y_i`` and ``L_{y_i, i} = sum_{c != y_i} lam_{c, i}``. Then
 for every feasible ``Z``, with ``A = Delta^{-1} Z N^{1/2}`` at the class level

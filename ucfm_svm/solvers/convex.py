@@ -1,9 +1,9 @@
-"""Convex certificate solver (THEORY F1, F2): the only module that talks to cvxpy.
+"""Convex certificate solver (docs/theory.md §2, §3): the only module that talks to cvxpy.
 
 For ``d >= k - 1`` the UF-CS-SVM has the same optimum as the nuclear-norm program over the
 scaled logits ``Z = Delta W H``:
 
-- class level (collapsed, THEORY F2), ``Zbar`` in ``R^{k x k}``::
+- class level (collapsed, docs/theory.md §3), ``Zbar`` in ``R^{k x k}``::
 
       min ||Delta^{-1} Zbar N^{1/2}||_*   s.t.  zbar_{cc} - zbar_{c'c} >= delta_c  (c' != c)
 
@@ -269,7 +269,8 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
 
     Classes with equal ``(n_c, Delta_c, delta_c)`` (:meth:`Spec.groups`, ``g`` groups of sizes
     ``m_G``) can be permuted among themselves without changing the class-level program of
-    THEORY F2, so (convexity) some optimum is constant on the blocks: true-class logit ``p_G``,
+    docs/theory.md §3, so (convexity) some optimum is constant on the blocks: true-class logit
+    ``p_G``,
     logit ``q_HG`` of a class of ``H`` for an example of class in ``G`` (``q_GG`` within the
     group). Then ``A = Delta^{-1} Zbar N^{1/2}`` leaves invariant each space of zero-sum vectors
     on a group (singular value ``beta_G = (p_G - q_GG) sqrt(n_G) / Delta_G``, multiplicity
@@ -399,7 +400,8 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
     )
 
 
-# --- block subproblems of the non-convex solver (THEORY F7) -------------------------------------
+# --- block subproblems of the non-convex solver (docs/theory.md §8)
+# -------------------------------------
 class BlockSteps:
     """Exact block minimizations of the UF-CS-SVM, compiled once and re-solved (cvxpy DPP).
 
@@ -417,7 +419,7 @@ class BlockSteps:
       Every example of class ``c`` has this same QP whatever its count ``n_c`` (the count only
       scales the objective), so the step returns class-mean embeddings ``Hbar`` (d x k); the
       ``k`` QPs are separable and solved as one program. This is why alternating these steps
-      cannot weigh the classes by ``n_c`` and stalls (THEORY F7).
+      cannot weigh the classes by ``n_c`` and stalls (docs/theory.md §8).
 
     Parameters
     ----------

@@ -1,13 +1,13 @@
 """Non-convex UF-CS-SVM solver on ``(W, H)`` directly, certified by a weak-duality bound.
 
-The problem (THEORY.md section 1), with scaled logits ``Z = Delta W H``::
+The problem (docs/theory.md §1), with scaled logits ``Z = Delta W H``::
 
     min_{W, H}  1/2 ||W||_F^2 + 1/2 ||H||_F^2
     s.t.        z_{y_i, i} - z_{c, i} >= delta_{y_i}          (all columns i, c != y_i)
 
 is solved at two levels. At the example level ``H`` is ``d x n`` (one column per example); at
 the class level the columns are the class means ``hbar_c`` and the cost is
-``1/2 ||W||^2 + 1/2 sum_c n_c ||hbar_c||^2`` (THEORY F2). Both are written in the variable
+``1/2 ||W||^2 + 1/2 sum_c n_c ||hbar_c||^2`` (docs/theory.md §3). Both are written in the variable
 ``G = H diag(s)`` (``s_i = sqrt(n_c)`` for class columns, ``1`` for examples), so the cost is
 ``1/2 (||W||^2 + ||G||^2)`` and ``Z = Delta W G diag(s)^{-1}``.
 
@@ -20,7 +20,8 @@ One run has three stages:
 (:class:`ucfm_svm.solvers.convex.BlockSteps`:
    H-step, then W-step), each followed by the balanced refactorization of ``W G``
    (``W = U S^{1/2}``, ``G = S^{1/2} V^T``), the rescaling that block steps cannot do. Block steps
-   alone stall (THEORY F7: 10.20 against 6.5075 at counts 10,10,1,1), so this is only a start.
+   alone stall (docs/theory.md §8: 10.20 against 6.5075 at counts 10,10,1,1), so this is only a
+   start.
 3. **Joint refinement**: the augmented Lagrangian (Powell-Hestenes-Rockafellar) of the
    normalized constraints ``r_j = 1 - margin_j / delta_j <= 0``::
 
@@ -50,7 +51,8 @@ The certificate is :mod:`ucfm_svm.solvers.certificate` applied to the refinement
 (``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
 the class-mean point, found by nonnegative least squares on the stationarity condition
 ``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
-the optimum when ``d >= k - 1`` (THEORY F1). For smaller ``d`` the convex solve's certified bound
+the optimum when ``d >= k - 1`` (docs/theory.md §2). For smaller ``d`` the convex solve's certified
+bound
 (of the problem with ``d = k - 1``, which contains this one) is also used; neither is tight in
 general, so the result is reported as not certified unless the gap happens to close. The
 returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
@@ -377,7 +379,8 @@ def _try_polish(
     ``True`` when the gap closed.
 
     Two guesses of the active set are tried: the near-active constraints, and all of them
-    (every margin is tight at the optimum in every case seen, THEORY F5, but the multipliers of
+    (every margin is tight at the optimum in every case seen, docs/theory.md §4, but the
+    multipliers of
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
     cost and certified bound. With ``force`` both guesses are tried even when the gap is
@@ -657,7 +660,8 @@ def _relaxed_bound(spec: Spec, lower: float) -> tuple[float, str]:
     """For ``d < k - 1``: the better of ``lower`` and the convex optimum's certified bound.
 
     Padding ``W`` and ``H`` with zeros embeds the ``d``-dimensional problem in the one with
-    ``d = k - 1``, whose optimum the class-level convex solve bounds from below (THEORY F1, F2):
+    ``d = k - 1``, whose optimum the class-level convex solve bounds from below (docs/theory.md §2,
+    §3):
     valid for both levels, but not tight for small ``d``.
     """
     try:

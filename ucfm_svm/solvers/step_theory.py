@@ -1,10 +1,11 @@
-"""Scalar closed forms of the UF-CS-SVM geometry under STEP imbalance (THEORY F6), any ``rho``.
+"""Scalar closed forms of the UF-CS-SVM geometry under STEP imbalance (docs/theory.md §5), any
+``rho``.
 
 STEP: ``K1 = (1 - rho) k`` majority classes with ``n_1 = R m`` examples and ``K2 = rho k``
 minority classes with ``n_2 = m`` examples; each group ``g`` has its own scale ``Delta_g`` and
 margin ``delta_g`` (CE: all ones; LDT: ``Delta = 1``, two margins; CDT/VS: two scales, margins 1).
 
-Derivation from the matrix closed form (THEORY F5', :mod:`ucfm_svm.solvers.theory`). With
+Derivation from the matrix closed form (docs/theory.md §4, :mod:`ucfm_svm.solvers.theory`). With
 ``s_g = delta_g sqrt(n_g)``, ``alpha_g = s_g / Delta_g`` and the shift
 ``t_g = Delta_g^{-2} / (K1 Delta_1^{-2} + K2 Delta_2^{-2})`` (CDT's two shift values),
 ``A = Delta^{-1} (I - 1 t^T) diag(delta) N^{1/2}`` acts
@@ -144,7 +145,8 @@ def step_hyperparameters(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """``(scales, margins)`` as ``(majority, minority)`` pairs for a loss preset under STEP.
 
-    The same conventions as :func:`ucfm_svm.spec.svm_hyperparameters` (THEORY F9): CDT and VS
+    The same conventions as :func:`ucfm_svm.spec.svm_hyperparameters` (docs/theory.md §9): CDT and
+    VS
     ``Delta_g`` proportional to ``R^gamma`` (majority) and 1 (minority), rescaled so that
     ``K1 Delta_1 + K2 Delta_2 = k``; LDT margins ``delta_g = 1 / Delta_g``; CE, wCE, LA, LDAM all
     ones.

@@ -1,4 +1,4 @@
-"""The closed form of THEORY F5' at large k, from a structured eigendecomposition.
+"""The closed form of docs/theory.md §4 at large k, from a structured eigendecomposition.
 
 With ``t = Delta^{-2} 1 / (1^T Delta^{-2} 1)`` the optimal class-level logits are
 ``Zbar* = (I - 1 t^T) diag(delta)`` and the optimum is ``||A||_*`` for
@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SolverError
+from ..progress import progress
 from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
 from ..spec import Spec
 from ..validation import fail
@@ -132,7 +133,7 @@ def clusters(spec: Spec, rtol: float = CLUSTER_RTOL) -> Clusters:
 
     Classes with equal ``(n_c, Delta_c, delta_c)`` (``Spec.groups``) always share a cluster;
     classes of different groups share one when their ``d_c`` coincide (e.g. CDT with
-    ``gamma = 1/2``, THEORY F4).
+    ``gamma = 1/2``, docs/theory.md §6).
     """
     u, g = logit_factors(spec)
     d = g**2
@@ -568,11 +569,9 @@ def _secular_roots(cl: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tail = (ctypes.byref(rho_ref), ctypes.byref(lam), ctypes.byref(info))
     rows_p = [ctypes.cast(row.ctypes.data, double_p) for row in buffer]
     dlaed4 = _dlaed4_routine()
-    bar = blocks
-    if m - 1 >= PROGRESS_MIN_ROOTS:  # tqdm (0.1 s to import) only where a bar may show
-        from tqdm.auto import tqdm
-
-        bar = tqdm(blocks, desc="secular roots", unit="block", leave=False, disable=None)
+    bar = progress(
+        blocks, desc="secular roots", unit="block", enabled=m - 1 >= PROGRESS_MIN_ROOTS
+    )
     for block in bar:
         delta = buffer[: block.size]
         if m == 2:
@@ -996,3 +995,66 @@ def _expand(cluster_gram: np.ndarray, cl: Clusters, scale: np.ndarray) -> np.nda
             np.take(cluster_gram[G[rows]], G, axis=1, out=out[rows])
         out[rows] *= np.outer(scale[rows], scale)
     return out
+
+
+def quadratic_forms(
+    spec: Spec, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``a^T (A A^T)^{1/2} a`` and ``b^T (A^T A)^{1/2} b`` for coefficient matrices ``a`` =
+    ``left`` and ``b`` = ``right`` (both ``(k, q)``), without a ``k x k`` array.
+
+    ``W W^T = (A A^T)^{1/2}`` and ``Hbar^T Hbar = N^{-1/2} (A^T A)^{1/2} N^{-1/2}`` (docs/theory.md
+    §4), so with ``a_c = [c in A] / ||w_c||`` and ``b_c = [c in B] / (sqrt(n_c) ||hbar_c||)``
+    these are the sums of unit-vector inner products over pairs of groups of classes
+    (docs/theory.md §17). Sum over the nonzero roots ``mu_j`` of ``sqrt(mu_j) (x_j^T a)^T
+    (x_j^T a)``, with ``x_j`` the unit singular vectors of :func:`_root_sums` (class ``c`` of
+    cluster ``G`` gets ``u_c / sqrt(w_G) X_j[G]``, so ``x_j^T a`` needs only the cluster sums of
+    ``u_c a_c / sqrt(w_G)``), plus the deflated part ``sqrt(d_G) (I - u_G u_G^T / w_G)`` of every
+    cluster. ``O(k q + m^2 q)`` time, ``O(m q + k)`` memory.
+
+    Returns
+    -------
+    (q, q) arrays
+        The classifier-side and embedding-side forms.
+    """
+    spec.require_certifiable("structured")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        u, _ = logit_factors(spec)
+        cl = clusters(spec)
+    G = cl.index
+    m = cl.d.size
+    w = np.bincount(G, weights=u * u, minlength=m)
+    root_d = np.sqrt(cl.d)
+
+    def cluster_sums(coef: np.ndarray) -> np.ndarray:  # (m, q): sum_{c in G} u_c coef_c
+        out = np.zeros((m, coef.shape[1]))
+        np.add.at(out, G, u[:, None] * coef)
+        return out
+
+    ua, ub = cluster_sums(left), cluster_sums(right)
+    forms = []
+    for coef, agg in ((left, ua), (right, ub)):
+        deflated = coef.T @ (root_d[G][:, None] * coef) - agg.T @ ((root_d / w)[:, None] * agg)
+        forms.append(deflated)
+    if m == 1:
+        return forms[0], forms[1]
+    origin, tau, vhat2 = _secular_roots(cl)
+    roots = cl.d[origin] + tau
+    if not (np.all((vhat2 > 0) & np.isfinite(vhat2)) and np.all(roots > 0)):
+        raise SolverError(
+            "The secular equation is too ill-conditioned for structured group statistics; use "
+            "--method theory or --method convex."
+        )
+    what2 = vhat2 / cl.d
+    sigma = np.sqrt(roots)
+    da, db = ua / np.sqrt(w)[:, None], ub / np.sqrt(w)[:, None]
+    for block in _blocks(m - 1, m):
+        inv = 1.0 / _differences(cl.d, origin[block], tau[block])
+        inv2 = inv * inv
+        x = inv * (np.sqrt(what2)[None, :] / np.sqrt(inv2 @ what2)[:, None])
+        y = inv * (np.sqrt(vhat2)[None, :] / np.sqrt(inv2 @ vhat2)[:, None])
+        px, py = x @ da, y @ db  # (block, q): x_j^T a, y_j^T b
+        s = sigma[block][:, None]
+        forms[0] += (s * px).T @ px
+        forms[1] += (s * py).T @ py
+    return forms[0], forms[1]

@@ -1,4 +1,4 @@
-"""Closed-form geometry of the UF-CS-SVM, certified by its own dual (THEORY F3, F5').
+"""Closed-form geometry of the UF-CS-SVM, certified by its own dual (docs/theory.md §4).
 
 For any counts, scales ``Delta`` and margins ``delta`` (with ``d >= k - 1``) the class-level
 optimum has every margin tight and logits
@@ -62,7 +62,8 @@ EXACT_MAX_K = 50
 
 
 def optimal_shift(spec: Spec) -> np.ndarray:
-    """The shift ``t = Delta^{-2} 1 / (1^T Delta^{-2} 1)`` of THEORY F5' (shape (k,), sums to 1).
+    """The shift ``t = Delta^{-2} 1 / (1^T Delta^{-2} 1)`` of docs/theory.md §4 (shape (k,), sums
+    to 1).
 
     It is the ``t`` for which ``u = Delta^{-1} 1`` is orthogonal to the range of ``A``:
     ``1^T Delta^{-2} (I - 1 t^T) = 0``.
@@ -84,7 +85,7 @@ def scaled_logit_matrix(spec: Spec) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClosedForm:
-    """The closed-form point of THEORY F5' and its dual certificate (dense, O(k^3)).
+    """The closed-form point of docs/theory.md §4 and its dual certificate (dense, O(k^3)).
 
     Attributes
     ----------
@@ -182,7 +183,7 @@ class ClosedForm:
 
 
 def closed_form(spec: Spec) -> ClosedForm:
-    """The closed-form optimum of THEORY F5' with its dual certificate (see the module text).
+    """The closed-form optimum of docs/theory.md §4 with its dual certificate (see the module text).
 
     Parameters
     ----------
@@ -269,7 +270,7 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     Parameters
     ----------
     spec : Spec
-        Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, THEORY F1) and
+        Needs ``spec.dim >= k - 1`` (the optimum has rank ``k - 1``, docs/theory.md §2) and
         ``k <= DENSE_MAX_K`` (beyond it ``ucfm_svm.solvers.structured.structured_solution``).
     fallback : bool
         If a multiplier is decided negative (in float64 beyond its error bound, or in extended

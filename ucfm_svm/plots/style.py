@@ -1,0 +1,62 @@
+"""The one style table of the project's figures, and the save path.
+
+Every figure draws a loss in the same colour and marker (:func:`loss_style`), whatever else the
+figure shows, so that CE, LDT, CDT, ... can be recognized across a paper's figures. Norm ratios
+are squared everywhere (``||x_c||^2 / ||x_ref||^2``, the convention of the field's papers) and
+simplex-ETF references are drawn with :data:`ETF_LINE`. :func:`save_figure` writes PNG and PDF
+with TrueType (Type 42) fonts, which venues that reject Type 3 fonts accept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+
+#: Colour and marker of each loss (colour-blind safe Okabe-Ito colours). Keys are the loss
+#: presets of :data:`ucfm_svm.spec.LOSSES` plus ``custom``.
+LOSS_STYLES: dict[str, dict[str, str]] = {
+    "ce": {"color": "#000000", "marker": "o"},
+    "wce": {"color": "#999999", "marker": "x"},
+    "la": {"color": "#56B4E9", "marker": "v"},
+    "ldam": {"color": "#F0E442", "marker": "P"},
+    "cdt": {"color": "#D55E00", "marker": "s"},
+    "ldt": {"color": "#0072B2", "marker": "^"},
+    "vs": {"color": "#009E73", "marker": "D"},
+    "custom": {"color": "#CC79A7", "marker": "*"},
+}
+#: Simplex-ETF reference lines (cosine ``-1/(k-1)``, equal norms).
+ETF_LINE = {"color": "0.45", "lw": 0.9, "ls": ":"}
+#: Lines that separate groups of classes (many / medium / few).
+GROUP_LINE = {"color": "0.3", "lw": 0.8, "ls": "--"}
+#: Diverging colour map of cosine heatmaps (one shared scale, ``[-1, 1]``).
+COSINE_CMAP = "RdBu_r"
+#: rc settings of every saved figure: TrueType fonts in PDF and PS.
+SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
+DPI = 150
+
+
+def loss_style(loss: str) -> dict[str, str]:
+    """``{"color", "marker"}`` of ``loss`` (a preset name, case-insensitive)."""
+    return dict(LOSS_STYLES.get(loss.lower(), LOSS_STYLES["custom"]))
+
+
+def save_figure(fig: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` (a ``.png``/``.pdf`` suffix of ``stem`` is dropped)
+    under :data:`SAVE_RC`; creates the folder; returns the paths."""
+    stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".pdf"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    with mpl.rc_context(SAVE_RC):
+        for path in paths:
+            fig.savefig(path, dpi=dpi)
+    return paths
+
+
+def save_one(fig: Figure, path: str | Path, dpi: int = DPI) -> None:
+    """Write ``fig`` to the single file ``path`` (format from its suffix) under :data:`SAVE_RC`."""
+    with mpl.rc_context(SAVE_RC):
+        fig.savefig(path, dpi=dpi)

@@ -252,7 +252,7 @@ def test_unreachable_scheduler_is_one_line(cli, tmp_path, monkeypatch):
         "--quiet",
     )  # fmt: skip
     assert code == 2
-    assert err.count("\n") == 1 and "'scheduler' parameter" in err
+    assert err.count("\n") == 1 and "--scheduler must" in err
 
 
 @pytest.mark.parametrize(
@@ -328,7 +328,7 @@ def test_cli_backend_errors_are_one_line(cli, tmp_path, argv, name):
     grid = tmp_path / "g.toml"
     grid.write_text('methods = ["convex"]\nlosses = ["ce"]\n[counts]\nexplicit = [[2, 1]]\n')
     code, _, err = cli("sweep", str(grid), "--quiet", *argv)
-    assert code == 2 and err.count("\n") == 1 and f"'{name}' parameter" in err
+    assert code == 2 and err.count("\n") == 1 and f"--{name} must" in err
     assert not (tmp_path / "g.jsonl").exists()
 
 

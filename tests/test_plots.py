@@ -46,7 +46,7 @@ def test_ratio_figure_draws_agreeing_routes_and_states_setting():
             finite = np.isfinite(b)
             assert np.all(np.abs(a[finite] - b[finite]) <= ROUTE_TOL * np.maximum(1, np.abs(b)))
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "CE" in labels and "closed form (auto: structured)" in labels
+    assert "CE" in labels and "closed form (theory)" in labels
 
 
 def test_step_quantities_of_tuned_ldt_are_an_etf():

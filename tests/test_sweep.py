@@ -290,7 +290,7 @@ def test_out_that_is_not_a_sweep_file_is_left_untouched(cli, tmp_path, content):
     notes = tmp_path / "notes.txt"
     notes.write_bytes(content)
     code, _, err = cli("sweep", str(grid), "--out", str(notes), "--quiet")
-    assert code == 2 and err.count("\n") == 1 and "'out' parameter" in err
+    assert code == 2 and err.count("\n") == 1 and "--out must" in err
     assert "Traceback" not in err
     assert notes.read_bytes() == content
     assert not (tmp_path / "notes.txt.lock").exists()
@@ -299,7 +299,7 @@ def test_out_that_is_not_a_sweep_file_is_left_untouched(cli, tmp_path, content):
 def test_grid_named_jsonl_does_not_cut_its_own_input(cli, tmp_path):
     grid = _write(tmp_path, GRID, name="grid.jsonl")
     code, _, err = cli("sweep", str(grid), "--quiet")
-    assert code == 2 and err.count("\n") == 1 and "'out' parameter" in err
+    assert code == 2 and err.count("\n") == 1 and "--out must" in err
     assert grid.read_text() == GRID
 
 

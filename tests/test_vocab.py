@@ -158,7 +158,7 @@ def test_cli_counts_file(cli, tmp_path):
     code, out, _ = cli("solve", "--counts-file", str(path), "--method", "structured")
     assert code == 0 and f"counts file {path} (k=200)" in out and "certified" in out
     code, _, err = cli("solve", "--counts-file", str(tmp_path / "missing.txt"))
-    assert code == 2 and "'counts_file' parameter" in err and "\n" not in err.strip()
+    assert code == 2 and "--counts-file must" in err and "\n" not in err.strip()
     code, _, err = cli("solve", "--counts-file", str(path), "--counts", "3,2")
     assert code == 2 and "not allowed with argument" in err
 

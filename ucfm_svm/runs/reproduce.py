@@ -30,7 +30,6 @@ import numpy as np
 from .. import __version__, api
 from ..analysis import curves, tuning
 from ..files import atomic_write
-from ..plots import geometry as plots
 from ..regularized.training import regularization_path
 from ..spec import Spec, step_counts
 from .backends import BackendConfig
@@ -228,6 +227,8 @@ FIGURE_CAPTIONS = {
 
 
 def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
+    from ..plots import geometry as plots  # matplotlib loads only when figures are drawn
+
     c = config
     k, rho = c.figure_k, c.figure_rho
     curve_losses = [s for s in c.losses if s.loss != "vs"]  # VS = CDT in the SVM limit

@@ -165,6 +165,11 @@ UNIT_ROUNDOFF = EPS / 2
 #: ``QUAD_ROUNDING * gamma_(k + Q + 64)`` (relative) of its exact value,
 #: ``gamma_n = n u / (1 - n u)``.
 QUAD_ROUNDING = 64
+#: Largest ``log(d_max / d_min)`` the resolvent route accepts. After centring ``d`` on 1 (an
+#: exact power of 4), ``r = 1 / (d + t)`` lies in ``[e^{-L/2 - 4X/2 - 1} / 2, e^{L/2}]`` and
+#: ``r^2`` (blocked route), ``omega / F`` and every other intermediate stay normal doubles
+#: when ``L + 4 X + 2 < 708`` (``X`` = :data:`QUAD_MARGIN`): ``L <= 550``, 238 decades.
+RESOLVENT_MAX_LOG_SPREAD = 550.0
 #: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes
 #: (512 KiB: a core's L2 cache).
 RESOLVENT_BLOCK = 2**16
@@ -230,7 +235,9 @@ def quadrature_nodes(d_min: float, d_max: float) -> tuple[np.ndarray, np.ndarray
     (``q = e^{-pi^2 / h}``) of 1, and the dropped tails add at most
     ``(4 h / pi) e^{-X} / (1 - e^{-h})`` below (``sech z <= 2 e^{-|z|}``). Returns
     ``(t, omega, eta_low, eta_high)``; both etas include ``16 u`` for the rounding of
-    ``omega_n`` and ``t_n`` (``exp`` within 1 ulp).
+    ``omega_n`` and ``t_n`` (``exp`` within 1 ulp) and ``2 u max |x_n|`` for the rounding of
+    ``x_n = n h`` itself (``|d/dz log sech z| <= 1``, so each term moves by at most
+    ``|fl(n h) - n h| <= u |x_n|`` relative).
     """
     h = QUAD_STEP
     y_lo = 0.5 * np.log(d_min) - 1e-6
@@ -242,7 +249,7 @@ def quadrature_nodes(d_min: float, d_max: float) -> tuple[np.ndarray, np.ndarray
     q = np.exp(-(np.pi**2) / h)
     lattice = 4.0 * q / (1.0 - q)
     tails = (4.0 * h / np.pi) * np.exp(-QUAD_MARGIN) / (1.0 - np.exp(-h))
-    slack = 16.0 * UNIT_ROUNDOFF
+    slack = (16.0 + 2.0 * float(np.max(np.abs(x)))) * UNIT_ROUNDOFF
     return t, omega, 1.01 * (lattice + tails) + slack, 1.01 * lattice + slack
 
 
@@ -279,6 +286,18 @@ def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = 
     in relative accuracy); the others the per-node route :func:`_resolvent_by_node`.
     """
     mult = np.ones(d.size) if mult is None else np.asarray(mult, dtype=float)
+    log_lo, log_hi = np.log2(d.min()), np.log2(d.max())
+    if (log_hi - log_lo) * np.log(2.0) > RESOLVENT_MAX_LOG_SPREAD:
+        decades = (log_hi - log_lo) * np.log10(2.0)
+        raise SolverError(
+            f"d_c = (delta_c sqrt(n_c) / Delta_c)^2 spreads over {decades:.0f} decades, more "
+            f"than the {RESOLVENT_MAX_LOG_SPREAD / np.log(10.0):.0f} the resolvent "
+            "quadrature holds in double precision; use --method theory or --method convex"
+        )
+    # B^{1/2} is homogeneous of degree 1/2: work on d / 4^j (exact), centred on 1, so that the
+    # nodes d e^{+-2X} and every intermediate stay in range; scale the results back by 2^j.
+    j = int(np.round((log_lo + log_hi) / 4.0))
+    d = np.ldexp(d, -2 * j)
     t_nodes, omega, eta_low, eta_high = quadrature_nodes(float(d.min()), float(d.max()))
     mw = mult * w
     rest = _complement(float(mw.sum()), mw.copy(), mult, w)  # 1 - w_c = sum of the others
@@ -295,6 +314,7 @@ def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = 
     else:
         embedding, classifier = _resolvent_blocked(d, w, mult, rest, t_nodes, omega, unsafe)
     rounding = QUAD_ROUNDING * _gamma(d.size + t_nodes.size + 64)
+    embedding, classifier = np.ldexp(embedding, j), np.ldexp(classifier, j)
     return Resolvent(
         embedding=embedding,
         classifier=classifier,

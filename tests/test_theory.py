@@ -13,6 +13,7 @@ from tests.helpers import psd_sqrt, rel_fro
 from ucfm_svm import Spec, SpecError, solve_convex, step_counts
 from ucfm_svm.api import METHODS, solve
 from ucfm_svm.result import NOT_CERTIFIED, OPTIMAL
+from ucfm_svm.solvers.structured import structured_solution
 from ucfm_svm.solvers.theory import (
     closed_form,
     optimal_logits,
@@ -219,3 +220,17 @@ def test_underflowing_scales_are_a_solver_error(method):
     spec = Spec.custom([10, 10, 1], scales=[1e-300, 1, 1])
     with pytest.raises(SolverError, match="not finite in float64"):
         solve(spec, method)
+
+
+def test_closed_form_when_one_shift_is_near_one():
+    """``Delta_0 = 1e-8`` among ones gives ``t_0 = 1 - 2e-16``: ``1 - t_0`` formed by subtraction
+    cancelled, the dense closed form failed its own certificate and the convex fallback was
+    reported optimal with squared classifier norms 18x off. The structured resolvent route
+    (which forms ``1 - t_c`` as a sum of the others) is the independent reference; the dense
+    SVD's relative accuracy on the small row of ``A`` (scale 1e8 smaller) is ~1e-8."""
+    spec = Spec.custom([5, 2, 3], scales=[1e-8, 1.0, 1.0])
+    dense = solve_theory(spec, fallback=False)
+    reference = structured_solution(spec)
+    assert dense.status == OPTIMAL and reference.status == OPTIMAL
+    np.testing.assert_allclose(dense.classifier_norms, reference.classifier_norms, rtol=1e-6)
+    np.testing.assert_allclose(dense.embedding_norms, reference.embedding_norms, rtol=1e-6)

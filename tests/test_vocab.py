@@ -264,3 +264,20 @@ def test_spread_beyond_the_safe_range_refuses_cleanly():
     spec = Spec.custom([1, 2**53, 5], scales=[1e70, 1e-70, 1.0], margins=[1e-70, 1e70, 1.0])
     with pytest.raises(SolverError, match="decades"):
         structured_solution(spec)
+
+
+@pytest.mark.parametrize(
+    ("d1", "d2"), [(1e-280, 1e-43), (1e-280, 1e-100), (1e60, 1e295), (1e-119, 1e119), (1e-3, 1e5)]
+)
+def test_two_classes_anywhere_in_range(d1, d2):
+    """k = 2 has one nonzero eigenvalue ``mu = d_1 w_2 + d_2 w_1`` (a sum of positive terms), so
+    ``[B^{1/2}]_cc = d_c w_c' / sqrt(mu)`` and ``[(A A^T)^{1/2}]_cc = sqrt(mu) w_c'`` (``c' != c``)
+    exactly. Spreads up to 237 decades, centred anywhere the spec allows (nan before the
+    centring when ``d`` lay far from 1)."""
+    d = np.array([d1, d2])
+    w = np.array([0.3, 0.7])
+    mu = d[0] * w[1] + d[1] * w[0]
+    res = resolvent_diagonals(d, w)
+    np.testing.assert_allclose(res.embedding, d * w[::-1] / np.sqrt(mu), rtol=1e-12)
+    np.testing.assert_allclose(res.classifier, np.sqrt(mu) * w[::-1], rtol=1e-12)
+    assert res.lower <= np.sqrt(mu) <= res.upper

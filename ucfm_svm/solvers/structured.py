@@ -168,9 +168,9 @@ UNIT_ROUNDOFF = EPS / 2
 #: ``gamma_n = n u / (1 - n u)``.
 QUAD_ROUNDING = 64
 #: Largest ``log(d_max / d_min)`` the resolvent route accepts. After centring ``d`` on 1 (an
-#: exact power of 4), ``r = 1 / (d + t)`` lies in ``[e^{-L/2 - 4X/2 - 1} / 2, e^{L/2}]`` and
+#: exact power of 4), ``r = 1 / (d + t)`` lies in ``[e^{-L/2 - 2X - 2} / 2, e^{L/2 + 1}]`` and
 #: ``r^2`` (blocked route), ``omega / F`` and every other intermediate stay normal doubles
-#: when ``L + 4 X + 2 < 708`` (``X`` = :data:`QUAD_MARGIN`): ``L <= 550``, 238 decades.
+#: when ``L + 4 X + 6 < 708`` (``X`` = :data:`QUAD_MARGIN`): ``L <= 550``, 238.9 decades.
 RESOLVENT_MAX_LOG_SPREAD = 550.0
 #: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes
 #: (512 KiB: a core's L2 cache).
@@ -292,7 +292,7 @@ def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = 
         decades = (log_hi - log_lo) * np.log10(2.0)
         raise SolverError(
             f"d_c = (delta_c sqrt(n_c) / Delta_c)^2 spreads over {decades:.0f} decades, more "
-            f"than the {RESOLVENT_MAX_LOG_SPREAD / np.log(10.0):.0f} the resolvent "
+            f"than the {RESOLVENT_MAX_LOG_SPREAD / np.log(10.0):.1f} the resolvent "
             "quadrature holds in double precision; use --method theory or --method convex"
         )
     # B^{1/2} is homogeneous of degree 1/2: work on d / 4^j (exact), centred on 1, so that the

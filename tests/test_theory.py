@@ -269,3 +269,17 @@ def test_scales_at_the_edge_of_the_range_stay_finite(method):
     assert np.isfinite(result.objective) and np.all(np.isfinite(result.classifier_norms))
     if result.status == OPTIMAL:
         assert result.rel_gap <= 1e-6
+
+
+def test_closed_form_when_one_shift_is_near_one():
+    """``Delta_0 = 1e-8`` among ones gives ``t_0 = 1 - 2e-16``: ``1 - t_0`` formed by subtraction
+    cancelled, the dense closed form failed its own certificate and the convex fallback was
+    reported optimal with squared classifier norms 18x off. The structured resolvent route
+    (which forms ``1 - t_c`` as a sum of the others) is the independent reference; the dense
+    SVD's relative accuracy on the small row of ``A`` (scale 1e8 smaller) is ~1e-8."""
+    spec = Spec.custom([5, 2, 3], scales=[1e-8, 1.0, 1.0])
+    dense = solve_theory(spec, fallback=False)
+    reference = structured_solution(spec)
+    assert dense.status == OPTIMAL and reference.status == OPTIMAL
+    np.testing.assert_allclose(dense.classifier_norms, reference.classifier_norms, rtol=1e-6)
+    np.testing.assert_allclose(dense.embedding_norms, reference.embedding_norms, rtol=1e-6)

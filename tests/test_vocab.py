@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ucfm_svm import Spec, SpecError
+from ucfm_svm import SolverError, Spec, SpecError
 from ucfm_svm import spec as spec_module
 from ucfm_svm.result import OPTIMAL
 from ucfm_svm.solvers.structured import (
@@ -219,3 +219,66 @@ def test_full_grams_on_sorted_and_shuffled_long_tail(shuffle):
         assert np.linalg.norm(ours - ref) <= 1e-9 * np.linalg.norm(ref)
     product = spec.Delta[:, None] * (full.W @ full.H_mean)
     assert np.linalg.norm(product - dense.logits) <= 1e-9 * np.linalg.norm(dense.logits)
+
+
+# --- review of issue 18: wide and off-centre spectra -------------------------------------------
+
+
+@pytest.mark.parametrize(("d_min", "d_max"), [(1e-120, 1e120), (1e60, 1e130)])
+def test_quadrature_error_within_its_bound_far_from_one(d_min, d_max):
+    """Far from ``lambda = 1``: with a step ``h = 0.28`` the nodes ``x_n = n h`` were rounded by
+    ``u |x_n|`` (not one ulp), which moved ``sqrt(lambda) h(lambda)`` by up to 7e-15, twice
+    ``eta_high``; a dyadic step makes every node exact."""
+    t, omega, eta_low, eta_high = quadrature_nodes(d_min, d_max)
+    lam = np.exp(np.linspace(np.log(d_min), np.log(d_max), 4001).astype(np.longdouble))
+    value = np.sqrt(lam) * np.sum(
+        omega.astype(np.longdouble)[None, :] / (lam[:, None] + t.astype(np.longdouble)[None, :]),
+        axis=1,
+    )
+    error = value - 1
+    assert error.max() <= eta_high and -error.min() <= eta_low
+
+
+def test_off_centre_spectrum_is_scaled_not_overflowed():
+    """``d_c`` near 1e213 (a spread of only 1e10): the nodes ``t_n`` reach ``d_max e^72`` and
+    overflowed (nan norms). ``A`` is homogeneous: scaling every margin by 1e-100 scales every
+    squared norm and the objective by 1e-100 exactly, so the large spec must agree with the
+    small one, which the secular route also solves."""
+    counts = [1, 10, 100, 1000]
+    scales = [1e-30, 1e-35, 1e-32, 1e-31]
+    margins = np.array([1e60, 1e70, 1e65, 1e68])
+    big = structured_solution(Spec.custom(counts, scales=scales, margins=margins))
+    small_spec = Spec.custom(counts, scales=scales, margins=margins * 1e-100)
+    small = structured_solution(small_spec)
+    exact = structured_solution(small_spec, route="secular")
+    assert big.status == OPTIMAL and small.status == OPTIMAL
+    np.testing.assert_allclose(big.classifier_norms * 1e-50, exact.classifier_norms, rtol=NORM_TOL)
+    np.testing.assert_allclose(big.embedding_norms * 1e-50, exact.embedding_norms, rtol=NORM_TOL)
+    np.testing.assert_allclose(small.embedding_norms, exact.embedding_norms, rtol=NORM_TOL)
+    assert big.objective * 1e-100 == pytest.approx(exact.objective, rel=NORM_TOL)
+    assert big.lower_bound * 1e-100 <= exact.objective * (1 + 1e-15)
+
+
+def test_spread_beyond_the_safe_range_refuses_cleanly():
+    """At the range edges (``d_c`` from 1e-280 to 9e295) the intermediate sums of the quadrature
+    cannot be held in double precision: a clear ``SolverError``, not nan norms."""
+    spec = Spec.custom([1, 2**53, 5], scales=[1e70, 1e-70, 1.0], margins=[1e-70, 1e70, 1.0])
+    with pytest.raises(SolverError, match="decades"):
+        structured_solution(spec)
+
+
+@pytest.mark.parametrize(
+    ("d1", "d2"), [(1e-280, 1e-43), (1e-280, 1e-100), (1e60, 1e295), (1e-119, 1e119), (1e-3, 1e5)]
+)
+def test_two_classes_anywhere_in_range(d1, d2):
+    """k = 2 has one nonzero eigenvalue ``mu = d_1 w_2 + d_2 w_1`` (a sum of positive terms), so
+    ``[B^{1/2}]_cc = d_c w_c' / sqrt(mu)`` and ``[(A A^T)^{1/2}]_cc = sqrt(mu) w_c'`` (``c' != c``)
+    exactly. Spreads up to 237 decades, centred anywhere the spec allows (nan before the
+    centring when ``d`` lay far from 1)."""
+    d = np.array([d1, d2])
+    w = np.array([0.3, 0.7])
+    mu = d[0] * w[1] + d[1] * w[0]
+    res = resolvent_diagonals(d, w)
+    np.testing.assert_allclose(res.embedding, d * w[::-1] / np.sqrt(mu), rtol=1e-12)
+    np.testing.assert_allclose(res.classifier, np.sqrt(mu) * w[::-1], rtol=1e-12)
+    assert res.lower <= np.sqrt(mu) <= res.upper

@@ -154,7 +154,9 @@ def clusters(spec: Spec, rtol: float = CLUSTER_RTOL) -> Clusters:
 
 #: Step of the trapezoidal (sinc) rule in ``x = log s`` for ``lambda^{-1/2}`` (§14): its
 #: discretization error is at most ``4 q / (1 - q)``, ``q = exp(-pi^2 / h)`` (2e-15 at 0.28).
-QUAD_STEP = 0.28
+#: A multiple of ``2^-15`` (0.27999878), so that every node ``x_n = n h`` is exact in floating
+#: point (a rounded ``0.28`` shifted the nodes by ``u |x_n|``, up to 7e-15 beyond the bound).
+QUAD_STEP = 9175 / 2**15
 #: Nodes reach this far (in ``x``) beyond ``[log d_min, log d_max] / 2``: the dropped tails
 #: weigh at most ``(4 h / pi) exp(-X) / (1 - exp(-h))`` (3.4e-16 at 36).
 QUAD_MARGIN = 36.0
@@ -164,6 +166,11 @@ UNIT_ROUNDOFF = EPS / 2
 #: ``QUAD_ROUNDING * gamma_(k + Q + 64)`` (relative) of its exact value,
 #: ``gamma_n = n u / (1 - n u)``.
 QUAD_ROUNDING = 64
+#: Largest ``log(d_max / d_min)`` the resolvent route accepts. After centring ``d`` on 1 (an
+#: exact power of 4), ``r = 1 / (d + t)`` lies in ``[e^{-L/2 - 2X - 2} / 2, e^{L/2 + 1}]`` and
+#: ``r^2`` (blocked route), ``omega / F`` and every other intermediate stay normal doubles
+#: when ``L + 4 X + 6 < 708`` (``X`` = :data:`QUAD_MARGIN`): ``L <= 550``, 238.9 decades.
+RESOLVENT_MAX_LOG_SPREAD = 550.0
 #: Work-array size (doubles) of the blocked resolvent route: rows of entries x all nodes
 #: (512 KiB: a core's L2 cache).
 RESOLVENT_BLOCK = 2**16
@@ -229,7 +236,8 @@ def quadrature_nodes(d_min: float, d_max: float) -> tuple[np.ndarray, np.ndarray
     (``q = e^{-pi^2 / h}``) of 1, and the dropped tails add at most
     ``(4 h / pi) e^{-X} / (1 - e^{-h})`` below (``sech z <= 2 e^{-|z|}``). Returns
     ``(t, omega, eta_low, eta_high)``; both etas include ``16 u`` for the rounding of
-    ``omega_n`` and ``t_n`` (``exp`` within 1 ulp).
+    ``omega_n`` and ``t_n`` (``exp`` within 1 ulp); ``x_n = n h`` is exact (``h`` is a multiple
+    of ``2^-15`` and ``|n| < 2^38``).
     """
     h = QUAD_STEP
     y_lo = 0.5 * np.log(d_min) - 1e-6
@@ -278,6 +286,18 @@ def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = 
     in relative accuracy); the others the per-node route :func:`_resolvent_by_node`.
     """
     mult = np.ones(d.size) if mult is None else np.asarray(mult, dtype=float)
+    log_lo, log_hi = np.log2(d.min()), np.log2(d.max())
+    if (log_hi - log_lo) * np.log(2.0) > RESOLVENT_MAX_LOG_SPREAD:
+        decades = (log_hi - log_lo) * np.log10(2.0)
+        raise SolverError(
+            f"d_c = (delta_c sqrt(n_c) / Delta_c)^2 spreads over {decades:.0f} decades, more "
+            f"than the {RESOLVENT_MAX_LOG_SPREAD / np.log(10.0):.1f} the resolvent "
+            "quadrature holds in double precision; use --method theory or --method convex"
+        )
+    # B^{1/2} is homogeneous of degree 1/2: work on d / 4^j (exact), centred on 1, so that the
+    # nodes d e^{+-2X} and every intermediate stay in range; scale the results back by 2^j.
+    j = int(np.round((log_lo + log_hi) / 4.0))
+    d = np.ldexp(d, -2 * j)
     t_nodes, omega, eta_low, eta_high = quadrature_nodes(float(d.min()), float(d.max()))
     mw = mult * w
     rest = _complement(float(mw.sum()), mw.copy(), mult, w)  # 1 - w_c = sum of the others
@@ -294,6 +314,7 @@ def resolvent_diagonals(d: np.ndarray, w: np.ndarray, mult: np.ndarray | None = 
     else:
         embedding, classifier = _resolvent_blocked(d, w, mult, rest, t_nodes, omega, unsafe)
     rounding = QUAD_ROUNDING * _gamma(d.size + t_nodes.size + 64)
+    embedding, classifier = np.ldexp(embedding, j), np.ldexp(classifier, j)
     return Resolvent(
         embedding=embedding,
         classifier=classifier,

@@ -73,9 +73,21 @@ def optimal_shift(spec: Spec) -> np.ndarray:
 
 
 def optimal_logits(spec: Spec) -> np.ndarray:
-    """Class-level logits ``Zbar* = (I - 1 t^T) diag(delta)`` (k x k, column c = class c)."""
-    t = optimal_shift(spec)
-    return (np.eye(spec.k) - t[None, :]) * spec.delta[None, :]
+    """Class-level logits ``Zbar* = (I - 1 t^T) diag(delta)`` (k x k, column c = class c).
+
+    The diagonal ``1 - t_c`` is formed as ``sum_{i != c} Delta_i^{-2} / sum_i Delta_i^{-2}``:
+    a subtraction from 1 cancels when one ``Delta_c`` is much smaller than the others
+    (``t_c`` near 1; ``Delta_c = 1e-8`` among ones put the classifier norms off by 18x).
+    """
+    inv_sq = spec.Delta**-2.0
+    total = inv_sq.sum()
+    t = inv_sq / total
+    rest = total - inv_sq
+    for c in np.flatnonzero(inv_sq > 0.5 * total).tolist():  # at most one class
+        rest[c] = np.delete(inv_sq, c).sum()
+    logits = -np.broadcast_to(t, (spec.k, spec.k)).copy()
+    np.fill_diagonal(logits, rest / total)
+    return logits * spec.delta[None, :]
 
 
 def scaled_logit_matrix(spec: Spec) -> np.ndarray:

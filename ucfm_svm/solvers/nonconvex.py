@@ -97,8 +97,9 @@ PRECONDITION_SPREAD = 1e3
 CONTINUATION = (0.5, 0.75, 1.0)
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
-#: Largest KKT system (entries) solved by NNLS for the class-level multipliers.
-_MAX_NNLS_ENTRIES = 4_000_000
+#: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
+#: d = k - 1 (NNLS takes seconds beyond; the polar-factor multipliers need none of it).
+_MAX_NNLS_ENTRIES = 60_000
 #: Constraints with violation above ``-ACTIVE_TOL`` enter the Newton polish's active set.
 ACTIVE_TOL = 1e-4
 #: Newton steps of the polish.
@@ -205,25 +206,86 @@ class _Columns:
         return H if self.level == "class" else geometry.class_means(H, self.labels, self.spec.k)
 
     def bound(self, W: np.ndarray, G: np.ndarray, lam: np.ndarray) -> float:
-        """Best certified lower bound from the refinement's multipliers ``lam`` (normalized
-        constraints, k x m) and from the KKT multipliers of the class-mean point."""
+        """Best certified lower bound from three kinds of multipliers, cheapest first.
+
+        1. The refinement's own multipliers ``lam`` (normalized constraints, k x m).
+        2. The polar factor of the class-mean point (:func:`_polar_multipliers`, one SVD).
+        3. Only while the gap is still open and the KKT system is small: the nonnegative
+           least-squares multipliers of the class-mean point (:func:`_kkt_multipliers`).
+
+        Each candidate goes through :mod:`ucfm_svm.solvers.certificate`, which clips it to
+        ``>= 0``, rebuilds the diagonal and takes the spectral norm: the bound is valid whatever
+        produced the candidate (docs/theory.md §15).
+        """
         spec = self.spec
         raw = lam / self.delta[None, :]
         per_class = np.zeros((spec.k, spec.k))
         np.add.at(per_class.T, self.labels, raw.T)
-        candidates = [per_class]
-        kkt = _kkt_multipliers(spec, W, self.class_point(W, G))
-        if kkt is not None:
-            candidates.append(kkt)
+        W_mean, H_mean = W, self.class_point(W, G)
+        best = -np.inf
+        objective = geometry.class_objective(spec, W_mean, H_mean)
+        for make in (
+            lambda: per_class,
+            lambda: _polar_multipliers(spec, W_mean, H_mean),
+            lambda: _kkt_multipliers(spec, W_mean, H_mean),
+        ):
+            if best >= objective * (1.0 - 0.1 * TARGET_RTOL):
+                break
+            candidate = make()
+            if candidate is None:
+                continue
+            best = max(best, self._candidate_bound(candidate))
+        if self.level == "example":
+            best = max(best, certificate.example_lower_bound(spec, raw, self.labels))
+        return best
+
+    def _candidate_bound(self, lam_class: np.ndarray) -> float:
+        """The certified bound of class multipliers ``lam_class`` (k x k) at this level.
+
+        At the example level a class multiplier ``lam[c', c]`` is spread as ``lam[c', c] / n_c``
+        over the examples of ``c``: the example-level bound then has the same numerator and the
+        same spectral norm (both Grams ``Y Y^T`` coincide), so it equals the class-level one.
+        """
+        spec = self.spec
         if self.level == "class":
-            bounds = [certificate.class_lower_bound(spec, c) for c in candidates]
-        else:
-            # A class multiplier lam[c', c] spread as lam[c', c] / n_c over the examples of c
-            # gives the example-level bound the same value (both Grams Y Y^T coincide).
-            spread = [c[:, self.labels] / spec.n_vec[self.labels][None, :] for c in candidates]
-            bounds = [certificate.example_lower_bound(spec, lam_i, self.labels) for lam_i in spread]
-            bounds.append(certificate.example_lower_bound(spec, raw, self.labels))
-        return max(bounds)
+            return certificate.class_lower_bound(spec, lam_class)
+        spread = lam_class[:, self.labels] / spec.n_vec[self.labels][None, :]
+        return certificate.example_lower_bound(spec, spread, self.labels)
+
+
+def _polar_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarray:
+    """Class multipliers from the polar factor of the point's own ``A`` (docs/theory.md §15).
+
+    With ``A = W Hbar N^{1/2} = U S V^T`` (the class-level ``Delta^{-1} Zbar N^{1/2}`` of the
+    point), the dual variable of the nuclear-norm program at an optimum is ``Y = U_r V_r^T``
+    (``r = rank A``), and ``Y = Delta L N^{-1/2}`` gives ``L = Delta^{-1} Y N^{1/2}``, whose
+    off-diagonal entries are ``-lam``. A dual needs ``1^T L = 0``, i.e. ``u^T Y = 0`` for
+    ``u = Delta^{-1} 1``; at an approximate point it holds only to first order, so ``Y`` is
+    first projected, ``Y <- (I - u u^T / u^T u) Y``: the projection keeps ``||Y||_2 <= 1`` and
+    changes ``<Y, A>`` only to second order (``u^T U`` and ``A^T u`` are both first order).
+    Returns ``lam[c', c] = -L[c', c]`` (``c' != c``; the certificate clips negatives and
+    rebuilds the diagonal) for the rank ``r`` counting the singular values above
+    ``1e-8 s_max`` and, when smaller, ``r = k - 1`` (the rank of every optimum seen): the one
+    that certifies the higher bound. One SVD: ``O(k^2 d)`` time, ``O(k^2)`` memory.
+    """
+    k = spec.k
+    s_root = np.sqrt(spec.n_vec)
+    U, s, Vt = np.linalg.svd(W @ (H_mean * s_root[None, :]), full_matrices=False)
+    if s.size == 0 or not s[0] > 0:
+        return np.zeros((k, k))
+    u = 1.0 / spec.Delta
+    u /= np.linalg.norm(u)
+    counted = int(np.count_nonzero(s > 1e-8 * s[0]))
+    best, best_bound = np.zeros((k, k)), -np.inf
+    for r in sorted({counted, min(counted, k - 1)}):
+        Y = U[:, :r] @ Vt[:r, :]
+        Y -= np.outer(u, u @ Y)
+        lam = -(Y / spec.Delta[:, None] * s_root[None, :])
+        np.fill_diagonal(lam, 0.0)
+        bound = certificate.class_lower_bound(spec, lam)
+        if bound > best_bound:
+            best, best_bound = lam, bound
+    return best
 
 
 def _kkt_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarray | None:

@@ -100,12 +100,12 @@ CONTINUATION = (0.5, 0.75, 1.0)
 #: L-BFGS-B (whose per-iteration overhead dominates there); below it (the issue-3 grid and its
 #: hard cases, k <= 12 at the class level) L-BFGS-B is kept.
 OWN_LBFGS_VARIABLES = 5000
-#: Gradient tolerance (relative to the cost scale, times the last violation) of the inner
-#: solves of :func:`_lbfgs`: exact solves from a random start spent 2 x 5000 iterations at
-#: k = 100 before the multipliers were even near.
-INEXACT_GTOL = 1e-4
-#: Floor of that tolerance: the polar-factor bound is second order in the point's error, so
-#: the last inner solves need not reach L-BFGS-B's 1e-11.
+#: L-BFGS iterations per outer round of :func:`_lbfgs`: fewer than :data:`MAX_INNER`, so that
+#: the (cheap) certificate is checked and the multipliers updated more often.
+OWN_MAX_INNER = 1000
+#: Gradient tolerance (relative to the cost scale) of the inner solves of :func:`_lbfgs`: the
+#: polar-factor bound is second order in the point's error, so they need not reach the 1e-11
+#: of the L-BFGS-B path.
 INNER_GTOL = 1e-9
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
@@ -351,8 +351,9 @@ def _lbfgs(
     Fortran step (``setulb``, bound handling and its compact update, with no bounds here) took
     70% of the time at k = 100 (7 ms per iteration against 3.5 ms for the Lagrangian itself);
     the two-loop recursion costs ``4 memory n`` flops in vectorized numpy. Stops when
-    ``max |grad| <= gtol``, after ``maxiter`` iterations, or when the line search finds no
-    step (the same tests as L-BFGS-B with ``ftol`` at rounding).
+    ``max |grad| <= gtol``, after ``maxiter`` iterations, or when neither the line search nor
+    a backtracking (Armijo) search finds a step (the same tests as L-BFGS-B with ``ftol`` at
+    rounding).
     """
     from scipy.optimize import line_search
 
@@ -392,6 +393,16 @@ def _lbfgs(
             lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, direction, grad, value,
             maxiter=30,
         )
+        if step is None:  # no strong-Wolfe step (e.g. the first, unscaled step after mu grew)
+            slope = float(grad @ direction)
+            step = next(
+                (
+                    a
+                    for a in 10.0 ** -np.arange(0, 13)
+                    if evaluate(x + a * direction)[0] <= value + 1e-4 * a * slope
+                ),
+                None,
+            )
         if step is None:
             break
         x_new = x + step * direction
@@ -461,10 +472,8 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         if x.size > OWN_LBFGS_VARIABLES:
-            # Inexact inner solves while the multipliers are far off (the usual augmented
-            # Lagrangian schedule): the tolerance follows the last violation down to 1e-11.
-            gtol = scale * max(INNER_GTOL, INEXACT_GTOL * min(1.0, previous_violation))
-            res = _lbfgs(cols.scaled_lagrangian, x / D, (lam, mu, D), MAX_INNER, gtol, 20)
+            gtol = INNER_GTOL * scale
+            res = _lbfgs(cols.scaled_lagrangian, x / D, (lam, mu, D), OWN_MAX_INNER, gtol, 20)
         else:
             res = minimize(
                 cols.scaled_lagrangian,

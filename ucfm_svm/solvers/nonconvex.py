@@ -68,7 +68,7 @@ from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
 from .. import geometry
-from ..errors import SolverError
+from ..errors import SolverError, SpecError
 from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
 from ..validation import check_int, fail
@@ -79,6 +79,20 @@ from .convex import LEVELS, BlockSteps, solve_convex
 #: refinement from random features, so that within-class collapse has to emerge from it (the
 #: H-step would impose collapse at once: its argmin is the same for every example of a class).
 DEFAULT_ALTERNATIONS = {"class": 2, "example": 0}
+#: Largest ``k`` at which the class level alternates by default. The block steps are a start
+#: only (the refinement does the work) and their cvxpy programs, with a parameter times a
+#: variable, grow as ``k^2 d`` (1.3 GB at k = 100, out of memory at k = 1000); above this
+#: the refinement starts from the random point (measured: certified at k = 30 to 100).
+ALTERNATION_MAX_K = 12
+#: Bytes per term ``k m d`` of the block steps' compiled programs (measured upper bound:
+#: 1.3 GB at k = m = 100, d = 99), used by :func:`memory_estimate`.
+BLOCK_BYTES_PER_TERM = 1500
+#: Bytes per variable of the refinement: the L-BFGS history (2 x 20 vectors) and ~10 more.
+REFINE_BYTES_PER_VARIABLE = 8 * 50
+#: Bytes per constraint: ~20 k x m work arrays.
+REFINE_BYTES_PER_CONSTRAINT = 8 * 20
+#: Largest estimated memory (bytes) a non-convex solve may use before it is refused.
+MEMORY_LIMIT = 12 * 2**30
 #: Largest violation ``max_j r_j`` of a point the refinement accepts as feasible.
 FEASIBILITY_TOL = 1e-10
 #: Relative gap at which the refinement stops: a tenth of the certification tolerance.
@@ -100,13 +114,6 @@ CONTINUATION = (0.5, 0.75, 1.0)
 #: L-BFGS-B (whose per-iteration overhead dominates there); below it (the issue-3 grid and its
 #: hard cases, k <= 12 at the class level) L-BFGS-B is kept.
 OWN_LBFGS_VARIABLES = 5000
-#: L-BFGS iterations per outer round of :func:`_lbfgs`: fewer than :data:`MAX_INNER`, so that
-#: the (cheap) certificate is checked and the multipliers updated more often.
-OWN_MAX_INNER = 1000
-#: Gradient tolerance (relative to the cost scale) of the inner solves of :func:`_lbfgs`: the
-#: polar-factor bound is second order in the point's error, so they need not reach the 1e-11
-#: of the L-BFGS-B path.
-INNER_GTOL = 1e-9
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
 #: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
@@ -195,8 +202,11 @@ class _Columns:
         per = 1.0 / (self.s * self.delta) ** 2  # (m,)
         g2 = np.sum(G * G, axis=0)
         SW = Delta[:, None] * W
-        true_rows = SW[self.labels]  # m x d
-        diff2 = np.sum((SW[:, None, :] - true_rows[None, :, :]) ** 2, axis=2) * self.mask
+        # ||a_c - a_y||^2 = ||a_c||^2 + ||a_y||^2 - 2 a_c^T a_y from the k x k Gram: k x m memory
+        # (not the k x m x d differences).
+        sq = np.sum(SW * SW, axis=1)
+        gram = SW @ SW.T
+        diff2 = (sq[:, None] + sq[self.labels][None, :] - 2.0 * gram[:, self.labels]) * self.mask
         # Row c meets each column i once as a wrong class and (for c = y_i) k - 1 times.
         wrong = Delta**2 * ((self.mask * (g2 * per)[None, :]).sum(axis=1))
         true = Delta**2 * np.bincount(self.labels, weights=g2 * per, minlength=self.spec.k)
@@ -351,9 +361,8 @@ def _lbfgs(
     Fortran step (``setulb``, bound handling and its compact update, with no bounds here) took
     70% of the time at k = 100 (7 ms per iteration against 3.5 ms for the Lagrangian itself);
     the two-loop recursion costs ``4 memory n`` flops in vectorized numpy. Stops when
-    ``max |grad| <= gtol``, after ``maxiter`` iterations, or when neither the line search nor
-    a backtracking (Armijo) search finds a step (the same tests as L-BFGS-B with ``ftol`` at
-    rounding).
+    ``max |grad| <= gtol``, after ``maxiter`` iterations, or when the line search finds no
+    step (the same tests as L-BFGS-B with ``ftol`` at rounding).
     """
     from scipy.optimize import line_search
 
@@ -393,16 +402,6 @@ def _lbfgs(
             lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, direction, grad, value,
             maxiter=30,
         )
-        if step is None:  # no strong-Wolfe step (e.g. the first, unscaled step after mu grew)
-            slope = float(grad @ direction)
-            step = next(
-                (
-                    a
-                    for a in 10.0 ** -np.arange(0, 13)
-                    if evaluate(x + a * direction)[0] <= value + 1e-4 * a * slope
-                ),
-                None,
-            )
         if step is None:
             break
         x_new = x + step * direction
@@ -472,8 +471,9 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         if x.size > OWN_LBFGS_VARIABLES:
-            gtol = INNER_GTOL * scale
-            res = _lbfgs(cols.scaled_lagrangian, x / D, (lam, mu, D), OWN_MAX_INNER, gtol, 20)
+            res = _lbfgs(
+                cols.scaled_lagrangian, x / D, (lam, mu, D), MAX_INNER, 1e-11 * scale, 20
+            )
         else:
             res = minimize(
                 cols.scaled_lagrangian,
@@ -748,14 +748,26 @@ def solve_nonconvex(
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     restarts = check_int("restarts", restarts, low=1)
     seed = check_int("seed", seed, low=0)
-    rounds = DEFAULT_ALTERNATIONS[level] if alternations is None else alternations
-    rounds = check_int("alternations", rounds, low=0)
+    if alternations is None:
+        rounds = DEFAULT_ALTERNATIONS[level] if spec.k <= ALTERNATION_MAX_K else 0
+    else:
+        rounds = check_int("alternations", alternations, low=0)
     if spec.dim == 1 and spec.k >= 3:
         raise fail(
             "dim",
             "at least 2 when k >= 3 (on a line at most two classes can each hold the "
             "largest scaled logit, so no point meets the margins)",
             spec.dim,
+        )
+    needed = memory_estimate(spec, level, rounds)
+    if needed > MEMORY_LIMIT:
+        raise SpecError(
+            f"the non-convex solve ({level} level, k={spec.k}, d={spec.dim}"
+            + (f", {rounds} block-step rounds" if rounds else "")
+            + f") needs about {needed / 2**30:.1f} GiB, more than the {MEMORY_LIMIT / 2**30:.0f}"
+            " GiB allowed; use --method theory or structured (the closed form, certified)"
+            + (", or --alternations 0" if rounds else "")
+            + ("" if level == "class" else ", or --level class")
         )
     cols = _Columns(spec, level)
     given = None if start is None else _check_start(start, spec, cols)
@@ -817,6 +829,22 @@ def solve_nonconvex(
         **extra,
     )
     return dataclasses.replace(result, message=_message(result, kept, runs, notes))
+
+
+def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> int:
+    """Estimated peak memory (bytes) of :func:`solve_nonconvex` before it starts.
+
+    With ``m`` columns (``k`` at the class level, ``n`` at the example level): the refinement
+    holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and ``k m`` constraints
+    (:data:`REFINE_BYTES_PER_CONSTRAINT`); block steps add :data:`BLOCK_BYTES_PER_TERM` per
+    term ``k m d`` of their compiled programs.
+    """
+    k, d = spec.k, spec.dim
+    m = k if level == "class" else spec.n
+    needed = REFINE_BYTES_PER_VARIABLE * (k + m) * d + REFINE_BYTES_PER_CONSTRAINT * k * m
+    if alternations > 0:
+        needed += BLOCK_BYTES_PER_TERM * k * m * d
+    return int(needed)
 
 
 def _relaxed_bound(spec: Spec, lower: float) -> tuple[float, str]:

@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="R",
         help="rounds of exact block steps before the joint refinement "
-        "(default 2 at the class level, 0 at the example level)",
+        "(default 2 at the class level for k <= 12, else 0; 0 at the example level)",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
     p.set_defaults(run=run)

@@ -46,13 +46,24 @@ is made by continuation (:func:`_continuation`): the problems with scales ``Delt
 margins ``delta^t`` for ``t = 0.5, 0.75`` move a random start towards the problem's optimum.
 No start uses the closed form or the convex solve.
 
-The certificate is :mod:`ucfm_svm.solvers.certificate` applied to the refinement's own multipliers
-(``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
-the class-mean point, found by nonnegative least squares on the stationarity condition
-``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
-the optimum when ``d >= k - 1`` (THEORY F1). For smaller ``d`` the convex solve's certified bound
-(of the problem with ``d = k - 1``, which contains this one) is also used; neither is tight in
-general, so the result is reported as not certified unless the gap happens to close. The
+The certificate is :mod:`ucfm_svm.solvers.certificate` applied to three candidates, cheapest
+first (docs/theory.md §15): the refinement's own multipliers (``lam_j / delta_j`` for the
+constraint ``z_y - z_c >= delta_y``); the polar factor of the class-mean point
+(:func:`_polar_multipliers`: ``L = Delta^{-1} P U V^T N^{1/2}`` from the SVD
+``W Hbar N^{1/2} = U S V^T``, ``P`` the projection that makes ``1^T L = 0``; one SVD, and
+second order in the point's error); and, only while the gap is open and the system is small,
+the nonnegative least-squares KKT multipliers of the class-mean point. Every such bound is
+valid for any ``d``; it is tight at the optimum when ``d >= k - 1`` (THEORY F1). For smaller
+``d`` the convex solve's certified bound (of the problem with ``d = k - 1``, which contains
+this one) is also used; neither is tight in general, so the result is reported as not
+certified unless the gap happens to close.
+
+Scale: block steps run by default only for ``k <=`` :data:`ALTERNATION_MAX_K` (their cvxpy
+programs grow as ``k^2 d``); above :data:`OWN_LBFGS_VARIABLES` variables the refinement uses
+its own vectorized L-BFGS (:func:`_lbfgs`); a solve whose :func:`memory_estimate` exceeds
+:data:`MEMORY_LIMIT` is refused before any work (``SpecError``, exit 2). At the example level
+the refinement runs on the examples' ``(W, H)`` (no reduction) and the class certificate is
+spread over the examples, which leaves its value unchanged. The
 returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
 ``(W, G)``).
 """
@@ -61,6 +72,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -365,6 +377,7 @@ def _lbfgs(
     step (the same tests as L-BFGS-B with ``ftol`` at rounding).
     """
     from scipy.optimize import line_search
+    from scipy.optimize._linesearch import LineSearchWarning
 
     cache: dict[str, object] = {}
 
@@ -398,10 +411,12 @@ def _lbfgs(
         direction = -q
         if not grad @ direction < 0:
             direction, stored = -grad, 0
-        step, *_ = line_search(
-            lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, direction, grad, value,
-            maxiter=30,
-        )
+        with warnings.catch_warnings():  # a failed search is handled below, not printed
+            warnings.simplefilter("ignore", LineSearchWarning)
+            step, *_ = line_search(
+                lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, direction, grad, value,
+                maxiter=30,
+            )
         if step is None:
             break
         x_new = x + step * direction
@@ -723,7 +738,7 @@ def solve_nonconvex(
         Seed of the random starts (``>= 0``).
     alternations : int or None
         Rounds of exact block steps before the joint refinement; by default
-        :data:`DEFAULT_ALTERNATIONS` of the level.
+        :data:`DEFAULT_ALTERNATIONS` of the level for ``k <=`` :data:`ALTERNATION_MAX_K`, else 0.
     start : (W, H) or None
         A start for the first run: ``W`` (k x d) and ``H`` (d x k class means, or d x n
         examples). The other runs start at random.
@@ -740,7 +755,8 @@ def solve_nonconvex(
     Raises
     ------
     SpecError
-        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``.
+        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``; a
+        :func:`memory_estimate` above :data:`MEMORY_LIMIT` (raised before any work).
     SolverError
         No start reached a feasible point.
     """

@@ -832,7 +832,8 @@ def solve_nonconvex(
     }
     if level == "example":
         extra["nc1"] = geometry.nc1(H, cols.labels, spec.k)
-    solver = "CLARABEL+L-BFGS-B" if rounds > 0 else "L-BFGS-B"
+    refiner = "L-BFGS" if (spec.k + cols.m) * spec.dim > OWN_LBFGS_VARIABLES else "L-BFGS-B"
+    solver = f"CLARABEL+{refiner}" if rounds > 0 else refiner
     result = Result.from_point(
         spec,
         kept.W,

@@ -78,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="R",
         help="rounds of exact block steps before the joint refinement "
-        "(default 2 at the class level, 0 at the example level; at most 10000)",
+        "(default 2 at the class level for k <= 12, else 0; 0 at the example level; at most "
+        "10000)",
     )
     add_group_arguments(p)
     p.add_argument(

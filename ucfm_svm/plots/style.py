@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib as mpl
+import numpy as np
 from matplotlib.figure import Figure
 
 #: Colour and marker of each loss (colour-blind safe Okabe-Ito colours). Keys are the loss
@@ -49,11 +50,21 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
     if stem.suffix.lower() in (".png", ".pdf"):
         stem = stem.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    # Lay out and rasterize once: the PNG is written from the Agg canvas's pixels, and the PDF
+    # is rendered with the layout engine off, reusing the positions of that draw (two savefig
+    # calls would run the layout and the full draw twice; benchmarks/bench_reproduce.py).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
     with mpl.rc_context(SAVE_RC):
-        for path in paths:
-            fig.savefig(path, dpi=dpi)
-    return paths
+        fig.set_dpi(dpi)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        Image.fromarray(np.asarray(canvas.buffer_rgba())).save(png, dpi=(dpi, dpi))
+        fig.set_layout_engine("none")
+        fig.savefig(pdf)
+    return [png, pdf]
 
 
 def save_one(fig: Figure, path: str | Path, dpi: int = DPI) -> None:

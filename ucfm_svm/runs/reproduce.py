@@ -260,6 +260,10 @@ def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     }
 
 
+#: Resolution of the PNG figures.
+PNG_DPI = 130
+
+
 # --- the F9 finding ---
 def f9_finding(
     k: int = 10,
@@ -502,7 +506,7 @@ def reproduce(
     from ..plots.style import save_figure
 
     for name, fig in _figures(config, tunings).items():
-        paths += save_figure(fig, out / name, dpi=130)
+        paths += save_figure(fig, out / name, dpi=PNG_DPI)
     seconds = time.perf_counter() - start
     report = out / "report.md"
     text = report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds)

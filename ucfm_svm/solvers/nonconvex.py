@@ -47,14 +47,24 @@ is made by continuation (:func:`_continuation`): the problems with scales ``Delt
 margins ``delta^t`` for ``t = 0.5, 0.75`` move a random start towards the problem's optimum.
 No start uses the closed form or the convex solve.
 
-The certificate is :mod:`ucfm_svm.solvers.certificate` applied to the refinement's own multipliers
-(``lam_j / delta_j`` for the constraint ``z_y - z_c >= delta_y``) and to the KKT multipliers of
-the class-mean point, found by nonnegative least squares on the stationarity condition
-``(W, G) = sum_j lam_j grad margin_j``. Every such bound is valid for any ``d``; it is tight at
-the optimum when ``d >= k - 1`` (docs/theory.md §2). For smaller ``d`` the convex solve's certified
-bound
-(of the problem with ``d = k - 1``, which contains this one) is also used; neither is tight in
-general, so the result is reported as not certified unless the gap happens to close. The
+The certificate is :mod:`ucfm_svm.solvers.certificate` applied to three candidates, cheapest
+first (docs/theory.md §15): the refinement's own multipliers (``lam_j / delta_j`` for the
+constraint ``z_y - z_c >= delta_y``); the polar factor of the class-mean point
+(:func:`_polar_multipliers`: ``L = Delta^{-1} P U V^T N^{1/2}`` from the SVD
+``W Hbar N^{1/2} = U S V^T``, ``P`` the projection that makes ``1^T L = 0``; one SVD, and
+second order in the point's error); and, only while the gap is open and the system is small,
+the nonnegative least-squares KKT multipliers of the class-mean point. Every such bound is
+valid for any ``d``; it is tight at the optimum when ``d >= k - 1`` (THEORY F1). For smaller
+``d`` the convex solve's certified bound (of the problem with ``d = k - 1``, which contains
+this one) is also used; neither is tight in general, so the result is reported as not
+certified unless the gap happens to close.
+
+Scale: block steps run by default only for ``k <=`` :data:`ALTERNATION_MAX_K` (their cvxpy
+programs grow as ``k^2 d``); above :data:`OWN_LBFGS_VARIABLES` variables the refinement uses
+its own vectorized L-BFGS (:func:`_lbfgs`); a solve whose :func:`memory_estimate` exceeds
+:data:`MEMORY_LIMIT` is refused before any work (``SpecError``, exit 2). At the example level
+the refinement runs on the examples' ``(W, H)`` (no reduction) and the class certificate is
+spread over the examples, which leaves its value unchanged. The
 returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
 ``(W, G)``).
 """
@@ -63,12 +73,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import geometry
-from ..errors import SolverError
+from ..errors import SolverError, SpecError
 from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
 from ..validation import check_int, fail
@@ -82,6 +94,20 @@ DEFAULT_ALTERNATIONS = {"class": 2, "example": 0}
 #: Upper bounds on the counts that multiply the work: one start costs about a second at k = 30,
 #: so 100 starts or 10^4 alternation rounds are already hours at field sizes.
 MAX_RESTARTS, MAX_ALTERNATIONS = 100, 10_000
+#: Largest ``k`` at which the class level alternates by default. The block steps are a start
+#: only (the refinement does the work) and their cvxpy programs, with a parameter times a
+#: variable, grow as ``k^2 d`` (1.3 GB at k = 100, out of memory at k = 1000); above this
+#: the refinement starts from the random point (measured: certified at k = 30 to 100).
+ALTERNATION_MAX_K = 12
+#: Bytes per term ``k m d`` of the block steps' compiled programs (measured upper bound:
+#: 1.3 GB at k = m = 100, d = 99), used by :func:`memory_estimate`.
+BLOCK_BYTES_PER_TERM = 1500
+#: Bytes per variable of the refinement: the L-BFGS history (2 x 20 vectors) and ~10 more.
+REFINE_BYTES_PER_VARIABLE = 8 * 50
+#: Bytes per constraint: ~20 k x m work arrays.
+REFINE_BYTES_PER_CONSTRAINT = 8 * 20
+#: Largest estimated memory (bytes) a non-convex solve may use before it is refused.
+MEMORY_LIMIT = 12 * 2**30
 #: Largest violation ``max_j r_j`` of a point the refinement accepts as feasible.
 FEASIBILITY_TOL = 1e-10
 #: Relative gap at which the refinement stops: a tenth of the certification tolerance.
@@ -99,10 +125,15 @@ POLISH_VIOLATION = 1e-2
 PRECONDITION_SPREAD = 1e3
 #: Exponents ``t`` of the continuation start (:func:`_continuation`), ending at the problem.
 CONTINUATION = (0.5, 0.75, 1.0)
+#: Variables ``(W, G)`` above which the refinement uses :func:`_lbfgs` rather than scipy's
+#: L-BFGS-B (whose per-iteration overhead dominates there); below it (the issue-3 grid and its
+#: hard cases, k <= 12 at the class level) L-BFGS-B is kept.
+OWN_LBFGS_VARIABLES = 5000
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
-#: Largest KKT system (entries) solved by NNLS for the class-level multipliers.
-_MAX_NNLS_ENTRIES = 4_000_000
+#: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
+#: d = k - 1 (NNLS takes seconds beyond; the polar-factor multipliers need none of it).
+_MAX_NNLS_ENTRIES = 60_000
 #: Constraints with violation above ``-ACTIVE_TOL`` enter the Newton polish's active set.
 ACTIVE_TOL = 1e-4
 #: Newton steps of the polish.
@@ -186,8 +217,11 @@ class _Columns:
         per = 1.0 / (self.s * self.delta) ** 2  # (m,)
         g2 = np.sum(G * G, axis=0)
         SW = Delta[:, None] * W
-        true_rows = SW[self.labels]  # m x d
-        diff2 = np.sum((SW[:, None, :] - true_rows[None, :, :]) ** 2, axis=2) * self.mask
+        # ||a_c - a_y||^2 = ||a_c||^2 + ||a_y||^2 - 2 a_c^T a_y from the k x k Gram: k x m memory
+        # (not the k x m x d differences).
+        sq = np.sum(SW * SW, axis=1)
+        gram = SW @ SW.T
+        diff2 = (sq[:, None] + sq[self.labels][None, :] - 2.0 * gram[:, self.labels]) * self.mask
         # Row c meets each column i once as a wrong class and (for c = y_i) k - 1 times.
         wrong = Delta**2 * ((self.mask * (g2 * per)[None, :]).sum(axis=1))
         true = Delta**2 * np.bincount(self.labels, weights=g2 * per, minlength=self.spec.k)
@@ -209,25 +243,86 @@ class _Columns:
         return H if self.level == "class" else geometry.class_means(H, self.labels, self.spec.k)
 
     def bound(self, W: np.ndarray, G: np.ndarray, lam: np.ndarray) -> float:
-        """Best certified lower bound from the refinement's multipliers ``lam`` (normalized
-        constraints, k x m) and from the KKT multipliers of the class-mean point."""
+        """Best certified lower bound from three kinds of multipliers, cheapest first.
+
+        1. The refinement's own multipliers ``lam`` (normalized constraints, k x m).
+        2. The polar factor of the class-mean point (:func:`_polar_multipliers`, one SVD).
+        3. Only while the gap is still open and the KKT system is small: the nonnegative
+           least-squares multipliers of the class-mean point (:func:`_kkt_multipliers`).
+
+        Each candidate goes through :mod:`ucfm_svm.solvers.certificate`, which clips it to
+        ``>= 0``, rebuilds the diagonal and takes the spectral norm: the bound is valid whatever
+        produced the candidate (docs/theory.md §15).
+        """
         spec = self.spec
         raw = lam / self.delta[None, :]
         per_class = np.zeros((spec.k, spec.k))
         np.add.at(per_class.T, self.labels, raw.T)
-        candidates = [per_class]
-        kkt = _kkt_multipliers(spec, W, self.class_point(W, G))
-        if kkt is not None:
-            candidates.append(kkt)
+        W_mean, H_mean = W, self.class_point(W, G)
+        best = -np.inf
+        objective = geometry.class_objective(spec, W_mean, H_mean)
+        for make in (
+            lambda: per_class,
+            lambda: _polar_multipliers(spec, W_mean, H_mean),
+            lambda: _kkt_multipliers(spec, W_mean, H_mean),
+        ):
+            if best >= objective * (1.0 - 0.1 * TARGET_RTOL):
+                break
+            candidate = make()
+            if candidate is None:
+                continue
+            best = max(best, self._candidate_bound(candidate))
+        if self.level == "example":
+            best = max(best, certificate.example_lower_bound(spec, raw, self.labels))
+        return best
+
+    def _candidate_bound(self, lam_class: np.ndarray) -> float:
+        """The certified bound of class multipliers ``lam_class`` (k x k) at this level.
+
+        At the example level a class multiplier ``lam[c', c]`` is spread as ``lam[c', c] / n_c``
+        over the examples of ``c``: the example-level bound then has the same numerator and the
+        same spectral norm (both Grams ``Y Y^T`` coincide), so it equals the class-level one.
+        """
+        spec = self.spec
         if self.level == "class":
-            bounds = [certificate.class_lower_bound(spec, c) for c in candidates]
-        else:
-            # A class multiplier lam[c', c] spread as lam[c', c] / n_c over the examples of c
-            # gives the example-level bound the same value (both Grams Y Y^T coincide).
-            spread = [c[:, self.labels] / spec.n_vec[self.labels][None, :] for c in candidates]
-            bounds = [certificate.example_lower_bound(spec, lam_i, self.labels) for lam_i in spread]
-            bounds.append(certificate.example_lower_bound(spec, raw, self.labels))
-        return max(bounds)
+            return certificate.class_lower_bound(spec, lam_class)
+        spread = lam_class[:, self.labels] / spec.n_vec[self.labels][None, :]
+        return certificate.example_lower_bound(spec, spread, self.labels)
+
+
+def _polar_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarray:
+    """Class multipliers from the polar factor of the point's own ``A`` (docs/theory.md §15).
+
+    With ``A = W Hbar N^{1/2} = U S V^T`` (the class-level ``Delta^{-1} Zbar N^{1/2}`` of the
+    point), the dual variable of the nuclear-norm program at an optimum is ``Y = U_r V_r^T``
+    (``r = rank A``), and ``Y = Delta L N^{-1/2}`` gives ``L = Delta^{-1} Y N^{1/2}``, whose
+    off-diagonal entries are ``-lam``. A dual needs ``1^T L = 0``, i.e. ``u^T Y = 0`` for
+    ``u = Delta^{-1} 1``; at an approximate point it holds only to first order, so ``Y`` is
+    first projected, ``Y <- (I - u u^T / u^T u) Y``: the projection keeps ``||Y||_2 <= 1`` and
+    changes ``<Y, A>`` only to second order (``u^T U`` and ``A^T u`` are both first order).
+    Returns ``lam[c', c] = -L[c', c]`` (``c' != c``; the certificate clips negatives and
+    rebuilds the diagonal) for the rank ``r`` counting the singular values above
+    ``1e-8 s_max`` and, when smaller, ``r = k - 1`` (the rank of every optimum seen): the one
+    that certifies the higher bound. One SVD: ``O(k^2 d)`` time, ``O(k^2)`` memory.
+    """
+    k = spec.k
+    s_root = np.sqrt(spec.n_vec)
+    U, s, Vt = np.linalg.svd(W @ (H_mean * s_root[None, :]), full_matrices=False)
+    if s.size == 0 or not s[0] > 0:
+        return np.zeros((k, k))
+    u = 1.0 / spec.Delta
+    u /= np.linalg.norm(u)
+    counted = int(np.count_nonzero(s > 1e-8 * s[0]))
+    best, best_bound = np.zeros((k, k)), -np.inf
+    for r in sorted({counted, min(counted, k - 1)}):
+        Y = U[:, :r] @ Vt[:r, :]
+        Y -= np.outer(u, u @ Y)
+        lam = -(Y / spec.Delta[:, None] * s_root[None, :])
+        np.fill_diagonal(lam, 0.0)
+        bound = certificate.class_lower_bound(spec, lam)
+        if bound > best_bound:
+            best, best_bound = lam, bound
+    return best
 
 
 def _kkt_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarray | None:
@@ -258,6 +353,90 @@ def _kkt_multipliers(spec: Spec, W: np.ndarray, H_mean: np.ndarray) -> np.ndarra
     for value, (cp, c) in zip(values, pairs, strict=True):
         lam[cp, c] = value
     return lam
+
+
+@dataclasses.dataclass
+class _Minimized:
+    """Outcome of :func:`_lbfgs`: the point and the iterations taken (scipy's field names)."""
+
+    x: np.ndarray
+    nit: int
+
+
+def _lbfgs(
+    fun: Callable[..., tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    args: tuple,
+    maxiter: int,
+    gtol: float,
+    memory: int,
+) -> _Minimized:
+    """Unconstrained L-BFGS (two-loop recursion) with a strong-Wolfe line search.
+
+    Used instead of scipy's L-BFGS-B above :data:`OWN_LBFGS_VARIABLES` variables: L-BFGS-B's
+    Fortran step (``setulb``, bound handling and its compact update, with no bounds here) took
+    70% of the time at k = 100 (7 ms per iteration against 3.5 ms for the Lagrangian itself);
+    the two-loop recursion costs ``4 memory n`` flops in vectorized numpy. Stops when
+    ``max |grad| <= gtol``, after ``maxiter`` iterations, or when the line search finds no
+    step (the same tests as L-BFGS-B with ``ftol`` at rounding).
+    """
+    from scipy.optimize import line_search
+    from scipy.optimize._linesearch import LineSearchWarning
+
+    cache: dict[str, object] = {}
+
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if cache.get("x") is None or not np.array_equal(cache["x"], x):
+            cache["x"] = x.copy()
+            cache["value"], cache["grad"] = fun(x, *args)
+        return cache["value"], cache["grad"]  # type: ignore[return-value]
+
+    x = np.array(x0, dtype=float)
+    value, grad = evaluate(x)
+    S = np.zeros((memory, x.size))
+    Yv = np.zeros((memory, x.size))
+    rho = np.zeros(memory)
+    stored = 0
+    nit = 0
+    while nit < maxiter and np.max(np.abs(grad)) > gtol:
+        q = grad.copy()
+        order = [(stored - 1 - j) % memory for j in range(min(stored, memory))]
+        alpha = np.zeros(memory)
+        for j in order:
+            alpha[j] = rho[j] * (S[j] @ q)
+            q -= alpha[j] * Yv[j]
+        if order:
+            newest = order[0]
+            q *= (S[newest] @ Yv[newest]) / (Yv[newest] @ Yv[newest])
+        else:
+            q *= min(1.0, 1.0 / max(float(np.linalg.norm(grad)), 1e-300))
+        for j in reversed(order):
+            q += S[j] * (alpha[j] - rho[j] * (Yv[j] @ q))
+        direction = -q
+        if not grad @ direction < 0:
+            direction, stored = -grad, 0
+        with warnings.catch_warnings():  # a failed search is handled below, not printed
+            warnings.simplefilter("ignore", LineSearchWarning)
+            step, *_ = line_search(
+                lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, direction, grad, value,
+                maxiter=30,
+            )
+        if step is None:
+            break
+        x_new = x + step * direction
+        value_new, grad_new = evaluate(x_new)
+        nit += 1
+        s_vec, y_vec = x_new - x, grad_new - grad
+        curvature = float(s_vec @ y_vec)
+        if curvature > 1e-16 * float(y_vec @ y_vec):
+            slot = stored % memory
+            S[slot], Yv[slot], rho[slot] = s_vec, y_vec, 1.0 / curvature
+            stored += 1
+        decrease = value - value_new
+        x, value, grad = x_new, value_new, grad_new
+        if decrease <= 1e-16 * max(abs(value), 1.0):
+            break
+    return _Minimized(x, nit)
 
 
 def _feasible(cols: _Columns, W: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -311,14 +490,19 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
     from scipy.optimize import minimize
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
-        res = minimize(
-            cols.scaled_lagrangian,
-            x / D,
-            args=(lam, mu, D),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": MAX_INNER, "ftol": 1e-16, "gtol": 1e-11 * scale, "maxcor": 20},
-        )
+        if x.size > OWN_LBFGS_VARIABLES:
+            res = _lbfgs(
+                cols.scaled_lagrangian, x / D, (lam, mu, D), MAX_INNER, 1e-11 * scale, 20
+            )
+        else:
+            res = minimize(
+                cols.scaled_lagrangian,
+                x / D,
+                args=(lam, mu, D),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": MAX_INNER, "ftol": 1e-16, "gtol": 1e-11 * scale, "maxcor": 20},
+            )
         x = D * res.x
         iterations += int(res.nit)
         W, G = cols.unpack(x)
@@ -560,7 +744,7 @@ def solve_nonconvex(
         Seed of the random starts (``>= 0``).
     alternations : int or None
         Rounds of exact block steps before the joint refinement; by default
-        :data:`DEFAULT_ALTERNATIONS` of the level.
+        :data:`DEFAULT_ALTERNATIONS` of the level for ``k <=`` :data:`ALTERNATION_MAX_K`, else 0.
     start : (W, H) or None
         A start for the first run: ``W`` (k x d) and ``H`` (d x k class means, or d x n
         examples). The other runs start at random.
@@ -577,7 +761,8 @@ def solve_nonconvex(
     Raises
     ------
     SpecError
-        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``.
+        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``; a
+        :func:`memory_estimate` above :data:`MEMORY_LIMIT` (raised before any work).
     SolverError
         No start reached a feasible point.
     """
@@ -585,14 +770,26 @@ def solve_nonconvex(
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     restarts = check_int("restarts", restarts, low=1, high=MAX_RESTARTS)
     seed = check_int("seed", seed, low=0)
-    rounds = DEFAULT_ALTERNATIONS[level] if alternations is None else alternations
-    rounds = check_int("alternations", rounds, low=0, high=MAX_ALTERNATIONS)
+    if alternations is None:
+        rounds = DEFAULT_ALTERNATIONS[level] if spec.k <= ALTERNATION_MAX_K else 0
+    else:
+        rounds = check_int("alternations", alternations, low=0, high=MAX_ALTERNATIONS)
     if spec.dim == 1 and spec.k >= 3:
         raise fail(
             "dim",
             "at least 2 when k >= 3 (on a line at most two classes can each hold the "
             "largest scaled logit, so no point meets the margins)",
             spec.dim,
+        )
+    needed = memory_estimate(spec, level, rounds)
+    if needed > MEMORY_LIMIT:
+        raise SpecError(
+            f"the non-convex solve ({level} level, k={spec.k}, d={spec.dim}"
+            + (f", {rounds} block-step rounds" if rounds else "")
+            + f") needs about {needed / 2**30:.1f} GiB, more than the {MEMORY_LIMIT / 2**30:.0f}"
+            " GiB allowed; use --method theory or structured (the closed form, certified)"
+            + (", or --alternations 0" if rounds else "")
+            + ("" if level == "class" else ", or --level class")
         )
     cols = _Columns(spec, level)
     given = None if start is None else _check_start(start, spec, cols)
@@ -641,7 +838,8 @@ def solve_nonconvex(
     }
     if level == "example":
         extra["nc1"] = geometry.nc1(H, cols.labels, spec.k)
-    solver = "CLARABEL+L-BFGS-B" if rounds > 0 else "L-BFGS-B"
+    refiner = "L-BFGS" if (spec.k + cols.m) * spec.dim > OWN_LBFGS_VARIABLES else "L-BFGS-B"
+    solver = f"CLARABEL+{refiner}" if rounds > 0 else refiner
     result = Result.from_point(
         spec,
         kept.W,
@@ -654,6 +852,22 @@ def solve_nonconvex(
         **extra,
     )
     return dataclasses.replace(result, message=_message(result, kept, runs, notes))
+
+
+def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> int:
+    """Estimated peak memory (bytes) of :func:`solve_nonconvex` before it starts.
+
+    With ``m`` columns (``k`` at the class level, ``n`` at the example level): the refinement
+    holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and ``k m`` constraints
+    (:data:`REFINE_BYTES_PER_CONSTRAINT`); block steps add :data:`BLOCK_BYTES_PER_TERM` per
+    term ``k m d`` of their compiled programs.
+    """
+    k, d = spec.k, spec.dim
+    m = k if level == "class" else spec.n
+    needed = REFINE_BYTES_PER_VARIABLE * (k + m) * d + REFINE_BYTES_PER_CONSTRAINT * k * m
+    if alternations > 0:
+        needed += BLOCK_BYTES_PER_TERM * k * m * d
+    return int(needed)
 
 
 def _relaxed_bound(spec: Spec, lower: float) -> tuple[float, str]:

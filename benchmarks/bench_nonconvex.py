@@ -11,7 +11,7 @@ block steps (collapse must emerge): NC1, gap and Grams against the class-level c
 
 Extended grid (``--extended``): k in {4, 6, 10, 12}, R in {10, 100, 1000}, rho in {1/2, 1/3}
 (k rho whole), CE and CDT/LDT with gamma in {-1, -0.5, 0.5, 1}; Grams against the closed form
-(``api.solve(spec, "theory")``, THEORY F5'). With ``--baseline FILE`` (an older
+(``api.solve(spec, "theory")``, docs/theory.md §4). With ``--baseline FILE`` (an older
 ``nonconvex.py``, e.g. ``git show main:ucfm_svm/nonconvex.py > /tmp/nonconvex_main.py``) both
 versions solve every case in this process, interleaved, and the time ratio is reported.
 

@@ -3,10 +3,10 @@
 Routes (each run in a fresh subprocess, with a timeout):
 
 - ``direct``: example-level nuclear-norm program in cvxpy/SCS (``k x n`` variable), the baseline;
-- ``class cvxpy``: class-level program (THEORY F2, ``k x k``), Clarabel;
+- ``class cvxpy``: class-level program (docs/theory.md §3, ``k x k``), Clarabel;
 - ``grouped cvxpy``: class-level program over groups of identical classes (``g x g``);
 - ``nonconvex``: the non-convex pipeline (``api.METHODS["nonconvex"]``);
-- ``dense closed form``: THEORY F5' with a dense SVD of ``A`` and the dense certificate
+- ``dense closed form``: docs/theory.md §4 with a dense SVD of ``A`` and the dense certificate
   (``--method theory``, ``ucfm_svm.solvers.theory.solve_theory``);
 - ``structured``: the secular-equation closed form (``ucfm_svm.solvers.structured``), lean and
 ``full``.

@@ -12,8 +12,8 @@ from ucfm_svm.analysis.analyze import analyze, check_trained, load_trained, pred
 from ucfm_svm.geometry import balanced_factors
 from ucfm_svm.solvers.theory import scaled_logit_matrix
 
-# The convex prediction's Grams are accurate to ~1e-8 relative (Clarabel's gap ~1e-9, THEORY
-# F1 checks); the issue's criterion for "the same geometry" is a distance below 1e-6.
+# The convex prediction's Grams are accurate to ~1e-8 relative (Clarabel's gap ~1e-9,
+# docs/theory.md §2); the issue's criterion for "the same geometry" is a distance below 1e-6.
 SAME = 1e-6
 
 COUNTS = step_counts(4, 5, 0.5, n_min=2)  # 10, 10, 2, 2
@@ -31,7 +31,7 @@ def collapsed_file(path, W, H_mean, counts, *, layout="nd", shuffle_seed=0):
 
 
 def closed_form_point(spec: Spec, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(W, Hbar) from THEORY F5' (independent of the convex solver): A = X Y, Hbar = Y N^{-1/2}."""
+    """(W, Hbar) from docs/theory.md §4 (independent of the convex solver): A = X Y, Hbar = Y N^{-1/2}."""
     X, Y = balanced_factors(scaled_logit_matrix(spec), d)
     return X, Y / np.sqrt(spec.n_vec)[None, :]
 
@@ -67,7 +67,7 @@ def test_wrong_loss_and_random_arrays_are_far(tmp_path):
     result = solve_convex(spec)
     path = collapsed_file(tmp_path / "ldt.npz", result.W, result.H_mean, spec.counts)
     # The LDT (gamma 1/2) geometry measured against the CE prediction: classifiers an ETF
-    # versus CE's unequal norms (THEORY F3, F4).
+    # versus CE's unequal norms (docs/theory.md §4, §6).
     wrong = analyze(load_trained(path), "ce")
     assert wrong.classifier_distance_to_prediction > 0.1
     assert wrong.classifier_distance_to_etf < SAME
@@ -109,7 +109,7 @@ def nd_pred(spec):
 
 
 def test_self_duality_of_balanced_ce_and_global_centering_invariance():
-    # Balanced CE: W^T and Hbar are proportional (simplex ETF, THEORY F3 with S = sqrt(n) I).
+    # Balanced CE: W^T and Hbar are proportional (simplex ETF, docs/theory.md §4 with S = sqrt(n) I).
     spec = Spec.from_loss([3, 3, 3], "ce")
     W, H_mean = closed_form_point(spec, d=3)
     labels = spec.labels
@@ -129,7 +129,7 @@ def test_self_duality_of_balanced_ce_and_global_centering_invariance():
 
 def test_projection_on_classifier_span():
     # A feature part orthogonal to the rows of W leaves the logits unchanged; "project" removes
-    # it, and is a no-op on the minimizer itself (W and Hbar share their span, THEORY F1).
+    # it, and is a no-op on the minimizer itself (W and Hbar share their span, docs/theory.md §2).
     spec = Spec.from_loss(COUNTS, "cdt", gamma=0.5)
     W, H_mean = closed_form_point(spec, d=6)
     labels = spec.labels

@@ -38,7 +38,7 @@ def test_example_level_equals_class_level(counts, loss):
 
 
 def test_closed_form_identity_scales_random_counts():
-    """THEORY F3: with Delta = I, Zbar* = P diag(delta), W W^T = (P S^2 P)^{1/2}, ..."""
+    """docs/theory.md §4: with Delta = I, Zbar* = P diag(delta), W W^T = (P S^2 P)^{1/2}, ..."""
     rng = np.random.default_rng(0)
     for _ in range(6):
         k = int(rng.integers(2, 8))
@@ -59,7 +59,7 @@ def test_closed_form_identity_scales_random_counts():
 
 
 def test_balanced_factorization_identities():
-    """THEORY F1: W W^T = (A A^T)^{1/2} and the two halves of the cost are equal."""
+    """docs/theory.md §2: W W^T = (A A^T)^{1/2} and the two halves of the cost are equal."""
     spec = Spec.from_loss([20, 20, 5, 2], "cdt", gamma=0.7)
     r = solve_convex(spec)
     A = r.logits / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]

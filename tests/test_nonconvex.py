@@ -34,7 +34,7 @@ def gram_tol(*results) -> float:
 #: the same optimum.
 OBJ_RTOL = 1e-6
 
-REFERENCE = 6.5074855  # THEORY.md section 3, class level, counts (10, 10, 1, 1), CE
+REFERENCE = 6.5074855  # docs/theory.md §2, class level, counts (10, 10, 1, 1), CE
 
 CASES = [
     (step_counts(3, 10, 1 / 3), "cdt", 0.5),
@@ -81,7 +81,7 @@ def test_class_level_agrees_with_convex(counts, loss, gamma):
 )
 def test_scale_spread_is_certified(k, loss, gamma):
     """STEP R=1000 cases that were 'not certified' on the issue's solver; the point is compared
-    with the closed form (THEORY F5'), an independent route."""
+    with the closed form (docs/theory.md §4), an independent route."""
     spec = Spec.from_loss(step_counts(k, 1000, 1 / 2), loss, gamma=gamma)
     res = solve_nonconvex(spec, seed=0)
     assert res.status == OPTIMAL, res.message
@@ -135,7 +135,7 @@ def test_example_level_collapse_emerges(counts, loss, gamma):
 
 
 def test_alternation_alone_stalls():
-    """THEORY F7: exact block steps stay far above the optimum; the joint refinement does not."""
+    """docs/theory.md §8: exact block steps stay far above the optimum; the joint refinement does not."""
     spec = Spec.from_loss([10, 10, 1, 1])
     steps = BlockSteps(spec, np.arange(4))
     rng = np.random.default_rng(0)

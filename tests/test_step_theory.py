@@ -1,5 +1,5 @@
-"""STEP scalar formulas (THEORY F6) vs the matrix closed form and the convex solve; minority
-collapse; the published reference formulas of THEORY F9."""
+"""STEP scalar formulas (docs/theory.md §5) vs the matrix closed form and the convex solve; minority
+collapse; the published reference formulas of docs/theory.md §9."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_ce_minority_collapse_against_convex():
 
 
 def test_f10_symmetric_points():
-    """THEORY F10 at k=10, R=10, rho=1/2."""
+    """docs/theory.md §6 at k=10, R=10, rho=1/2."""
     ldt = step_geometry_for_loss(10, 10, 0.5, "ldt", 0.5)
     assert ldt.classifier_norm_ratio == pytest.approx(1.0, abs=1e-12)
     for value in ldt.classifier_cosines.values():
@@ -164,7 +164,7 @@ def test_f10_symmetric_points():
     assert dual.classifier_cosines == pytest.approx(dual.embedding_cosines, abs=1e-12)
 
 
-# --- THEORY F9: the published reference (github valavakilian/Implicit_geometry) -----------------
+# --- docs/theory.md §9: the published reference (github valavakilian/Implicit_geometry) -----------------
 # Values printed by `CDT_geom(R, Delta_maj, Delta_min, k)` and `LDT_geom(...)` of
 # process_results/geom_utils.py (commit 01040c3) at k=10, R=10, rho=1/2, with Delta from its
 # `normalize_deltas([R]*5 + [1]*5, gamma)` (= our cdt preset). Columns: ||w_maj||^2/||w_min||^2,

@@ -1,4 +1,4 @@
-"""Structured closed form (THEORY F5' at large k) against dense linear algebra and the convex
+"""Structured closed form (docs/theory.md §4 at large k) against dense linear algebra and the convex
 solver.
 
 The dense reference is the SVD of ``A = Delta^{-1} Zbar* N^{1/2}`` (theory.scaled_logit_matrix):

@@ -55,7 +55,7 @@ def test_family_geometries_are_distinct(family_svms):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_path_heads_to_its_own_svm_geometry(name, family_svms):
-    """THEORY sec. 1: wCE, LA, LDAM go to CE's SVM; CDT, LDT, VS to their own."""
+    """docs/theory.md §1: wCE, LA, LDAM go to CE's SVM; CDT, LDT, VS to their own."""
     own = "ce" if name in ("ce", "wce", "la", "ldam") else name
     traj = regularization_path(_spec(name), LAMBDAS, svm=family_svms[own])
     # every solve converged to a certified global minimizer of the regularized UFM
@@ -73,7 +73,7 @@ def test_path_heads_to_its_own_svm_geometry(name, family_svms):
 
 
 def test_ce_path_approaches_like_one_over_log():
-    """THEORY F8 (independent L-BFGS run while planning): 0.135 at 1e-1, 0.042 at 1e-6."""
+    """docs/theory.md §9 (independent L-BFGS run while planning): 0.135 at 1e-1, 0.042 at 1e-6."""
     traj = regularization_path(_spec("ce"), LAMBDAS)
     d = traj.distance_to_svm
     # F8 quotes three digits: agreement to its rounding
@@ -86,9 +86,9 @@ def test_ce_path_approaches_like_one_over_log():
 
 
 def test_ldt_classifier_norm_ratio_heads_to_svm_not_published_formula():
-    """THEORY F9: STEP k=10, R=10, rho=1/2, LDT gamma=1/2.
+    """docs/theory.md §9: STEP k=10, R=10, rho=1/2, LDT gamma=1/2.
 
-    The SVM (delta_c proportional to n_c^{-1/2}, THEORY F4) has an ETF of classifiers: ratio 1.
+    The SVM (delta_c proportional to n_c^{-1/2}, docs/theory.md §6) has an ETF of classifiers: ratio 1.
     The published closed form predicts 2.67; the path's ratio falls toward 1.
     """
     spec = Spec.from_loss(step_counts(10, 10, 0.5), "ldt", gamma=0.5)
@@ -264,7 +264,7 @@ def test_cli_path_bad_input(cli, argv, match):
 
 @pytest.mark.slow
 def test_f9_full_grid():
-    """THEORY F9's grid 1e-2 ... 1e-12 (measured 1.35, 1.20, 1.14, 1.11, 1.09, 1.07)."""
+    """docs/theory.md §9s grid 1e-2 ... 1e-12 (measured 1.35, 1.20, 1.14, 1.11, 1.09, 1.07)."""
     spec = Spec.from_loss(step_counts(10, 10, 0.5), "ldt", gamma=0.5)
     traj = regularization_path(spec, [10.0**-j for j in range(2, 13, 2)])
     assert traj.ok

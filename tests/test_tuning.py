@@ -49,7 +49,7 @@ def test_property_ldt_etf_any_counts(counts):
 
 
 def test_f10_cdt_points():
-    """THEORY F10 (k=10, R=10, rho=1/2): CDT gamma = -1/2 equal embedding norms with equal
+    """docs/theory.md §6 (k=10, R=10, rho=1/2): CDT gamma = -1/2 equal embedding norms with equal
     maj-maj and min-min cosines -0.16619; gamma = 1/2 self-dual angles."""
     counts = step_counts(10, 10, 0.5)
     emb = tune(counts, "cdt", "equal-embedding-norms")

@@ -54,7 +54,7 @@ constraint ``z_y - z_c >= delta_y``); the polar factor of the class-mean point
 ``W Hbar N^{1/2} = U S V^T``, ``P`` the projection that makes ``1^T L = 0``; one SVD, and
 second order in the point's error); and, only while the gap is open and the system is small,
 the nonnegative least-squares KKT multipliers of the class-mean point. Every such bound is
-valid for any ``d``; it is tight at the optimum when ``d >= k - 1`` (THEORY F1). For smaller
+valid for any ``d``; it is tight at the optimum when ``d >= k - 1`` (docs/theory.md §2). For smaller
 ``d`` the convex solve's certified bound (of the problem with ``d = k - 1``, which contains
 this one) is also used; neither is tight in general, so the result is reported as not
 certified unless the gap happens to close.

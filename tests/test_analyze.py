@@ -31,7 +31,8 @@ def collapsed_file(path, W, H_mean, counts, *, layout="nd", shuffle_seed=0):
 
 
 def closed_form_point(spec: Spec, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(W, Hbar) from docs/theory.md §4 (independent of the convex solver): A = X Y, Hbar = Y N^{-1/2}."""
+    """(W, Hbar) from docs/theory.md §4 (independent of the convex solver): A = X Y,
+    Hbar = Y N^{-1/2}."""
     X, Y = balanced_factors(scaled_logit_matrix(spec), d)
     return X, Y / np.sqrt(spec.n_vec)[None, :]
 
@@ -109,7 +110,7 @@ def nd_pred(spec):
 
 
 def test_self_duality_of_balanced_ce_and_global_centering_invariance():
-    # Balanced CE: W^T and Hbar are proportional (simplex ETF, docs/theory.md §4 with S = sqrt(n) I).
+    # Balanced CE: W^T and Hbar are proportional (simplex ETF, docs/theory.md §4, S = sqrt(n) I).
     spec = Spec.from_loss([3, 3, 3], "ce")
     W, H_mean = closed_form_point(spec, d=3)
     labels = spec.labels

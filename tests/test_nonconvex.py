@@ -135,7 +135,8 @@ def test_example_level_collapse_emerges(counts, loss, gamma):
 
 
 def test_alternation_alone_stalls():
-    """docs/theory.md §8: exact block steps stay far above the optimum; the joint refinement does not."""
+    """docs/theory.md §8: exact block steps stay far above the optimum; the joint refinement
+    does not."""
     spec = Spec.from_loss([10, 10, 1, 1])
     steps = BlockSteps(spec, np.arange(4))
     rng = np.random.default_rng(0)

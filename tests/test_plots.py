@@ -50,7 +50,7 @@ def test_ratio_figure_draws_agreeing_routes_and_states_setting():
 
 
 def test_step_quantities_of_tuned_ldt_are_an_etf():
-    # docs/theory.md §6: LDT at gamma = 1/2 (margins ~ n_c^{-1/2}) gives a simplex ETF of classifiers.
+    # docs/theory.md §6: LDT at gamma = 1/2 (margins ~ n_c^{-1/2}): a simplex ETF of classifiers.
     spec = Spec.from_loss(step_counts(6, 10, 0.5), "ldt", gamma=0.5)
     q = curves.step_quantities(solve(spec, "convex"), 3)["classifiers"]
     assert abs(q["squared norm ratio"] - 1) < ROUTE_TOL

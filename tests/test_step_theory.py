@@ -164,7 +164,7 @@ def test_f10_symmetric_points():
     assert dual.classifier_cosines == pytest.approx(dual.embedding_cosines, abs=1e-12)
 
 
-# --- docs/theory.md §9: the published reference (github valavakilian/Implicit_geometry) -----------------
+# --- docs/theory.md §9: the published reference (github valavakilian/Implicit_geometry) ---
 # Values printed by `CDT_geom(R, Delta_maj, Delta_min, k)` and `LDT_geom(...)` of
 # process_results/geom_utils.py (commit 01040c3) at k=10, R=10, rho=1/2, with Delta from its
 # `normalize_deltas([R]*5 + [1]*5, gamma)` (= our cdt preset). Columns: ||w_maj||^2/||w_min||^2,

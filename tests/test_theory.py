@@ -31,7 +31,8 @@ OBJECTIVE_TOL = 1e-7
 
 
 def random_spec(rng: np.random.Generator, k_max: int = 20) -> Spec:
-    """Random counts 1..300, scales in [e^-1.5, e^1.5], margins in [e^-1, e^1] (docs/theory.md §4)."""
+    """Random counts 1..300, scales in [e^-1.5, e^1.5], margins in [e^-1, e^1]
+    (docs/theory.md §4)."""
     k = int(rng.integers(2, k_max + 1))
     return Spec.custom(
         rng.integers(1, 301, size=k),

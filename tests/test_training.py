@@ -88,7 +88,8 @@ def test_ce_path_approaches_like_one_over_log():
 def test_ldt_classifier_norm_ratio_heads_to_svm_not_published_formula():
     """docs/theory.md §9: STEP k=10, R=10, rho=1/2, LDT gamma=1/2.
 
-    The SVM (delta_c proportional to n_c^{-1/2}, docs/theory.md §6) has an ETF of classifiers: ratio 1.
+    The SVM (delta_c proportional to n_c^{-1/2}, docs/theory.md §6) has an ETF of classifiers:
+    ratio 1.
     The published closed form predicts 2.67; the path's ratio falls toward 1.
     """
     spec = Spec.from_loss(step_counts(10, 10, 0.5), "ldt", gamma=0.5)

@@ -76,6 +76,10 @@ class Result:
         Smallest ``margin / delta`` of the returned point (``>= 1`` means feasible).
     iterations, nc1, restarts, restart_objectives
         Filled by iterative and multi-start methods.
+    regularization : dict or None
+        Method ``regularized`` only (docs/theory.md §13): ``lambda_w``, ``lambda_h``,
+        ``lambda``, ``bias``, the bias vector ``b`` and the dual certificate's details; then
+        ``objective`` is the regularized objective and ``lower_bound`` its Fenchel dual bound.
     """
 
     spec: Spec
@@ -99,6 +103,7 @@ class Result:
     nc1: float | None = None
     restarts: int | None = None
     restart_objectives: tuple[float, ...] | None = field(default=None)
+    regularization: dict | None = None
 
     @property
     def gap(self) -> float | None:

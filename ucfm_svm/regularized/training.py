@@ -7,9 +7,9 @@ section 1 (the loss's SVM limit, ``Spec.from_loss``):
 
       min_{W, H}  sum_i l(y_i, W h_i) + lambda/2 (||W||_F^2 + ||H||_F^2)
 
-  with scipy's L-BFGS over a decreasing grid of ``lambda``, each solve warm-started from the
-  previous one (THEORY F8: the normalized minimizers approach the SVM roughly like
-  ``1 / log(1/lambda)``).
+  with L-BFGS (:mod:`ucfm_svm.regularized.lbfgs`) over a decreasing grid of ``lambda``, each
+  solve warm-started from the previous one (THEORY F8: the normalized minimizers approach the
+  SVM roughly like ``1 / log(1/lambda)``).
 - :func:`gradient_descent` runs plain (``x <- x - lr grad``) or normalized
   (``x <- x - lr grad / ||grad||``) gradient descent on the unregularized UFM from a small
   random initialization.
@@ -23,9 +23,9 @@ a collapsed point, so both levels follow the same trajectory (checked in the tes
 Recorded at every point (one per ``lambda``, or at log-spaced iterations): the normalized
 classifier and class-mean embedding Grams, cosines, norm ratios (:func:`norm_ratio`), the
 scale-free distance to the SVM Grams (:func:`ucfm_svm.geometry.gram_distance`; the reference is
-the certified convex solve), and the *SVM objective ratio*: the point rescaled to satisfy the
-SVM margins exactly, its SVM objective divided by the certified optimum (``>= 1``, tending to 1
-iff the direction tends to an SVM solution).
+the certified closed form, :func:`reference_svm`), and the *SVM objective ratio*: the point
+rescaled to satisfy the SVM margins exactly, its SVM objective divided by the certified optimum
+(``>= 1``, tending to 1 iff the direction tends to an SVM solution).
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .. import geometry
 from ..api import solve
 from ..result import Result, jsonable
+from ..solvers.theory import DENSE_MAX_K
 from ..spec import Spec
 from ..validation import check_float, check_int, fail, parse_list
+from .lbfgs import minimize_lbfgs
 from .losses import LossParams, loss_and_grad, params_from_spec, scaled_logit_gradient
 
 #: Levels: collapsed class means weighted by ``n_c``, or one embedding per example.
@@ -175,7 +176,7 @@ class Trajectory:
     nc1 : (m,) array or None
         Example level only: within-class variability (:func:`~ucfm_svm.geometry.nc1`).
     svm : Result
-        The certified SVM reference (convex solve at the class level).
+        The certified SVM reference (:func:`reference_svm`, class level).
     fits : tuple of TrendFit
         Path only: :func:`trend_fit` of ``distance_to_svm`` for each of :data:`FIT_POWERS`
         (``fits[0]`` is the ``1 / log(1/lambda)`` fit); empty otherwise.
@@ -271,6 +272,8 @@ class Trajectory:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
+#: Stored (s, y) pairs of the path's L-BFGS (:func:`ucfm_svm.regularized.lbfgs.minimize_lbfgs`).
+LBFGS_MEMORY = 10
 #: Slack on the global-optimality certificate of the path (L-BFGS stops at ``gtol``, not 0).
 CERTIFICATE_TOL = 1e-6
 
@@ -379,13 +382,27 @@ def _record(model: _Model, x: np.ndarray, svm: Result) -> dict:
     }
 
 
+def reference_svm(spec: Spec) -> Result:
+    """The certified SVM geometry that trajectories are compared with (one call site).
+
+    The closed form with its dual certificate (``"theory"``) up to ``DENSE_MAX_K`` classes,
+    the structured secular-equation route with ``full=True`` (Grams needed) beyond, at
+    ``d = max(d, k - 1)`` where both are exact. The generic convex solve is not used: it runs
+    out of memory at k = 100.
+    """
+    ref = spec.with_dim(max(spec.dim, spec.k - 1))
+    if ref.k <= DENSE_MAX_K:
+        return solve(ref, "theory")
+    return solve(ref, "structured", full=True)
+
+
 def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParams, Result]:
     if not isinstance(spec, Spec):
         raise fail("spec", "a Spec", type(spec).__name__)
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if svm is None:
-        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "convex")
+        svm = reference_svm(spec)
     elif not isinstance(svm, Result) or (svm.spec.counts, svm.spec.scales, svm.spec.margins) != (
         spec.counts,
         spec.scales,
@@ -453,8 +470,7 @@ def regularization_path(
         Explicit start instead (``H``: class means ``d x k`` at the class level, ``d x n``
         embeddings at the example level).
     svm : Result, optional
-        The SVM reference (same counts, scales, margins); by default the certified convex solve
-        of ``spec`` (at ``d >= k - 1``, where the convex route is exact).
+        The SVM reference (same counts, scales, margins); by default :func:`reference_svm`.
 
     Returns
     -------
@@ -477,19 +493,7 @@ def regularization_path(
             value, grad, _ = model.loss_and_grad(z)
             return value / lam + 0.5 * float(z @ z), grad / lam + z
 
-        res = minimize(
-            fun,
-            x,
-            jac=True,
-            method="L-BFGS-B",
-            options={
-                "maxiter": maxiter,
-                "maxfun": 2 * maxiter,
-                "gtol": gtol,
-                "ftol": 1e-16,
-                "maxcor": 30,
-            },
-        )
+        res = minimize_lbfgs(fun, x, gtol=gtol, maxiter=maxiter, memory=LBFGS_MEMORY)
         x = res.x
         value, grad, G = model.loss_and_grad(x)
         grad_M = G / model.root[None, :]

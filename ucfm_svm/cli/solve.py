@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..api import METHODS, method_options, solve
+from ..regularized.solver import solve_regularized
 from ..result import OPTIMAL
 from ..solvers.convex import LEVELS
 from ..validation import fail
+from . import regularized
 from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
@@ -69,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rounds of exact block steps before the joint refinement "
         "(default 2 at the class level, 0 at the example level)",
     )
+    regularized.add_arguments(p)
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
     p.set_defaults(run=run)
 
@@ -101,9 +104,16 @@ def method_flags(args: argparse.Namespace) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
     spec = spec_from_args(args)
-    options = method_flags(args)
-    check_output_path("json", args.json)
-    result = solve(spec, args.method, **options)
+    reg = regularized.regularization_from_args(args)
+    if reg is not None:
+        options = regularized.solve_options(args)
+        check_output_path("json", args.json)
+        result = solve_regularized(spec, reg, **options)
+        print(regularized.describe(reg))
+    else:
+        options = method_flags(args)
+        check_output_path("json", args.json)
+        result = solve(spec, args.method, **options)
     print(summary(result))
     if args.json:
         with writing("json", args.json):

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import analyze, path, plot, reproduce, solve, sweep, train, tune, verify
+from . import analyze, collapse, path, plot, reproduce, solve, sweep, train, tune, verify
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, print_error
 
-SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze)
+SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze, collapse)
 
 
 def build_parser() -> Parser:

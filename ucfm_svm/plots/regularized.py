@@ -36,9 +36,12 @@ def _check(curves: Sequence[LambdaCurve]) -> list[LambdaCurve]:
     return curves
 
 
-def _norm_ratio_row(curve: LambdaCurve, which: str) -> np.ndarray:
-    norms = curve.classifier_norms if which == "classifier" else curve.embedding_norms
-    return np.array([norm_ratio(curve.spec, np.diag(row**2)) for row in norms])
+def _norm_ratio_row(curve: LambdaCurve) -> np.ndarray:
+    """Classifier squared-norm ratio per lambda; ``nan`` where a norm is zero (collapse to 0)."""
+    out = []
+    for row in curve.classifier_norms:
+        out.append(norm_ratio(curve.spec, np.diag(row**2)) if row.min() > 0 else np.nan)
+    return np.array(out)
 
 
 def geometry_figure(curves: Sequence[LambdaCurve], *, title: str | None = None) -> object:
@@ -58,7 +61,7 @@ def geometry_figure(curves: Sequence[LambdaCurve], *, title: str | None = None) 
         color, marker = LOSS_STYLE.get(curve.spec.loss, ("k", "."))
         lam = curve.lambdas
         kw = {"color": color, "marker": marker, "ms": 4}
-        ax_r.plot(lam, _norm_ratio_row(curve, "classifier"), "-", label=curve.label(), **kw)
+        ax_r.plot(lam, _norm_ratio_row(curve), "-", label=curve.label(), **kw)
         ax_r.axhline(norm_ratio(curve.spec, curve.svm.classifier_gram), color=color, ls="--",
                      lw=0.8)
         svm_cos = cosine_summary(curve.spec, curve.svm)
@@ -86,6 +89,7 @@ def geometry_figure(curves: Sequence[LambdaCurve], *, title: str | None = None) 
         ax.invert_xaxis()
         ax.set_xlabel("lambda = sqrt(lambda_W lambda_H)")
         ax.set_ylabel(label)
+    ax_r.set_yscale("log")
     ax_r.legend(fontsize=7)
     fig.suptitle(title or f"{curves[0].spec.source or 'counts'}: certified regularized geometry"
                  f" (bias {curves[0].bias}); dashed: SVM limit, dotted: collapse thresholds")

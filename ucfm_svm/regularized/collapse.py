@@ -32,19 +32,11 @@ from ..result import Result
 from ..spec import LOSSES, Spec, step_counts
 from ..validation import check_float, check_int, fail
 from .losses import LossParams, params_from_spec
-from .solver import (
-    Regularization,
-    _Columns,
-    _primal,
-    dual_bound,
-    solve_factors,
-)
+from .solver import Regularization, polish, solve_factors
 
-#: A group counts as collapsed when ``||P_g M||_2 <= COLLAPSE_RTOL ||M||_2`` (``P_g`` centres
+#: A group counts as collapsed when ``||P_g W||_2 <= COLLAPSE_RTOL ||W||_2`` (``P_g`` centres
 #: the rows of the group); after the thresholding polish a collapsed group is zero to rounding.
 COLLAPSE_RTOL = 1e-12
-#: Proximal-gradient (singular-value thresholding) steps of the polish, at most.
-POLISH_STEPS = 5000
 #: Relative width of the final bisection bracket.
 BISECT_RTOL = 1e-9
 
@@ -161,54 +153,14 @@ def step_ratio_threshold(
     return float(brentq(gap, 1.0, r_max, xtol=1e-14, rtol=1e-14))
 
 
-def group_spread(M: np.ndarray, group: np.ndarray) -> float:
-    """``||P_g M||_2 / ||M||_2``: zero iff the rows of the group coincide (0 when ``M = 0``)."""
-    top = float(np.linalg.norm(M, 2))
+def group_spread(W: np.ndarray, group: np.ndarray) -> float:
+    """``||P_g W||_2 / ||W||_2`` (``P_g`` centres the group's rows): zero iff the classifiers of
+    the group coincide (0 when ``W = 0``)."""
+    top = float(np.linalg.norm(W, 2))
     if top == 0.0:
         return 0.0
-    rows = M[group]
+    rows = W[group]
     return float(np.linalg.norm(rows - rows.mean(axis=0), 2)) / top
-
-
-def polish(
-    spec: Spec, reg: Regularization, M: np.ndarray, b: np.ndarray, steps: int = POLISH_STEPS
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Proximal-gradient steps with singular-value thresholding on the class-level program.
-
-    ``M <- SVT_{t lambda}(M - t grad_M f)``, ``b <- b - t grad_b`` with ``t = 1/L``, ``L`` the
-    Lipschitz constant of ``grad f`` (``max_c w_c max(Delta)^2 / (2 delta_c^2 N)`` for ``M``;
-    the bias adds ``k`` times as much). A group with ``lambda > lambda*_g`` reaches exact zero in
-    finitely many steps. Stops when the step changes ``M`` by less than ``1e-15 ||M||``.
-
-    Returns
-    -------
-    M, b, objective, dual bound
-    """
-    params = params_from_spec(spec)
-    cols = _Columns(spec, "class")
-    lam = reg.lam
-    L = float(np.max(params.weights * params.scales.max() ** 2 / (2 * params.temperatures**2)))
-    L /= spec.n
-    has_bias = reg.bias != "none"
-    ridge = reg.lambda_w if reg.bias == "ridge" else 0.0
-    t = 1.0 / (L * (1.0 + (spec.k if has_bias else 0.0)) + ridge)
-    for _ in range(steps):
-        _, _, Q = _primal(params, cols, M / cols.root[None, :] + b[:, None])
-        U, sig, Vt = np.linalg.svd(M - t * Q / cols.root[None, :], full_matrices=False)
-        sig = np.maximum(sig - t * lam, 0.0)
-        M_new = (U * sig[None, :]) @ Vt
-        if has_bias:
-            b = b - t * (Q.sum(axis=1) + ridge * b)
-        change = float(np.linalg.norm(M_new - M))
-        M = M_new
-        if change <= 1e-15 * max(float(np.linalg.norm(M)), 1e-300):
-            break
-    value, P, _ = _primal(params, cols, M / cols.root[None, :] + b[:, None])
-    objective = value + lam * float(np.linalg.svd(M, compute_uv=False).sum())
-    if reg.bias == "ridge":
-        objective += 0.5 * reg.lambda_w * float(b @ b)
-    lower, _ = dual_bound(params, cols, P, lam, reg.bias, reg.lambda_w)
-    return M, b, objective, lower
 
 
 def is_collapsed(spec: Spec, lam: float, group: np.ndarray, bias: str = "none",
@@ -219,11 +171,10 @@ def is_collapsed(spec: Spec, lam: float, group: np.ndarray, bias: str = "none",
     ``SolverError``, so that the bisection never rests on an uncertified point.
     """
     reg = Regularization.from_lambda(lam, bias)
-    result, (W, V, b) = solve_factors(spec, reg, gtol=1e-11)
-    M, b, objective, lower = polish(spec, reg, W @ V, b)
-    if objective - lower > rtol * abs(objective):
-        raise SolverError(f"uncertified solve at lambda={lam:.17g}: gap {objective - lower:.3e}")
-    return group_spread(M, group) <= COLLAPSE_RTOL, result
+    result, _ = polish(spec, reg, solve_factors(spec, reg, gtol=1e-11)[1], rtol=rtol)
+    if not result.certified:
+        raise SolverError(f"uncertified solve at lambda={lam:.17g}: {result.message}")
+    return group_spread(result.W, group) <= COLLAPSE_RTOL, result
 
 
 def bisect_lambda(spec: Spec, group: np.ndarray, *, bias: str = "none",

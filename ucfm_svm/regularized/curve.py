@@ -17,8 +17,12 @@ from .. import geometry
 from ..result import Result
 from ..spec import Spec
 from .collapse import Threshold, closed_form_lambda, group_spread, identical_groups
-from .solver import Regularization, solve_factors
+from .solver import Regularization, polish, solve_factors
 from .training import check_lambdas, reference_svm
+
+#: Up to this many classes each solve is polished by singular-value thresholding (exact zeros
+#: for collapsed groups; dense k x k SVDs).
+POLISH_MAX_K = 200
 
 
 @dataclass(frozen=True)
@@ -92,16 +96,24 @@ def cosine_summary(spec: Spec, result: Result) -> dict[str, float]:
 def lambda_curve(spec: Spec, lambdas: object, *, bias: str = "none") -> LambdaCurve:
     """Certified regularized solves of ``spec``'s loss along a decreasing ``lambda`` grid.
 
-    Each solve starts from the previous one's factors; ``lambda_W = lambda_H = lambda``.
+    Each solve starts from the same seeded random point (a warm start from a collapsed or zero
+    solution would start at a saddle of the factorization); ``lambda_W = lambda_H = lambda``;
+    up to ``POLISH_MAX_K`` classes it is polished (:func:`ucfm_svm.regularized.solver.polish`).
     """
     lambdas = check_lambdas(lambdas)
     params_groups = identical_groups(spec)
     svm = reference_svm(spec)
     results = []
-    start = None
     for lam in lambdas:
-        result, start = solve_factors(spec, Regularization.from_lambda(lam, bias), start=start)
-        results.append(result)
+        reg = Regularization.from_lambda(lam, bias)
+        result, factors = solve_factors(spec, reg)
+        results.append(polish(spec, reg, factors)[0] if spec.k <= POLISH_MAX_K else result)
+    with np.errstate(invalid="ignore", divide="ignore"):  # W = 0 above every threshold: nan
+        return _assemble(spec, bias, lambdas, results, params_groups, svm)
+
+
+def _assemble(spec: Spec, bias: str, lambdas: np.ndarray, results: list[Result],
+              params_groups: list[np.ndarray], svm: Result) -> LambdaCurve:
     cos = [cosine_summary(spec, r) for r in results]
     thresholds = []
     for g in params_groups:

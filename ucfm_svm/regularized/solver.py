@@ -47,6 +47,8 @@ START_RANK, MAX_ROUNDS = 32, 12
 #: Escape when ``sigma_1(-grad_M f) > lambda (1 + ESCAPE_RTOL)``; the new factor columns have
 #: squared size ``ESCAPE_SCALE (sigma - lambda) / lambda``.
 ESCAPE_RTOL, ESCAPE_SCALE = 1e-9, 1e-2
+#: Proximal-gradient steps of :func:`polish`, at most.
+POLISH_STEPS = 5000
 #: Above this many classes the rank adapts (from ``START_RANK``) and L-BFGS stops at a tenth of
 #: the certified gap instead of at ``gtol``; up to it the factors have full rank ``min(d, k)``.
 EARLY_STOP_K = 200
@@ -407,18 +409,45 @@ def solve_factors(
         W, V, b, it = _lbfgs(params, cols, reg, W, V, b, gtol, maxiter - nit, target_gap)
         nit += it
         rounds += 1
-        if rank is not None or W.shape[1] >= rmax or nit >= maxiter or rounds > MAX_ROUNDS:
+        if rank is not None or nit >= maxiter or rounds > MAX_ROUNDS:
             break
         X = -_primal(params, cols, (W @ V) / cols.root[None, :] + b[:, None])[2]
         X /= cols.root[None, :]
-        U, sig, Vt = _top_singular(X, min(rmax - W.shape[1], max(W.shape[1], 8)))
+        full = W.shape[1] >= rmax
+        U, sig, Vt = _top_singular(X, max(W.shape[1], 8) if not full else 1)
         grow = sig > lam * (1.0 + ESCAPE_RTOL)
+        if not full:
+            grow[min(rmax - W.shape[1], grow.size) :] = False
         if not np.any(grow):
             break
         U, sig, Vt = U[:, grow], sig[grow], Vt[grow]
         step = np.sqrt(ESCAPE_SCALE * (sig - lam) / lam)
-        W = np.hstack([W, U * step[None, :]])
-        V = np.vstack([V, Vt * step[:, None]])
+        if full:  # a saddle (e.g. W = V = 0): swap the weakest factor column for the escape
+            weakest = int(np.argmin(np.sum(W * W, axis=0) + np.sum(V * V, axis=1)))
+            W[:, weakest] = U[:, 0] * step[0]
+            V[weakest] = Vt[0] * step[0]
+        else:
+            W = np.hstack([W, U * step[None, :]])
+            V = np.vstack([V, Vt * step[:, None]])
+    return _assemble(spec, reg, level, params, cols, W, V, b, nit, t0, rtol, "L-BFGS")
+
+
+def _assemble(
+    spec: Spec,
+    reg: Regularization,
+    level: str,
+    params: LossParams,
+    cols: _Columns,
+    W: np.ndarray,
+    V: np.ndarray,
+    b: np.ndarray,
+    nit: int,
+    t0: float,
+    rtol: float,
+    solver: str,
+) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors."""
+    k, lam = spec.k, reg.lam
     r = W.shape[1]
     Z = (W @ V) / cols.root[None, :] + b[:, None]
     value, P, _ = _primal(params, cols, Z)
@@ -448,7 +477,8 @@ def solve_factors(
     status = OPTIMAL if gap <= rtol * abs(objective) else NOT_CERTIFIED
     text = (
         f"objective {objective:.10g}, dual bound {lower:.10g}, gap {gap:.2e}; "
-        f"{nit} L-BFGS iterations at rank {r}, ||Q S^-1||_2 / lambda = {info['spectral_ratio']:.8f}"
+        f"{nit} {solver} iterations at rank {r}, ||Q S^-1||_2 / lambda = "
+        f"{info['spectral_ratio']:.8f}"
     )
     message = ("certified global optimum: " if status == OPTIMAL else "not certified: ") + text
     if status != OPTIMAL:
@@ -470,7 +500,7 @@ def solve_factors(
         classifier_norms=geometry.norms_from_gram(cg),
         embedding_norms=geometry.norms_from_gram(eg),
         seconds=time.perf_counter() - t0,
-        solver="L-BFGS",
+        solver=solver,
         iterations=nit,
         nc1=geometry.nc1(H, cols.labels, k) if level == "example" else None,
         regularization={
@@ -481,3 +511,56 @@ def solve_factors(
             **info,
         },
     ), (W, V, b.copy())
+
+
+def polish(
+    spec: Spec,
+    reg: Regularization,
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    steps: int = POLISH_STEPS,
+    rtol: float = CERTIFY_RTOL,
+) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Proximal-gradient steps with singular-value thresholding on the class-level program.
+
+    From ``M = W V``: ``M <- SVT_{t lambda}(M - t grad_M f)``, ``b <- b - t grad_b`` with
+    ``t = 1/L``, ``L`` a Lipschitz constant of ``grad f`` (``max_c w_c max(Delta)^2 /
+    (2 delta_c^2 N)`` for ``M``, the Hessian of the softmax cross-entropy being at most 1/2;
+    ``k + 1`` times that with a bias). Thresholding sets singular values exactly to zero, so a
+    collapsed group is collapsed to rounding (the factorized L-BFGS only approaches zero).
+    Stops when a step changes ``M`` by less than ``1e-15 ||M||``. Dense SVDs: class level,
+    small ``k``.
+
+    Returns
+    -------
+    The certified result of the polished point (balanced factors ``U sqrt(S)``, ``sqrt(S) V^T``)
+    and its factors.
+    """
+    t0 = time.perf_counter()
+    params = params_from_spec(spec)
+    cols = _Columns(spec, "class")
+    lam = reg.lam
+    W, V, b = factors
+    M = W @ V
+    L = float(np.max(params.weights * params.scales.max() ** 2 / (2 * params.temperatures**2)))
+    L /= spec.n
+    has_bias = reg.bias != "none"
+    ridge = reg.lambda_w if reg.bias == "ridge" else 0.0
+    t = 1.0 / (L * (1.0 + (spec.k if has_bias else 0.0)) + ridge)
+    done = 0
+    for done in range(1, steps + 1):  # noqa: B007 - the count is reported
+        _, _, Q = _primal(params, cols, M / cols.root[None, :] + b[:, None])
+        U, sig, Vt = np.linalg.svd(M - t * Q / cols.root[None, :], full_matrices=False)
+        sig = np.maximum(sig - t * lam, 0.0)
+        M_new = (U * sig[None, :]) @ Vt
+        if has_bias:
+            b = b - t * (Q.sum(axis=1) + ridge * b)
+        change = float(np.linalg.norm(M_new - M))
+        M = M_new
+        if change <= 1e-15 * max(float(np.linalg.norm(M)), 1e-300):
+            break
+    U, sig, Vt = np.linalg.svd(M, full_matrices=False)
+    r = min(spec.dim, spec.k)
+    root = np.sqrt(sig[:r])
+    W, V = U[:, :r] * root[None, :], root[:, None] * Vt[:r]
+    return _assemble(spec, reg, "class", params, cols, W, V, b, done, t0, rtol, "SVT polish")

@@ -1,6 +1,7 @@
 """Benchmarks of the finite-weight-decay solver (issue 14) and of `path`/`train` (issue 19).
 
-Run from the repository root: ``OMP_NUM_THREADS=1 python benchmarks/bench_regularized.py``.
+Run from the repository root:
+``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_regularized.py [K ...]``.
 The machine may be shared: every row also reports its time as a ratio to a fixed numpy
 workload timed in the same process just before it (``baseline``: ten 1000 x 1000 by 1000 x 64
 products and one 400 x 400 SVD), so that rows taken under different loads compare.
@@ -19,28 +20,25 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ucfm_svm.regularized.losses import params_from_spec  # noqa: E402
-from ucfm_svm.regularized.solver import (  # noqa: E402
+from ucfm_svm.regularized.losses import params_from_spec
+from ucfm_svm.regularized.solver import (
     Regularization,
     _Columns,
     _primal,
     _spectral_norm,
     solve_regularized,
 )
-from ucfm_svm.regularized.training import (  # noqa: E402
+from ucfm_svm.regularized.training import (
     _Model,
     gradient_descent,
     reference_svm,
     regularization_path,
 )
-from ucfm_svm.spec import Spec, longtail_counts  # noqa: E402
+from ucfm_svm.spec import Spec, longtail_counts
 
 
 def baseline() -> float:

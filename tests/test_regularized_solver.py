@@ -38,9 +38,9 @@ from .conftest import cli  # noqa: F401
 COUNTS = (10, 10, 1, 1)
 GAMMA = {"cdt": 0.5, "ldt": 0.5, "vs": 0.25}
 LAMBDAS = (1e-1, 1e-2, 1e-3)
-#: L-BFGS stops at gtol = 1e-9 on objective/lambda; both routes then agree on the objective to
-#: about 1e-9 relative and on the normalized Grams to about sqrt of that (a flat direction).
-OBJ_RTOL, GRAM_TOL = 1e-7, 1e-4
+#: Both L-BFGS runs stop at gtol = 1e-9 on objective/lambda (measured agreement: objectives to
+#: 1e-15, normalized Grams to 1e-7); the tolerances leave room for the gradient-to-point error.
+OBJ_RTOL, GRAM_TOL = 1e-7, 1e-5
 
 
 def _spec(name, counts=COUNTS):
@@ -57,6 +57,11 @@ def _check_against_path(spec):
         assert result.certified and result.rel_gap <= 1e-6, result.message
         # path minimizes sum_i loss + N lam / 2 (||W||^2 + ||H||^2) = N * our objective
         assert result.objective == pytest.approx(path.objective[j] / spec.n, rel=OBJ_RTOL)
+        if result.regularization["spectral_ratio"] < 0.999:  # lambda > lambda_0: M = 0 optimal
+            assert np.linalg.norm(result.classifier_gram) < 1e-8
+            assert path.parameter_norm[j] < 1e-4
+            distances.append(np.nan)
+            continue
         G = result.classifier_gram / np.linalg.norm(result.classifier_gram)
         assert np.linalg.norm(G - path.classifier_grams[j]) < GRAM_TOL
         E = result.embedding_gram / np.linalg.norm(result.embedding_gram)
@@ -64,7 +69,8 @@ def _check_against_path(spec):
         distances.append(gram_distance(result.classifier_gram, svm.classifier_gram))
     # closer to the SVM at 1e-3 than at 1e-1 for every loss; not always monotone in between:
     # LA's offsets tau log pi_c are felt at finite lambda (0.224 at 1e-2, 0.230 at 1e-3)
-    assert distances[2] < distances[0], distances
+    first = next(d for d in distances if np.isfinite(d))
+    assert distances[2] < first, distances
     return distances
 
 
@@ -139,7 +145,8 @@ def test_unequal_decays_rescale_the_factors():
     assert a.certified and b.certified
     assert b.objective == pytest.approx(a.objective, rel=1e-7)
     assert np.allclose(b.logits, a.logits, atol=1e-4)
-    assert np.sum(b.W**2) == pytest.approx(np.sum(a.W**2) / 2, rel=1e-4)  # c^{1/2} = 1/2
+    # c = (lambda_H / lambda_W)^{1/4} = 1/2: W scales by c, its squared norm by 1/4
+    assert np.sum(b.W**2) == pytest.approx(np.sum(a.W**2) / 4, rel=1e-4)
 
 
 def test_threshold_bisection_matches_closed_form():

@@ -117,7 +117,7 @@ def collapse_figure(curves: Sequence[LambdaCurve], *, title: str | None = None) 
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("lambda = sqrt(lambda_W lambda_H)")
-    ax.set_ylabel("group spread ||P_g W||_2 / ||W||_2")
+    ax.set_ylabel("group spread ||P_g W Hbar||_2 / ||W Hbar||_2")
     ax.legend(fontsize=7)
     ax.set_title(title or "minority collapse: spread vanishes above the threshold", fontsize=9)
     return fig

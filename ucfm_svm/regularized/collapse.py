@@ -34,8 +34,8 @@ from ..validation import check_float, check_int, fail
 from .losses import LossParams, params_from_spec
 from .solver import Regularization, polish, solve_factors
 
-#: A group counts as collapsed when ``||P_g W||_2 <= COLLAPSE_RTOL ||W||_2`` (``P_g`` centres
-#: the rows of the group); after the thresholding polish a collapsed group is zero to rounding.
+#: A group counts as collapsed when ``||P_g W Hbar||_2 <= COLLAPSE_RTOL ||W Hbar||_2`` (``P_g``
+#: centres the group's rows); after the thresholding polish it is zero to rounding.
 COLLAPSE_RTOL = 1e-12
 #: Relative width of the final bisection bracket.
 BISECT_RTOL = 1e-9
@@ -154,8 +154,12 @@ def step_ratio_threshold(
 
 
 def group_spread(W: np.ndarray, group: np.ndarray) -> float:
-    """``||P_g W||_2 / ||W||_2`` (``P_g`` centres the group's rows): zero iff the classifiers of
-    the group coincide (0 when ``W = 0``)."""
+    """``||P_g W||_2 / ||W||_2`` (``P_g`` centres the group's rows; 0 when ``W = 0``).
+
+    Applied to ``W Hbar`` (the logits without bias): its rows coincide iff the classifiers of
+    the group do (same row space). ``W`` itself is ``U S^{1/2}``, whose square root turns a
+    singular value at rounding level (1e-17) into a visible 3e-9.
+    """
     top = float(np.linalg.norm(W, 2))
     if top == 0.0:
         return 0.0
@@ -174,7 +178,7 @@ def is_collapsed(spec: Spec, lam: float, group: np.ndarray, bias: str = "none",
     result, _ = polish(spec, reg, solve_factors(spec, reg, gtol=1e-11)[1], rtol=rtol)
     if not result.certified:
         raise SolverError(f"uncertified solve at lambda={lam:.17g}: {result.message}")
-    return group_spread(result.W, group) <= COLLAPSE_RTOL, result
+    return group_spread(result.W @ result.H_mean, group) <= COLLAPSE_RTOL, result
 
 
 def bisect_lambda(spec: Spec, group: np.ndarray, *, bias: str = "none",

@@ -133,7 +133,7 @@ def _assemble(spec: Spec, bias: str, lambdas: np.ndarray, results: list[Result],
         embedding_norms=np.stack([r.embedding_norms for r in results]),
         cosines={key: np.array([c[key] for c in cos]) for key in cos[0]},
         spreads=np.array(
-            [[group_spread(r.W, g) for g in params_groups] for r in results]
+            [[group_spread(r.W @ r.H_mean, g) for g in params_groups] for r in results]
         ).reshape(len(results), len(params_groups)),
         groups=tuple(tuple(int(c) for c in g) for g in params_groups),
         thresholds=tuple(thresholds),

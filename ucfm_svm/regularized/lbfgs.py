@@ -16,6 +16,8 @@ import numpy as np
 
 #: Armijo constant and backtracking factor of the line search.
 ARMIJO, BACKTRACK = 1e-4, 0.5
+#: Stop when a step lowers ``fun`` by at most this relative amount (rounding level).
+FTOL = 1e-15
 #: Line-search trials before the run stops (no decrease found: at rounding level).
 MAX_TRIALS = 40
 
@@ -29,8 +31,8 @@ class LbfgsResult:
     x, fun, grad : the last iterate, its value and gradient
     nit : iterations taken
     success : whether ``max |grad| <= gtol`` was reached, or the run stalled at rounding level
-        (no step of the line search decreased ``fun``: the analogue of L-BFGS-B's ``ftol`` test
-        at ``ftol ~ 0``), or the callback stopped it
+        (a relative decrease below ``FTOL``, or none at all: the analogue of L-BFGS-B's ``ftol``
+        test), or the callback stopped it
     message : how the run ended
     """
 
@@ -56,8 +58,8 @@ def minimize_lbfgs(
     The search direction is ``-H g`` with ``H`` the L-BFGS inverse-Hessian estimate from the
     last ``memory`` pairs ``(s, y)`` (initial scaling ``s^T y / y^T y``; pairs with
     ``s^T y <= 0`` are skipped); the step halves from 1 until the Armijo condition holds. Stops
-    when ``max |g| <= gtol``, after ``maxiter`` iterations, when no step decreases ``fun``, or
-    when ``callback(x, f)`` returns ``True``.
+    when ``max |g| <= gtol``, after ``maxiter`` iterations, when a step lowers ``fun`` by at most
+    ``FTOL`` relative or no step lowers it, or when ``callback(x, f)`` returns ``True``.
     """
     x = np.array(x0, dtype=float)
     f, g = fun(x)
@@ -100,8 +102,11 @@ def minimize_lbfgs(
         sy = float(s @ y)
         if sy > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
             pairs.append((s, y, 1.0 / sy))
+        stalled = f - f_new <= FTOL * max(abs(f), abs(f_new), 1.0)
         x, f, g = x_new, f_new, g_new
         nit += 1
+        if stalled:  # L-BFGS-B's ftol test: the relative decrease is at rounding level
+            return LbfgsResult(x, f, g, nit, True, "relative decrease below ftol")
         if callback is not None and callback(x, f):
             return LbfgsResult(x, f, g, nit, True, "stopped by the callback")
     return LbfgsResult(x, f, g, nit, False, "maximum number of iterations reached")

@@ -416,6 +416,31 @@ def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParam
     return params_from_spec(spec), svm
 
 
+#: Escapes from saddles per ``lambda`` at most (:func:`_escape`).
+MAX_ESCAPES = 5
+
+
+def _escape(model: _Model, x: np.ndarray, grad_M: np.ndarray, lam: float) -> np.ndarray | None:
+    """A point off the saddle ``x`` when ``||grad_M loss||_2 > lambda (1 + CERTIFICATE_TOL)``.
+
+    A warm start from a solution where a group had collapsed (docs/theory.md §13) is a
+    stationary point of the factorization that is not a minimum below the collapse threshold
+    (the certificate then equals ``lambda*_g / lambda``). The top singular pair ``(u, v)`` of
+    ``-grad_M`` is a descent direction of ``loss(M) + lambda ||M||_*``: it replaces the weakest
+    factor column, ``W[:, j] = s u``, ``V[j] = s v`` (``s^2 = 1e-2 (sigma - lambda) / lambda``).
+    ``None`` when the certificate holds.
+    """
+    U, sig, Vt = np.linalg.svd(-grad_M, full_matrices=False)
+    if sig[0] <= lam * (1 + CERTIFICATE_TOL):
+        return None
+    W, V = (a.copy() for a in model.unpack(x))
+    j = int(np.argmin(np.sum(W * W, axis=0) + np.sum(V * V, axis=1)))
+    step = np.sqrt(1e-2 * (sig[0] - lam) / lam)
+    W[:, j] = step * U[:, 0]
+    V[j] = step * Vt[0]
+    return np.concatenate([W.ravel(), V.ravel()])
+
+
 def check_lambdas(lambdas: object) -> np.ndarray:
     """Validate a ``lambda`` grid: positive finite numbers in strictly decreasing order.
 
@@ -493,17 +518,23 @@ def regularization_path(
             value, grad, _ = model.loss_and_grad(z)
             return value / lam + 0.5 * float(z @ z), grad / lam + z
 
-        res = minimize_lbfgs(fun, x, gtol=gtol, maxiter=maxiter, memory=LBFGS_MEMORY)
-        x = res.x
-        value, grad, G = model.loss_and_grad(x)
-        grad_M = G / model.root[None, :]
+        nit = 0
+        for _ in range(MAX_ESCAPES + 1):
+            res = minimize_lbfgs(fun, x, gtol=gtol, maxiter=maxiter, memory=LBFGS_MEMORY)
+            x, nit = res.x, nit + res.nit
+            value, grad, G = model.loss_and_grad(x)
+            grad_M = G / model.root[None, :]
+            escaped = _escape(model, x, grad_M, lam)
+            if escaped is None:
+                break
+            x = escaped
         row = _record(model, x, svm)
         row.update(
             loss=value,
             objective=value + 0.5 * lam * float(x @ x),
             gradient_norm=float(np.linalg.norm(grad / lam + x)),
             certificate=float(np.linalg.norm(grad_M, 2) / lam),
-            solver_iterations=res.nit,
+            solver_iterations=nit,
             converged=bool(res.success),
         )
         rows.append(row)

@@ -39,7 +39,7 @@ from .losses import LossParams, adjusted_logits, params_from_spec
 BIASES = ("none", "free", "ridge")
 #: Levels: collapsed class means (weighted by ``n_c``) or one embedding per example.
 LEVELS = ("class", "example")
-#: Largest number of examples at the example level (``W H`` is ``k x N``).
+#: Largest ``k N`` at the example level (``W H`` is ``k x N``).
 EXAMPLE_MAX_ENTRIES = 20_000_000
 #: Rank of the random start; the rank grows by escape directions (:func:`solve_factors`), at
 #: most doubling per round, for at most ``MAX_ROUNDS`` rounds.
@@ -52,7 +52,7 @@ POLISH_STEPS = 5000
 #: Above this many classes the rank adapts (from ``START_RANK``) and L-BFGS stops at a tenth of
 #: the certified gap instead of at ``gtol``; up to it the factors have full rank ``min(d, k)``.
 EARLY_STOP_K = 200
-#: Iterations between two gap estimates when stopping early.
+#: Iterations between two duality-gap checks when stopping early.
 CHECK_EVERY = 40
 
 
@@ -344,11 +344,12 @@ def solve_factors(
     rank : int, optional
         A fixed factorization rank ``r <= d``. By default ``min(d, k)`` up to
         ``EARLY_STOP_K`` classes; beyond, the rank adapts: L-BFGS at rank ``START_RANK``, then
-        while the top singular value of ``-grad_M f`` exceeds ``lambda`` (the point is not
-        optimal for the convex program) its singular pairs are appended to the factors (a
+        while the point is not certified and the top singular values ``sigma`` of
+        ``-grad_M f`` exceed ``lambda``, their singular pairs are appended to the factors (a
         descent direction: ``M + t u v^T`` lowers ``f + lambda ||M||_*`` by about
-        ``t (sigma - lambda)``), up to ``min(d, k)``. The certificate is global whatever the
-        rank; a too small one shows as a gap.
+        ``t (sigma - lambda)``), up to ``min(d, k)``; at full rank the weakest column is
+        swapped for the top pair (a saddle such as ``W = V = 0``). The certificate is global
+        whatever the rank; a too small one shows as a gap.
     start : (W, V, b), optional
         Factors of a start (``W`` k x r, ``V`` r x m, ``b`` k); used for warm starts.
     rtol : relative gap below which the result is certified.
@@ -411,8 +412,13 @@ def solve_factors(
         rounds += 1
         if rank is not None or nit >= maxiter or rounds > MAX_ROUNDS:
             break
-        X = -_primal(params, cols, (W @ V) / cols.root[None, :] + b[:, None])[2]
-        X /= cols.root[None, :]
+        value, P, Q = _primal(params, cols, (W @ V) / cols.root[None, :] + b[:, None])
+        F = value + 0.5 * lam * (float(np.sum(W * W)) + float(np.sum(V * V)))
+        if reg.bias == "ridge":
+            F += 0.5 * reg.lambda_w * float(b @ b)
+        if F - dual_bound(params, cols, P, lam, reg.bias, reg.lambda_w)[0] <= rtol * abs(F):
+            break  # certified: no escape needed
+        X = -Q / cols.root[None, :]
         full = W.shape[1] >= rmax
         U, sig, Vt = _top_singular(X, max(W.shape[1], 8) if not full else 1)
         grow = sig > lam * (1.0 + ESCAPE_RTOL)

@@ -609,6 +609,7 @@ def gradient_descent(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     marks = set(_log_spaced(steps, records).tolist())
+    recorded: np.ndarray | None = None
     rows: list[dict] = []
     iterations: list[int] = []
     message = f"{steps} steps"
@@ -625,10 +626,11 @@ def gradient_descent(
                     break
                 x = x - (lr / size) * g
             else:
-                _, g, _ = model.loss_and_grad(x)
+                g = recorded if recorded is not None else model.loss_and_grad(x)[1]
                 x = x - lr * g
+            recorded = None
             if t in marks:
-                _append_gd_record(model, x, svm, rows)
+                recorded = _append_gd_record(model, x, svm, rows)  # reused by the next step
                 iterations.append(t)
             finite = np.all(np.isfinite(x)) and (t not in marks or _finite_row(rows[-1]))
             if not finite:
@@ -658,11 +660,15 @@ def _finite_row(row: dict) -> bool:
     return math.isfinite(row["parameter_norm"]) and math.isfinite(row["distance_to_svm"])
 
 
-def _append_gd_record(model: _Model, x: np.ndarray, svm: Result, rows: list[dict]) -> None:
+def _append_gd_record(
+    model: _Model, x: np.ndarray, svm: Result, rows: list[dict]
+) -> np.ndarray:
+    """Record the point ``x``; returns its loss gradient (the next plain step reuses it)."""
     value, grad, _ = model.loss_and_grad(x)
     row = _record(model, x, svm)
     row.update(loss=value, objective=value, gradient_norm=float(np.linalg.norm(grad)))
     rows.append(row)
+    return grad
 
 
 def _assemble(

@@ -87,6 +87,10 @@ class Result:
     b : (k,) array or None
         Classifier bias of the free-bias model (docs/theory.md §11), in the gauge orthogonal to
         ``Delta^{-1} 1``; ``None`` in models without a bias.
+    regularization : dict or None
+        Method ``regularized`` only (docs/theory.md §13): ``lambda_w``, ``lambda_h``,
+        ``lambda``, ``bias``, the bias vector ``b`` and the dual certificate's details; then
+        ``objective`` is the regularized objective and ``lower_bound`` its Fenchel dual bound.
     """
 
     spec: Spec
@@ -111,6 +115,7 @@ class Result:
     restarts: int | None = None
     restart_objectives: tuple[float, ...] | None = field(default=None)
     b: np.ndarray | None = None
+    regularization: dict | None = None
 
     @property
     def gap(self) -> float | None:

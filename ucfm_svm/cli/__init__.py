@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import SolverError, SpecError
-from . import analyze, path, plot, reproduce, solve, study, sweep, train, tune, verify
+from . import analyze, collapse, path, plot, reproduce, solve, study, sweep, train, tune, verify
 from ._common import EXIT_NOT_CERTIFIED, EXIT_USAGE, Parser, as_typed, print_error
 
 #: Exit codes of an interrupted run: 128 + the signal number, as shells report them.
@@ -25,7 +25,7 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 #: Set to 1 to see the traceback of an unexpected error instead of its one-line message.
 DEBUG_VARIABLE = "UCFM_SVM_DEBUG"
 
-SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze, study)
+SUBCOMMANDS = (solve, verify, tune, path, train, plot, sweep, reproduce, analyze, study, collapse)
 
 
 def build_parser() -> Parser:

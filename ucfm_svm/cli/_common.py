@@ -154,14 +154,16 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--bias`` and ``--features``, the model choices of docs/variants.md."""
+def add_model_arguments(parser: argparse.ArgumentParser, ridge: bool = False) -> None:
+    """Add ``--bias`` and ``--features``, the model choices of docs/variants.md (``ridge``: the
+    bias may also be decayed, with ``--lambda``, docs/regularized.md)."""
     model = parser.add_argument_group("model (docs/variants.md)")
     model.add_argument(
         "--bias",
         default=None,
-        choices=BIASES,
-        help="classifier bias: none (the paper's model, default) or free (unregularized)",
+        choices=(*BIASES, "ridge") if ridge else BIASES,
+        help="classifier bias: none (the paper's model, default) or free (unregularized)"
+        + ("; ridge (decayed with lambda_W) with --lambda only" if ridge else ""),
     )
     model.add_argument(
         "--features",

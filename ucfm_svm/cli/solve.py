@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..api import METHODS, group_statistics, method_options, solve
+from ..regularized.solver import solve_regularized
 from ..result import OPTIMAL, jsonable
 from ..solvers.convex import LEVELS
 from ..validation import fail
+from . import regularized
 from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "certified geometry, and optionally write it as JSON.",
     )
     add_spec_arguments(p)
-    add_model_arguments(p)
+    add_model_arguments(p, ridge=True)
     p.add_argument(
         "--method",
         default="auto",
@@ -115,12 +117,25 @@ def method_flags(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     """Solve, print the summary, write JSON; exit 0 iff the result is certified optimal."""
-    spec = spec_from_args(args)
-    options = method_flags(args)
-    check_output_path("json", args.json)
-    thresholds = group_options(args)
-    result = solve(spec, args.method, **options)
-    stats = group_statistics(result, **thresholds)
+    reg = regularized.regularization_from_args(args)
+    if reg is not None:
+        if getattr(args, "features", None) not in (None, "free"):
+            raise fail(
+                "--features", "free with --lambda (the regularized model's features)", args.features
+            )
+        # the regularized model carries its own bias (none, free or ridge: docs/theory.md §13)
+        spec = spec_from_args(argparse.Namespace(**{**vars(args), "bias": None}))
+        options = regularized.solve_options(args)
+        check_output_path("json", args.json)
+        result = solve_regularized(spec, reg, **options)
+        if args.json != STDOUT:
+            print(regularized.describe(reg))
+    else:
+        spec = spec_from_args(args)
+        options = method_flags(args)
+        check_output_path("json", args.json)
+        result = solve(spec, args.method, **options)
+    stats = group_statistics(result, **group_options(args))
     if args.json != STDOUT:
         print(summary(result, stats))
     if args.json:

@@ -7,8 +7,8 @@ section 1 (the loss's SVM limit, ``Spec.from_loss``):
 
       min_{W, H}  sum_i l(y_i, W h_i) + lambda/2 (||W||_F^2 + ||H||_F^2)
 
-  with scipy's L-BFGS over a decreasing grid of ``lambda``, each solve warm-started from the
-  previous one (docs/theory.md §9: the normalized minimizers approach the SVM roughly like
+  with L-BFGS (:mod:`ucfm_svm.regularized.lbfgs`) over a decreasing grid of ``lambda``, each
+  solve warm-started from the previous one (docs/theory.md §9: the normalized minimizers approach the SVM roughly like
   ``1 / log(1/lambda)``).
 - :func:`gradient_descent` runs plain (``x <- x - lr grad``) or normalized
   (``x <- x - lr grad / ||grad||``) gradient descent on the unregularized UFM from a small
@@ -23,9 +23,9 @@ a collapsed point, so both levels follow the same trajectory (checked in the tes
 Recorded at every point (one per ``lambda``, or at log-spaced iterations): the normalized
 classifier and class-mean embedding Grams, cosines, norm ratios (:func:`norm_ratio`), the
 scale-free distance to the SVM Grams (:func:`ucfm_svm.geometry.gram_distance`; the reference is
-the certified convex solve), and the *SVM objective ratio*: the point rescaled to satisfy the
-SVM margins exactly, its SVM objective divided by the certified optimum (``>= 1``, tending to 1
-iff the direction tends to an SVM solution).
+the certified closed form, :func:`reference_svm`), and the *SVM objective ratio*: the point
+rescaled to satisfy the SVM margins exactly, its SVM objective divided by the certified optimum
+(``>= 1``, tending to 1 iff the direction tends to an SVM solution).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ..progress import progress
 from ..result import Result, jsonable
 from ..spec import Spec
 from ..validation import check_float, check_int, fail, parse_list
+from .lbfgs import minimize_lbfgs
 from .losses import LossParams, loss_and_grad, params_from_spec, scaled_logit_gradient
 
 #: Levels: collapsed class means weighted by ``n_c``, or one embedding per example.
@@ -180,7 +181,7 @@ class Trajectory:
     nc1 : (m,) array or None
         Example level only: within-class variability (:func:`~ucfm_svm.geometry.nc1`).
     svm : Result
-        The certified SVM reference (convex solve at the class level).
+        The certified SVM reference (:func:`reference_svm`, class level).
     fits : tuple of TrendFit
         Path only: :func:`trend_fit` of ``distance_to_svm`` for each of :data:`FIT_POWERS`
         (``fits[0]`` is the ``1 / log(1/lambda)`` fit); empty otherwise.
@@ -276,6 +277,8 @@ class Trajectory:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
+#: Stored (s, y) pairs of the path's L-BFGS (:func:`ucfm_svm.regularized.lbfgs.minimize_lbfgs`).
+LBFGS_MEMORY = 10
 #: Slack on the global-optimality certificate of the path (L-BFGS stops at ``gtol``, not 0).
 CERTIFICATE_TOL = 1e-6
 
@@ -384,13 +387,23 @@ def _record(model: _Model, x: np.ndarray, svm: Result) -> dict:
     }
 
 
+def reference_svm(spec: Spec) -> Result:
+    """The certified SVM geometry that trajectories are compared with (one call site).
+
+    The ``auto`` route with the Grams (``full=True``), at ``d = max(d, k - 1)`` where it is exact:
+    the structured closed form certified by its own dual. The generic convex solve is not used:
+    it runs out of memory at k = 100.
+    """
+    return solve(spec.with_dim(max(spec.dim, spec.k - 1)), "auto", full=True)
+
+
 def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParams, Result]:
     if not isinstance(spec, Spec):
         raise fail("spec", "a Spec", type(spec).__name__)
     if level not in LEVELS:
         raise fail("level", "one of " + ", ".join(LEVELS), level)
     if svm is None:
-        svm = solve(spec.with_dim(max(spec.dim, spec.k - 1)), "auto")
+        svm = reference_svm(spec)
     elif not isinstance(svm, Result) or (svm.spec.counts, svm.spec.scales, svm.spec.margins) != (
         spec.counts,
         spec.scales,
@@ -402,6 +415,31 @@ def _check_common(spec: Spec, level: str, svm: Result | None) -> tuple[LossParam
             svm.spec.describe() if isinstance(svm, Result) else type(svm).__name__,
         )
     return params_from_spec(spec), svm
+
+
+#: Escapes from saddles per ``lambda`` at most (:func:`_escape`).
+MAX_ESCAPES = 5
+
+
+def _escape(model: _Model, x: np.ndarray, grad_M: np.ndarray, lam: float) -> np.ndarray | None:
+    """A point off the saddle ``x`` when ``||grad_M loss||_2 > lambda (1 + CERTIFICATE_TOL)``.
+
+    A warm start from a solution where a group had collapsed (docs/theory.md §13) is a
+    stationary point of the factorization that is not a minimum below the collapse threshold
+    (the certificate then equals ``lambda*_g / lambda``). The top singular pair ``(u, v)`` of
+    ``-grad_M`` is a descent direction of ``loss(M) + lambda ||M||_*``: it replaces the weakest
+    factor column, ``W[:, j] = s u``, ``V[j] = s v`` (``s^2 = 1e-2 (sigma - lambda) / lambda``).
+    ``None`` when the certificate holds.
+    """
+    U, sig, Vt = np.linalg.svd(-grad_M, full_matrices=False)
+    if sig[0] <= lam * (1 + CERTIFICATE_TOL):
+        return None
+    W, V = (a.copy() for a in model.unpack(x))
+    j = int(np.argmin(np.sum(W * W, axis=0) + np.sum(V * V, axis=1)))
+    step = np.sqrt(1e-2 * (sig[0] - lam) / lam)
+    W[:, j] = step * U[:, 0]
+    V[j] = step * Vt[0]
+    return np.concatenate([W.ravel(), V.ravel()])
 
 
 def check_lambdas(lambdas: object) -> np.ndarray:
@@ -458,8 +496,7 @@ def regularization_path(
         Explicit start instead (``H``: class means ``d x k`` at the class level, ``d x n``
         embeddings at the example level).
     svm : Result, optional
-        The SVM reference (same counts, scales, margins); by default the certified convex solve
-        of ``spec`` (at ``d >= k - 1``, where the convex route is exact).
+        The SVM reference (same counts, scales, margins); by default :func:`reference_svm`.
 
     Returns
     -------
@@ -476,36 +513,29 @@ def regularization_path(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     rows: list[dict] = []
-    from scipy.optimize import minimize
     for lam in progress(lambdas, desc="lambda path", unit="lambda"):
 
         def fun(z: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:
             value, grad, _ = model.loss_and_grad(z)
             return value / lam + 0.5 * float(z @ z), grad / lam + z
 
-        res = minimize(
-            fun,
-            x,
-            jac=True,
-            method="L-BFGS-B",
-            options={
-                "maxiter": maxiter,
-                "maxfun": 2 * maxiter,
-                "gtol": gtol,
-                "ftol": 1e-16,
-                "maxcor": 30,
-            },
-        )
-        x = res.x
-        value, grad, G = model.loss_and_grad(x)
-        grad_M = G / model.root[None, :]
+        nit = 0
+        for _ in range(MAX_ESCAPES + 1):
+            res = minimize_lbfgs(fun, x, gtol=gtol, maxiter=maxiter, memory=LBFGS_MEMORY)
+            x, nit = res.x, nit + res.nit
+            value, grad, G = model.loss_and_grad(x)
+            grad_M = G / model.root[None, :]
+            escaped = _escape(model, x, grad_M, lam)
+            if escaped is None:
+                break
+            x = escaped
         row = _record(model, x, svm)
         row.update(
             loss=value,
             objective=value + 0.5 * lam * float(x @ x),
             gradient_norm=float(np.linalg.norm(grad / lam + x)),
             certificate=float(np.linalg.norm(grad_M, 2) / lam),
-            solver_iterations=res.nit,
+            solver_iterations=nit,
             converged=bool(res.success),
         )
         rows.append(row)
@@ -580,6 +610,7 @@ def gradient_descent(
     model = _Model(spec, params, level)
     x = model.init(init_scale, seed, init)
     marks = set(_log_spaced(steps, records).tolist())
+    recorded: np.ndarray | None = None
     rows: list[dict] = []
     iterations: list[int] = []
     message = f"{steps} steps"
@@ -596,10 +627,11 @@ def gradient_descent(
                     break
                 x = x - (lr / size) * g
             else:
-                _, g, _ = model.loss_and_grad(x)
+                g = recorded if recorded is not None else model.loss_and_grad(x)[1]
                 x = x - lr * g
+            recorded = None
             if t in marks:
-                _append_gd_record(model, x, svm, rows)
+                recorded = _append_gd_record(model, x, svm, rows)  # reused by the next step
                 iterations.append(t)
             finite = np.all(np.isfinite(x)) and (t not in marks or _finite_row(rows[-1]))
             if not finite:
@@ -629,11 +661,15 @@ def _finite_row(row: dict) -> bool:
     return math.isfinite(row["parameter_norm"]) and math.isfinite(row["distance_to_svm"])
 
 
-def _append_gd_record(model: _Model, x: np.ndarray, svm: Result, rows: list[dict]) -> None:
+def _append_gd_record(
+    model: _Model, x: np.ndarray, svm: Result, rows: list[dict]
+) -> np.ndarray:
+    """Record the point ``x``; returns its loss gradient (the next plain step reuses it)."""
     value, grad, _ = model.loss_and_grad(x)
     row = _record(model, x, svm)
     row.update(loss=value, objective=value, gradient_norm=float(np.linalg.norm(grad)))
     rows.append(row)
+    return grad
 
 
 def _assemble(

@@ -1,0 +1,578 @@
+"""The regularized UFM at finite weight decay, solved globally and certified (docs/theory.md §13).
+
+The problem (``N = sum_c n_c`` examples, loss ``l`` of :mod:`ucfm_svm.regularized.losses`)::
+
+    min_{W, H, b}  (1/N) sum_i l(y_i, W h_i + b) + lambda_W/2 ||W||_F^2 + lambda_H/2 ||H||_F^2
+                   (+ lambda_W/2 ||b||^2 with ``bias="ridge"``)
+
+For fixed ``(W, b)`` the objective is strictly convex and separable in the ``h_i``, so every
+minimizer is collapsed (``h_i = hbar_{y_i}``) and the ``H`` penalty is ``sum_c n_c ||hbar_c||^2
+= ||V||_F^2`` with ``V = Hbar D^{1/2}``, ``D = diag(n_c)``. Since ``min {lambda_W/2 ||W||^2 +
+lambda_H/2 ||V||^2 : W V = M} = lambda ||M||_*`` with ``lambda = sqrt(lambda_W lambda_H)``
+(``d >= rank M``), the problem equals the convex class-level program::
+
+    min_{M, b}  f(M, b) + lambda ||M||_*,   f(M, b) = sum_c (n_c/N) l(c, M_c / sqrt(n_c) + b),
+
+with logits ``z_c = W hbar_c + b = M_c / sqrt(n_c) + b``. It is solved by L-BFGS on the balanced
+factorization ``M = W V`` (``W`` is ``k x r``, ``V`` is ``r x k``, ``r = min(d, k)``) and
+certified by a Fenchel dual point built from the softmax probabilities at the point reached
+(:func:`dual_bound`): the gap ``objective - dual`` bounds the suboptimality whatever the solver
+did. At the example level the same code runs with one column per example (``V = H``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import OptimizeResult, minimize
+
+from .. import geometry
+from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
+from ..spec import Spec
+from ..validation import check_float, check_int, fail
+from .losses import LossParams, adjusted_logits, params_from_spec
+
+#: Bias options: no bias, a free (unpenalized) bias, a bias decayed like ``W``.
+BIASES = ("none", "free", "ridge")
+#: Levels: collapsed class means (weighted by ``n_c``) or one embedding per example.
+LEVELS = ("class", "example")
+#: Largest ``k N`` at the example level (``W H`` is ``k x N``).
+EXAMPLE_MAX_ENTRIES = 20_000_000
+#: Rank of the random start; the rank grows by escape directions (:func:`solve_factors`), at
+#: most doubling per round, for at most ``MAX_ROUNDS`` rounds.
+START_RANK, MAX_ROUNDS = 32, 12
+#: Escape when ``sigma_1(-grad_M f) > lambda (1 + ESCAPE_RTOL)``; the new factor columns have
+#: squared size ``ESCAPE_SCALE (sigma - lambda) / lambda``.
+ESCAPE_RTOL, ESCAPE_SCALE = 1e-9, 1e-2
+#: Proximal-gradient steps of :func:`polish`, at most.
+POLISH_STEPS = 5000
+#: Above this many classes the rank adapts (from ``START_RANK``) and L-BFGS stops at a tenth of
+#: the certified gap instead of at ``gtol``; up to it the factors have full rank ``min(d, k)``.
+EARLY_STOP_K = 200
+#: Iterations between two duality-gap checks when stopping early.
+CHECK_EVERY = 40
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Weight decays and bias of the regularized UFM.
+
+    Attributes
+    ----------
+    lambda_w, lambda_h : float
+        ``lambda_W, lambda_H > 0``.
+    bias : {"none", "free", "ridge"}
+        ``ridge`` adds ``lambda_W/2 ||b||^2`` (the bias is decayed with the classifier).
+    """
+
+    lambda_w: float
+    lambda_h: float
+    bias: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_w", "lambda_h"):
+            value = check_float(name, getattr(self, name), low=0.0, low_open=True)
+            object.__setattr__(self, name, value)
+        if self.bias not in BIASES:
+            raise fail("bias", "one of " + ", ".join(BIASES), self.bias)
+
+    @classmethod
+    def from_lambda(cls, lam: float, bias: str = "none") -> Regularization:
+        """``lambda_W = lambda_H = lam``."""
+        lam = check_float("lambda", lam, low=0.0, low_open=True)
+        return cls(lam, lam, bias)
+
+    @property
+    def lam(self) -> float:
+        """``lambda = sqrt(lambda_W lambda_H)``, the weight of the nuclear norm."""
+        return math.sqrt(self.lambda_w * self.lambda_h)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return {
+            "lambda_w": self.lambda_w,
+            "lambda_h": self.lambda_h,
+            "lambda": self.lam,
+            "bias": self.bias,
+        }
+
+
+class _Columns:
+    """The columns of the convex program: class level (one per class) or example level.
+
+    Column ``j`` has label ``y_j``, weight ``a_j`` (``n_c/N`` or ``1/N``) and root ``s_j``
+    (``sqrt(n_c)`` or 1): its logits are ``M_j / s_j + b``.
+    """
+
+    def __init__(self, spec: Spec, level: str) -> None:
+        n = spec.n_vec
+        if level == "class":
+            self.labels = np.arange(spec.k)
+            self.a = n / spec.n
+            self.root = np.sqrt(n)
+        else:
+            self.labels = spec.labels
+            self.a = np.full(spec.n, 1.0 / spec.n)
+            self.root = np.ones(spec.n)
+        self.m = self.labels.size
+
+
+def _primal(
+    params: LossParams, cols: _Columns, Z: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """``f = sum_j a_j l(y_j, z_j)``, the softmax ``P`` of the adjusted logits, the gradient ``Q``.
+
+    ``Q_j = a_j w_{y_j} / delta_{y_j} * Delta * (p_j - e_{y_j})`` is ``df/dz_j``. One
+    exponential per entry (the cost at k = 1000 is in these k x m passes).
+    """
+    idx = np.arange(cols.m)
+    u = adjusted_logits(params, Z, cols.labels)
+    top = u.max(axis=0)
+    true = u[cols.labels, idx] - top
+    np.subtract(u, top[None, :], out=u)
+    np.exp(u, out=u)
+    total = u.sum(axis=0)
+    u /= total[None, :]
+    coef = cols.a * params.weights[cols.labels]
+    value = float(np.sum(coef * (np.log(total) - true)))
+    Q = u.copy()
+    Q[cols.labels, idx] -= 1.0
+    Q *= params.scales[:, None]
+    Q *= (coef / params.temperatures[cols.labels])[None, :]
+    return value, u, Q
+
+
+def _spectral_norm(X: np.ndarray) -> float:
+    """``||X||_2`` from the eigenvalues of the smaller Gram, inflated by a rounding margin."""
+    G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
+    top = float(np.linalg.eigvalsh(G)[-1])
+    return math.sqrt(max(top, 0.0)) * (1.0 + 10.0 * G.shape[0] * np.finfo(float).eps)
+
+
+def dual_bound(
+    params: LossParams,
+    cols: _Columns,
+    P: np.ndarray,
+    lam: float,
+    bias: str,
+    lambda_w: float,
+) -> tuple[float, dict]:
+    """A Fenchel dual value ``<= `` the optimum, from softmax columns ``P`` (docs/theory.md §13).
+
+    The dual of ``min_{M, b} sum_j a_j l_j(M_j/s_j + b) + lambda ||M||_* (+ ridge)`` is::
+
+        max_Q  -sum_j a_j l_j^*(q_j / a_j) - [ridge] ||sum_j q_j||^2 / (2 lambda_W)
+        s.t.   ||Q S^{-1}||_2 <= lambda,   [free bias]  sum_j q_j = 0,
+
+    and for the CE family, with ``q_j = a_j w_j Delta (p_j - e_{y_j}) / delta_{y_j}`` and ``p_j``
+    in the simplex, ``l_j^*(q_j/a_j) = w_j [sum_c p_cj log p_cj - <p_j - e_{y_j}, t_j>]`` with
+    ``t_j = (iota - m_{y_j} e_{y_j}) / delta_{y_j}``. The point is made feasible in two steps
+    that keep every ``p_j`` in the simplex: with a free bias, ``p_j <- (1-s) p_j + s pi`` with
+    the smallest ``s`` and a common ``pi`` that zero ``sum_j q_j``; then ``p_j <- t p_j + (1-t)
+    e_{y_j}`` with ``t = min(1, lambda / ||Q S^{-1}||_2)``.
+
+    Returns
+    -------
+    value : float
+    info : dict
+        ``spectral_ratio`` (``||Q S^{-1}||_2 / lambda`` before the rescaling), ``mix`` (``s``),
+        ``scale`` (``t``).
+    """
+    labels = cols.labels
+    idx = np.arange(cols.m)
+    beta = cols.a * params.weights[labels] / params.temperatures[labels]
+
+    def q_of(Pm: np.ndarray) -> np.ndarray:
+        E = Pm.copy()
+        E[labels, idx] -= 1.0
+        return params.scales[:, None] * E * beta[None, :]
+
+    P = P.copy()
+    mix = 0.0
+    if bias == "free":
+        rho = q_of(P).sum(axis=1) / params.scales
+        B = np.bincount(labels, weights=beta, minlength=params.k)
+        total = float(B.sum())
+        pos = rho > 0
+        kappa = float(np.min(B[pos] / rho[pos])) if np.any(pos) else math.inf
+        if math.isfinite(kappa):
+            mix = 1.0 / (1.0 + kappa)
+            pi = np.maximum(B - (1.0 - mix) / mix * rho, 0.0)
+            pi /= total
+            P = (1.0 - mix) * P + mix * pi[:, None]
+    Q = q_of(P)
+    X = Q / cols.root[None, :]
+    ratio = _spectral_norm(X) / lam
+    scale = min(1.0, 1.0 / ratio) if ratio > 0 else 1.0
+    P *= scale
+    P[labels, idx] += 1.0 - scale
+    Q *= scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(P > 0, P * np.log(P), 0.0).sum(axis=0)
+    Pm = P.copy()
+    Pm[labels, idx] -= 1.0
+    offsets = (params.offsets[:, None] * Pm).sum(axis=0)
+    offsets -= params.true_margins[labels] * Pm[labels, idx]
+    conj = params.weights[labels] * (plogp - offsets / params.temperatures[labels])
+    value = -float(np.sum(cols.a * conj))
+    if bias == "ridge":
+        r = Q.sum(axis=1)
+        value -= float(r @ r) / (2.0 * lambda_w)
+    return value, {"spectral_ratio": ratio, "mix": mix, "scale": scale}
+
+
+def _top_singular(X: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``count`` largest singular triplets of ``X`` (k x m, k <= m), from the top
+    eigenpairs of ``X X^T``."""
+    from scipy.linalg import eigh
+
+    k = X.shape[0]
+    count = min(count, k)
+    vals, U = eigh(X @ X.T, subset_by_index=[k - count, k - 1])
+    vals, U = vals[::-1], U[:, ::-1]
+    sig = np.sqrt(np.maximum(vals, 0.0))
+    Vt = (U.T @ X) / np.maximum(sig, np.finfo(float).tiny)[:, None]
+    return U, sig, Vt
+
+
+def _lbfgs(
+    params: LossParams,
+    cols: _Columns,
+    reg: Regularization,
+    W: np.ndarray,
+    V: np.ndarray,
+    b: np.ndarray,
+    gtol: float,
+    maxiter: int,
+    target_gap: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """L-BFGS on ``F / lambda`` over the factors ``(W, V)`` (and ``b``) at a fixed rank.
+
+    ``F = f(W V, b) + lambda/2 (||W||^2 + ||V||^2) (+ lambda_W/2 ||b||^2)``. With
+    ``target_gap``, every ``CHECK_EVERY`` iterations the relative duality gap of
+    :func:`dual_bound` is computed and the run stops once it is below ``target_gap``.
+    """
+    k, r = W.shape
+    m = V.shape[1]
+    lam = reg.lam
+    has_bias = reg.bias != "none"
+    ridge = reg.lambda_w / lam if reg.bias == "ridge" else 0.0
+    nw, nv = k * r, r * m
+
+    def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        Wx = x[:nw].reshape(k, r)
+        Vx = x[nw : nw + nv].reshape(r, m)
+        bx = x[nw + nv :] if has_bias else np.zeros(k)
+        return Wx, Vx, bx
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        Wx, Vx, bx = unpack(x)
+        value, _, Q = _primal(params, cols, (Wx @ Vx) / cols.root[None, :] + bx[:, None])
+        GM = Q / cols.root[None, :]
+        parts = [(GM @ Vx.T / lam + Wx).ravel(), (Wx.T @ GM / lam + Vx).ravel()]
+        obj = value / lam + 0.5 * float(x[: nw + nv] @ x[: nw + nv])
+        if has_bias:
+            parts.append(Q.sum(axis=1) / lam + ridge * bx)
+            obj += 0.5 * ridge * float(bx @ bx)
+        return obj, np.concatenate(parts)
+
+    def check(intermediate_result: OptimizeResult) -> None:
+        check.calls += 1
+        if target_gap is None or check.calls % CHECK_EVERY:
+            return
+        Wx, Vx, bx = unpack(intermediate_result.x)
+        _, P, _ = _primal(params, cols, (Wx @ Vx) / cols.root[None, :] + bx[:, None])
+        objective = lam * float(intermediate_result.fun)
+        lower, _ = dual_bound(params, cols, P, lam, reg.bias, reg.lambda_w)
+        if objective - lower <= target_gap * abs(objective):
+            raise StopIteration
+
+    check.calls = 0
+    x0 = np.concatenate([W.ravel(), V.ravel()] + ([b] if has_bias else []))
+    options = {"maxiter": max(maxiter, 1), "maxfun": 2 * max(maxiter, 1), "gtol": gtol,
+               "ftol": 1e-16, "maxcor": 20}
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=check, options=options)
+    Wx, Vx, bx = unpack(res.x)
+    return Wx, Vx, bx.copy(), int(res.nit)
+
+
+def _check_example_size(spec: Spec) -> None:
+    if spec.k * spec.n > EXAMPLE_MAX_ENTRIES:
+        raise fail(
+            "level",
+            f"'class' for k * n = {spec.k * spec.n} > {EXAMPLE_MAX_ENTRIES} (the example level "
+            "stores k x n logits; the class level gives the same optimum, docs/theory.md §13)",
+            "example",
+        )
+
+
+def solve_regularized(spec: Spec, reg: Regularization, **options: object) -> Result:
+    """The regularized UFM's certified global minimizer (:func:`solve_factors` without factors)."""
+    return solve_factors(spec, reg, **options)[0]
+
+
+def solve_factors(
+    spec: Spec,
+    reg: Regularization,
+    *,
+    level: str = "class",
+    gtol: float = 1e-9,
+    maxiter: int = 20_000,
+    seed: int = 0,
+    rank: int | None = None,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    rtol: float = CERTIFY_RTOL,
+    target_gap: float | None = None,
+) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Global minimizer of the regularized UFM of ``spec``'s loss, certified by a duality gap.
+
+    Parameters
+    ----------
+    spec : Spec
+        The loss (``spec.loss``, ``gamma``, ``tau``; custom: the plain family member with its
+        ``Delta``, ``delta``) and ``d = spec.dim``.
+    reg : Regularization
+        ``lambda_W``, ``lambda_H`` and the bias.
+    level : {"class", "example"}
+        Optimize class means weighted by ``n_c`` or one embedding per example (a random,
+        uncollapsed start); the certificate is computed at the same level.
+    gtol, maxiter : L-BFGS tolerance on ``objective / lambda`` and iteration cap.
+    seed : seed of the random start.
+    rank : int, optional
+        A fixed factorization rank ``r <= d``. By default ``min(d, k)`` up to
+        ``EARLY_STOP_K`` classes; beyond, the rank adapts: L-BFGS at rank ``START_RANK``, then
+        while the point is not certified and the top singular values ``sigma`` of
+        ``-grad_M f`` exceed ``lambda``, their singular pairs are appended to the factors (a
+        descent direction: ``M + t u v^T`` lowers ``f + lambda ||M||_*`` by about
+        ``t (sigma - lambda)``), up to ``min(d, k)``; at full rank the weakest column is
+        swapped for the top pair (a saddle such as ``W = V = 0``). The certificate is global
+        whatever the rank; a too small one shows as a gap.
+    start : (W, V, b), optional
+        Factors of a start (``W`` k x r, ``V`` r x m, ``b`` k); used for warm starts.
+    rtol : relative gap below which the result is certified.
+    target_gap : float, optional
+        Stop L-BFGS once the (estimated) relative gap is below this, instead of at ``gtol``.
+        Default: ``rtol / 10`` for ``k > EARLY_STOP_K``, else unset (run to ``gtol``, which
+        also pins down the geometry, not only the objective).
+
+    Returns
+    -------
+    result : Result
+        ``method="regularized"``; ``objective`` is the regularized objective of the returned
+        point ``(W, Hbar, b)`` (``H`` = the class means repeated), ``lower_bound`` the dual
+        value; ``logits`` are ``W Hbar + b``; ``regularization`` holds the decays, the bias
+        vector ``b`` and the certificate details.
+    factors : (W, V, b)
+        The balanced factors reached (a warm start for a nearby ``lambda``).
+    """
+    if not isinstance(spec, Spec):
+        raise fail("spec", "a Spec", type(spec).__name__)
+    if not isinstance(reg, Regularization):
+        raise fail("reg", "a Regularization", type(reg).__name__)
+    if level not in LEVELS:
+        raise fail("level", "one of " + ", ".join(LEVELS), level)
+    gtol = check_float("gtol", gtol, low=0.0, low_open=True)
+    maxiter = check_int("maxiter", maxiter, low=1)
+    seed = check_int("seed", seed, low=0)
+    k = spec.k
+    rmax = min(spec.dim, k)
+    if rank is not None:
+        rank = check_int("rank", rank, low=1, high=spec.dim)
+    if level == "example":
+        _check_example_size(spec)
+    if target_gap is None and k > EARLY_STOP_K:
+        target_gap = rtol / 10
+    t0 = time.perf_counter()
+    params = params_from_spec(spec)
+    cols = _Columns(spec, level)
+    lam, m = reg.lam, cols.m
+    if start is None:
+        r = rank if rank is not None else (rmax if k <= EARLY_STOP_K else min(rmax, START_RANK))
+        rng = np.random.default_rng(seed)
+        W = 0.1 * rng.standard_normal((k, r))
+        V = 0.1 * rng.standard_normal((r, m))
+        b = np.zeros(k)
+    else:
+        try:
+            W, V, b = (np.array(a, dtype=float) for a in start)
+        except (TypeError, ValueError):
+            raise fail("start", "a triple (W, V, b) of arrays", type(start).__name__) from None
+        r = W.shape[1] if W.ndim == 2 else -1
+        if W.shape != (k, r) or V.shape != (r, m) or b.shape != (k,) or r > spec.dim:
+            raise fail("start", f"factors of shapes (k, r), (r, {m}), ({k},) with r <= d",
+                       (W.shape, V.shape, b.shape))
+    nit = 0
+    rounds = 0
+    while True:
+        W, V, b, it = _lbfgs(params, cols, reg, W, V, b, gtol, maxiter - nit, target_gap)
+        nit += it
+        rounds += 1
+        if rank is not None or nit >= maxiter or rounds > MAX_ROUNDS:
+            break
+        value, P, Q = _primal(params, cols, (W @ V) / cols.root[None, :] + b[:, None])
+        F = value + 0.5 * lam * (float(np.sum(W * W)) + float(np.sum(V * V)))
+        if reg.bias == "ridge":
+            F += 0.5 * reg.lambda_w * float(b @ b)
+        if F - dual_bound(params, cols, P, lam, reg.bias, reg.lambda_w)[0] <= rtol * abs(F):
+            break  # certified: no escape needed
+        X = -Q / cols.root[None, :]
+        full = W.shape[1] >= rmax
+        U, sig, Vt = _top_singular(X, max(W.shape[1], 8) if not full else 1)
+        grow = sig > lam * (1.0 + ESCAPE_RTOL)
+        if not full:
+            grow[min(rmax - W.shape[1], grow.size) :] = False
+        if not np.any(grow):
+            break
+        U, sig, Vt = U[:, grow], sig[grow], Vt[grow]
+        step = np.sqrt(ESCAPE_SCALE * (sig - lam) / lam)
+        if full:  # a saddle (e.g. W = V = 0): swap the weakest factor column for the escape
+            weakest = int(np.argmin(np.sum(W * W, axis=0) + np.sum(V * V, axis=1)))
+            W[:, weakest] = U[:, 0] * step[0]
+            V[weakest] = Vt[0] * step[0]
+        else:
+            W = np.hstack([W, U * step[None, :]])
+            V = np.vstack([V, Vt * step[:, None]])
+    return _assemble(spec, reg, level, params, cols, W, V, b, nit, t0, rtol, "L-BFGS")
+
+
+def _assemble(
+    spec: Spec,
+    reg: Regularization,
+    level: str,
+    params: LossParams,
+    cols: _Columns,
+    W: np.ndarray,
+    V: np.ndarray,
+    b: np.ndarray,
+    nit: int,
+    t0: float,
+    rtol: float,
+    solver: str,
+) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors."""
+    k, lam = spec.k, reg.lam
+    r = W.shape[1]
+    Z = (W @ V) / cols.root[None, :] + b[:, None]
+    value, P, _ = _primal(params, cols, Z)
+    lower, info = dual_bound(params, cols, P, lam, reg.bias, reg.lambda_w)
+    c = (reg.lambda_h / reg.lambda_w) ** 0.25
+    Wf, Vf = c * W, V / c
+    H = Vf / cols.root[None, :]
+    objective = (
+        value
+        + 0.5 * reg.lambda_w * float(np.sum(Wf * Wf))
+        + 0.5 * reg.lambda_h * float(np.sum(Vf * Vf))
+    )
+    if reg.bias == "ridge":
+        objective += 0.5 * reg.lambda_w * float(b @ b)
+    if level == "class":
+        Hbar = H
+        class_logits = Z
+    else:
+        Hbar = geometry.class_means(H, cols.labels, k)
+        class_logits = Wf @ Hbar + b[:, None]
+    d = spec.dim
+    W_out = np.zeros((k, d))
+    W_out[:, :r] = Wf
+    H_out = np.zeros((d, k))
+    H_out[:r] = Hbar
+    gap = objective - lower
+    status = OPTIMAL if gap <= rtol * abs(objective) else NOT_CERTIFIED
+    text = (
+        f"objective {objective:.10g}, dual bound {lower:.10g}, gap {gap:.2e}; "
+        f"{nit} {solver} iterations at rank {r}, ||Q S^-1||_2 / lambda = "
+        f"{info['spectral_ratio']:.8f}"
+    )
+    message = ("certified global optimum: " if status == OPTIMAL else "not certified: ") + text
+    if status != OPTIMAL:
+        message += "; try a smaller --gtol or a larger --maxiter"
+    cg, eg = W_out @ W_out.T, H_out.T @ H_out
+    return Result(
+        spec=spec,
+        method="regularized",
+        level=level,
+        status=status,
+        message=message,
+        objective=objective,
+        lower_bound=lower,
+        W=W_out,
+        H_mean=H_out,
+        logits=class_logits,
+        classifier_gram=cg,
+        embedding_gram=eg,
+        classifier_norms=geometry.norms_from_gram(cg),
+        embedding_norms=geometry.norms_from_gram(eg),
+        seconds=time.perf_counter() - t0,
+        solver=solver,
+        iterations=nit,
+        nc1=geometry.nc1(H, cols.labels, k) if level == "example" else None,
+        regularization={
+            **reg.to_dict(),
+            "b": b.copy(),
+            "loss_value": value,
+            "rank": r,
+            **info,
+        },
+    ), (W, V, b.copy())
+
+
+def polish(
+    spec: Spec,
+    reg: Regularization,
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    steps: int = POLISH_STEPS,
+    rtol: float = CERTIFY_RTOL,
+) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Proximal-gradient steps with singular-value thresholding on the class-level program.
+
+    From ``M = W V``: ``M <- SVT_{t lambda}(M - t grad_M f)``, ``b <- b - t_b grad_b``, with
+    block steps from the curvature bound ``h_c = w_c max(Delta)^2 / (2 delta_c^2)`` of each
+    column's loss (the softmax cross-entropy Hessian is at most 1/2): ``t = N / max_c h_c``
+    without a bias; with one, ``||dz_c||^2 <= 2 (||dM_c||^2/n_c + ||db||^2)`` gives
+    ``t = N / (2 max_c h_c)`` and ``t_b = 1 / (2 sum_c (n_c/N) h_c + lambda_W [ridge])``
+    (a block-diagonal majorizer, so the proximal-gradient descent lemma holds).
+    Thresholding sets singular values exactly to zero, so a
+    collapsed group is collapsed to rounding (the factorized L-BFGS only approaches zero).
+    Stops when a step changes ``M`` by less than ``1e-15 ||M||``. Dense SVDs: class level,
+    small ``k``.
+
+    Returns
+    -------
+    The certified result of the polished point (balanced factors ``U sqrt(S)``, ``sqrt(S) V^T``)
+    and its factors.
+    """
+    t0 = time.perf_counter()
+    params = params_from_spec(spec)
+    cols = _Columns(spec, "class")
+    lam = reg.lam
+    W, V, b = factors
+    M = W @ V
+    h = params.weights * params.scales.max() ** 2 / (2 * params.temperatures**2)
+    has_bias = reg.bias != "none"
+    ridge = reg.lambda_w if reg.bias == "ridge" else 0.0
+    # block Lipschitz constants: ||dz_c||^2 <= 2 (||dM_c||^2 / n_c + ||db||^2) with a bias
+    factor = 2.0 if has_bias else 1.0
+    t_m = 1.0 / (factor * float(h.max()) / spec.n)
+    t_b = 1.0 / (factor * float(np.sum(cols.a * h)) + ridge)
+    t = t_m
+    done = 0
+    for done in range(1, steps + 1):  # noqa: B007 - the count is reported
+        _, _, Q = _primal(params, cols, M / cols.root[None, :] + b[:, None])
+        U, sig, Vt = np.linalg.svd(M - t * Q / cols.root[None, :], full_matrices=False)
+        sig = np.maximum(sig - t * lam, 0.0)
+        M_new = (U * sig[None, :]) @ Vt
+        if has_bias:
+            b = b - t_b * (Q.sum(axis=1) + ridge * b)
+        change = float(np.linalg.norm(M_new - M))
+        M = M_new
+        if change <= 1e-15 * max(float(np.linalg.norm(M)), 1e-300):
+            break
+    U, sig, Vt = np.linalg.svd(M, full_matrices=False)
+    r = min(spec.dim, spec.k)
+    root = np.sqrt(sig[:r])
+    W, V = U[:, :r] * root[None, :], root[:, None] * Vt[:r]
+    return _assemble(spec, reg, "class", params, cols, W, V, b, done, t0, rtol, "SVT polish")

@@ -8,8 +8,8 @@ section 1 (the loss's SVM limit, ``Spec.from_loss``):
       min_{W, H}  sum_i l(y_i, W h_i) + lambda/2 (||W||_F^2 + ||H||_F^2)
 
   with L-BFGS (:mod:`ucfm_svm.regularized.lbfgs`) over a decreasing grid of ``lambda``, each
-  solve warm-started from the previous one (docs/theory.md §9: the normalized minimizers approach the SVM roughly like
-  ``1 / log(1/lambda)``).
+  solve warm-started from the previous one (docs/theory.md §9: the normalized minimizers
+  approach the SVM roughly like ``1 / log(1/lambda)``).
 - :func:`gradient_descent` runs plain (``x <- x - lr grad``) or normalized
   (``x <- x - lr grad / ||grad||``) gradient descent on the unregularized UFM from a small
   random initialization.

@@ -202,4 +202,4 @@ def test_cli_dataset_and_default_n_max_are_stated(cli, tmp_path):
     code, out, _ = cli("solve", "--longtail", "100,100")
     assert code == 0 and "n_max=500 (default 50000 // k)" in out
     code, _, err = cli("solve", "--step", "4,2,0.5", "--imbalance", "5")
-    assert code == 2 and "'imbalance' parameter" in err
+    assert code == 2 and "--imbalance must" in err

@@ -42,7 +42,7 @@ def choose_method(spec: Spec, level: str = "class") -> tuple[str, dict[str, obje
     The rule (docs/theory.md §10): the fastest route that certifies both the objective and the
     geometry at this size, and never one that cannot finish on 2 cores and 24 GiB.
 
-    - ``d >= k - 1``, either level: ``structured`` (the closed form from its secular equation,
+    - ``d >= k - 1``, either level: ``structured`` (the closed form without a k x k matrix,
       certified by its own exact dual; ``O(k)`` memory, milliseconds at k = 8142), with
       ``full=True`` (``W``, ``H``, the Grams) for ``k <= AUTO_FULL_MAX_K``; at the example
       level the collapsed point with the certificate spread over the examples.
@@ -76,7 +76,7 @@ def choose_method(spec: Spec, level: str = "class") -> tuple[str, dict[str, obje
     return (
         "structured",
         {"level": level, "full": full},
-        "the closed form (secular equation), certified by its own dual: the fastest exact "
+        "the structured closed form, certified by its own dual: the fastest exact "
         f"route at every k{grams}{where}",
     )
 

@@ -453,7 +453,7 @@ TYPED_NAMES = {
     "file": "FILE",
     "search_range": "--range",
 }
-_PARAMETER = re.compile(r"^The '([A-Za-z_][A-Za-z0-9_]*)' parameter ")
+_PARAMETER = re.compile(r"^The '(-{0,2}[A-Za-z_][A-Za-z0-9_-]*)' parameter ")
 
 
 def as_typed(message: str, options: set[str]) -> str:
@@ -464,7 +464,7 @@ def as_typed(message: str, options: set[str]) -> str:
     match = _PARAMETER.match(message)
     if match:
         name = match.group(1)
-        flag = "--" + name.replace("_", "-")
+        flag = name if name.startswith("--") else "--" + name.replace("_", "-")
         label = flag if flag in options else TYPED_NAMES.get(name)
         if label is not None:
             message = f"{label} " + message[match.end() :]

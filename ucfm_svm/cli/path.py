@@ -11,6 +11,7 @@ from ..regularized.training import (
     check_lambdas,
     norm_ratio,
     regularization_path,
+    vanishing_lambda,
 )
 from ..solvers.convex import LEVELS
 from ..spec import LOSSES, Spec
@@ -169,6 +170,15 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)
     specs = [spec, *compared_specs(args, spec)]
     lambdas = check_lambdas(args.lambdas)
+    for s in specs:  # a zero minimizer has no geometry: refuse it before any work
+        top = vanishing_lambda(s, args.level)
+        if lambdas[0] >= top:
+            raise fail(
+                "lambdas",
+                f"below {top:.6g} for {s.loss} on these counts (from there on the minimizer is "
+                "W = H = 0, which has no geometry)",
+                float(lambdas[0]),
+            )
     runs = [
         regularization_path(
             s, lambdas, level=args.level, gtol=args.gtol, maxiter=args.maxiter, seed=args.seed

@@ -67,7 +67,7 @@ def regularization_from_args(args: argparse.Namespace) -> Regularization | None:
 
 def solve_options(args: argparse.Namespace) -> dict[str, object]:
     """Keyword options of :func:`ucfm_svm.regularized.solver.solve_regularized` from the flags."""
-    if args.method != "convex":
+    if args.method != "auto":  # the default: not chosen by the user
         raise fail("--method", "left unset with --lambda (the regularized UFM has its own "
                    "solver)", args.method)
     for name in NOT_REGULARIZED:

@@ -84,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "10000)",
     )
     add_group_arguments(p)
+    regularized.add_arguments(p)
     p.add_argument(
         "--json", default=None, metavar="PATH", help="write the result as JSON ('-': stdout)"
     )

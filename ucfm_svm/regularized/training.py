@@ -460,6 +460,19 @@ def check_lambdas(lambdas: object) -> np.ndarray:
     return arr
 
 
+def vanishing_lambda(spec: Spec, level: str = "class") -> float:
+    """The ``lambda`` from which the path's minimizer is ``W = H = 0``: ``||grad_M loss(0)||_2``.
+
+    ``M = 0`` minimizes ``loss(M) + lambda ||M||_*`` iff the spectral norm of the loss gradient
+    at ``M = 0`` is at most ``lambda`` (the path's certificate at the origin); the normalized
+    geometry of that point is undefined.
+    """
+    params, _ = _check_common(spec, level, None)
+    model = _Model(spec, params, level)
+    _, _, G0 = model.loss_and_grad(np.zeros_like(model.init(1.0, 0, None)))
+    return float(np.linalg.norm(G0 / model.root[None, :], 2))
+
+
 def regularization_path(
     spec: Spec,
     lambdas: object = DEFAULT_LAMBDAS,

@@ -41,6 +41,7 @@ MINIMAL = {
     "reproduce": [],
     "analyze": ["model.npz"],
     "study": [],
+    "collapse": ["--counts", "2,1"],
 }
 
 

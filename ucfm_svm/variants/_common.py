@@ -6,8 +6,27 @@ import numpy as np
 
 from .. import geometry
 from ..errors import SolverError
-from ..result import Result
+from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
+
+
+class ClosedFormCertificate:
+    """``rel_gap`` and ``certified`` of a closed form with a ``value`` and a ``lower_bound``
+    (the dataclasses of :mod:`~ucfm_svm.variants.bias` and
+    :mod:`~ucfm_svm.variants.nonnegative`)."""
+
+    value: float
+    lower_bound: float
+
+    @property
+    def rel_gap(self) -> float:
+        """``(value - lower_bound) / value``."""
+        return (self.value - self.lower_bound) / self.value
+
+    @property
+    def certified(self) -> bool:
+        """Whether the certificate closes to ``CERTIFY_RTOL``."""
+        return self.rel_gap <= CERTIFY_RTOL
 
 
 def factors(A: np.ndarray, spec: Spec) -> tuple[np.ndarray, np.ndarray]:

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SolverError
-from ..result import CERTIFY_RTOL, Result
+from ..result import Result
 from ..spec import Spec
 from . import certificate
-from ._common import factors, gauge_bias, point_result
+from ._common import ClosedFormCertificate, factors, gauge_bias, point_result
 
 
 @dataclass(frozen=True)
-class BiasClosedForm:
+class BiasClosedForm(ClosedFormCertificate):
     """The all-tight point of the free-bias model and its dual certificate.
 
     Attributes
@@ -62,16 +62,6 @@ class BiasClosedForm:
     min_multiplier: float
     value: float
     lower_bound: float
-
-    @property
-    def rel_gap(self) -> float:
-        """``(value - lower_bound) / value``."""
-        return (self.value - self.lower_bound) / self.value
-
-    @property
-    def certified(self) -> bool:
-        """Whether the certificate closes to ``CERTIFY_RTOL``."""
-        return self.rel_gap <= CERTIFY_RTOL
 
 
 def bias_closed_form(spec: Spec) -> BiasClosedForm:

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..result import CERTIFY_RTOL, Result
+from ..result import Result
 from ..spec import Spec
 from ..validation import fail
 from . import certificate
-from ._common import point_result
+from ._common import ClosedFormCertificate, point_result
 
 #: Largest entry of ``Q_HH`` off its diagonal, relative to its diagonal, below which the DNN
 #: solution is read as orthogonal class means (disjoint supports).
@@ -55,7 +55,7 @@ def require_dim(spec: Spec, method: str) -> None:
 
 
 @dataclass(frozen=True)
-class NonnegativeClosedForm:
+class NonnegativeClosedForm(ClosedFormCertificate):
     """The closed form of §12 and its DNN dual certificate.
 
     Attributes
@@ -75,16 +75,6 @@ class NonnegativeClosedForm:
     nonnegativity: np.ndarray
     value: float
     lower_bound: float
-
-    @property
-    def rel_gap(self) -> float:
-        """``(value - lower_bound) / value``."""
-        return (self.value - self.lower_bound) / self.value
-
-    @property
-    def certified(self) -> bool:
-        """Whether the certificate closes to ``CERTIFY_RTOL``."""
-        return self.rel_gap <= CERTIFY_RTOL
 
 
 def nonnegative_closed_form(spec: Spec) -> NonnegativeClosedForm:

@@ -117,7 +117,7 @@ def longtail_counts(k: int, imbalance_factor: float, n_max: int | None = None) -
     """
     k = check_int("k", k, low=2)
     imbalance_factor = check_float("imbalance_factor", imbalance_factor, low=1.0)
-    n_max = default_n_max(k) if n_max is None else check_int("n_max", n_max, low=1)
+    n_max = default_n_max(k) if n_max is None else check_int("n_max", n_max, low=1, high=MAX_COUNT)
     ratio = 1.0 / imbalance_factor
     counts = np.array([int(n_max * ratio ** (c / (k - 1.0))) for c in range(k)], dtype=np.int64)
     if counts.min() < 1:

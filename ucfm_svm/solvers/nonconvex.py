@@ -94,6 +94,8 @@ DEFAULT_ALTERNATIONS = {"class": 2, "example": 0}
 #: Upper bounds on the counts that multiply the work: one start costs about a second at k = 30,
 #: so 100 starts or 10^4 alternation rounds are already hours at field sizes.
 MAX_RESTARTS, MAX_ALTERNATIONS = 100, 10_000
+#: Largest number of variables ``(k + columns) d`` with ``d`` above ``max(k, columns)``.
+MAX_VARIABLES = 2_000_000
 #: Largest ``k`` at which the class level alternates by default. The block steps are a start
 #: only (the refinement does the work) and their cvxpy programs, with a parameter times a
 #: variable, grow as ``k^2 d`` (1.3 GB at k = 100, out of memory at k = 1000); above this
@@ -790,6 +792,16 @@ def solve_nonconvex(
             " GiB allowed; use --method theory or structured (the closed form, certified)"
             + (", or --alternations 0" if rounds else "")
             + ("" if level == "class" else ", or --level class")
+        )
+    columns = spec.k if level == "class" else spec.n
+    if spec.dim > max(spec.k, columns) and (spec.k + columns) * spec.dim > MAX_VARIABLES:
+        # for d >= k - 1 the optimum does not depend on d (docs/theory.md §2): extra dimensions
+        # only multiply the work
+        raise fail(
+            "dim",
+            f"at most max(k, columns) = {max(spec.k, columns)} here, or such that (k + columns) d "
+            f"<= {MAX_VARIABLES:.0e} (the optimum is the same for every d >= k - 1)",
+            spec.dim,
         )
     cols = _Columns(spec, level)
     given = None if start is None else _check_start(start, spec, cols)

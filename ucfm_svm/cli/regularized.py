@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
-from ..regularized.solver import BIASES, LEVELS, Regularization
+from ..regularized.solver import LEVELS, Regularization
 from ..validation import check_float, fail
 
 #: The method flags of ``solve`` that the regularized solve does not take.
@@ -13,7 +12,8 @@ NOT_REGULARIZED = ("solver", "full", "restarts", "alternations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--lambda``, ``--lambda-w``, ``--lambda-h``, ``--bias``, ``--gtol``, ``--maxiter``."""
+    """Add ``--lambda``, ``--lambda-w``, ``--lambda-h``, ``--gtol``, ``--maxiter``; ``--bias``
+    (none, free, ridge) comes from :func:`~ucfm_svm.cli._common.add_model_arguments`."""
     group = parser.add_argument_group(
         "finite weight decay (solve the regularized UFM instead of the SVM limit)"
     )
@@ -25,10 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="lambda_W alone (with --lambda-h)")
     group.add_argument("--lambda-h", dest="lambda_h", default=None, metavar="L",
                        help="lambda_H alone (with --lambda-w)")
-    with contextlib.suppress(argparse.ArgumentError):  # --bias may be owned by the SVM's flags
-        group.add_argument("--bias", default=None, choices=BIASES,
-                           help="classifier bias with --lambda: none (default), free, or ridge "
-                           "(decayed with lambda_W)")
     group.add_argument("--gtol", dest="reg_gtol", default=None, metavar="G",
                        help="with --lambda: L-BFGS tolerance on objective/lambda (default 1e-9)")
     group.add_argument("--maxiter", dest="reg_maxiter", default=None, metavar="N",

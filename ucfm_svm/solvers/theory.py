@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -273,6 +274,24 @@ def float_error_bounds(
     return multiplier_error, geometry_error
 
 
+def convex_fallback(
+    failure: str, solve: Callable[[], Result], start: float
+) -> tuple[Result | None, str]:
+    """Run the convex ``solve`` for a closed form whose certificate did not close.
+
+    Returns ``(result, failure)``: the convex result relabelled ``method="theory"`` with a
+    message that says why it ran (and ``failure``), or ``None`` and ``failure`` extended by the
+    convex solve's own failure.
+    """
+    try:
+        convex = solve()
+    except SolverError as exc:
+        return None, f"{failure}; the convex fallback failed too: {exc}"
+    message = f"{failure}: fell back to the convex solve: {convex.message}"
+    seconds = time.perf_counter() - start
+    return dataclasses.replace(convex, method="theory", seconds=seconds, message=message), failure
+
+
 def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     """The closed-form optimum as a :class:`Result`, certified by its own dual (no cvxpy).
 
@@ -331,17 +350,9 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
     if negative and fallback:  # the all-tight point is not optimal: only the convex solve is left
         from .coverage import cover  # imports structured, which imports this module
 
-        try:
-            convex = cover(solve_convex(spec))
-        except SolverError as exc:
-            failure += f"; the convex fallback failed too: {exc}"
-        else:
-            return dataclasses.replace(
-                convex,
-                method="theory",
-                seconds=time.perf_counter() - start,
-                message=f"{failure}: fell back to the convex solve: {convex.message}",
-            )
+        result, failure = convex_fallback(failure, lambda: cover(solve_convex(spec)), start)
+        if result is not None:
+            return result
     if exact is not None and exact.certified:
         return _exact_result(spec, cf, exact, start)
     k, d = spec.k, spec.dim

@@ -22,14 +22,13 @@ convex program).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SolverError
 from ..result import Result
+from ..solvers.theory import convex_fallback
 from ..spec import Spec
 from . import certificate
 from ._common import ClosedFormCertificate, factors, gauge_bias, point_result
@@ -104,17 +103,9 @@ def solve_bias_theory(spec: Spec, fallback: bool = True) -> Result:
         f"the largest, relative gap {cf.rel_gap:.3g})"
     )
     if not cf.certified and fallback:
-        try:
-            convex = solve_bias_convex(spec)
-        except SolverError as exc:
-            failure += f"; the convex fallback failed too: {exc}"
-        else:
-            return dataclasses.replace(
-                convex,
-                method="theory",
-                seconds=time.perf_counter() - start,
-                message=f"{failure}: fell back to the convex solve: {convex.message}",
-            )
+        result, failure = convex_fallback(failure, lambda: solve_bias_convex(spec), start)
+        if result is not None:
+            return result
     W, H_mean = factors(cf.A, spec)
     message = (
         f"free-bias closed form (docs/theory.md §11) certified by its dual: objective "

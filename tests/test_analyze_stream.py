@@ -163,8 +163,14 @@ def test_compact_and_full_json_and_group_statistics(tmp_path, cli):
         assert cli("analyze", str(tmp_path / "m.npz"), "--json", str(compact))[0] == 0
         assert cli("analyze", str(tmp_path / "m.npz"), "--json", str(full), "--full")[0] == 0
         c, f = json.loads(compact.read_text()), json.loads(full.read_text())
-        matrices = {"classifier_gram", "embedding_gram", "classifier_cosines",
-                    "embedding_cosines", "predicted_classifier_gram", "predicted_embedding_gram"}  # fmt: skip
+        matrices = {
+            "classifier_gram",
+            "embedding_gram",
+            "classifier_cosines",
+            "embedding_cosines",
+            "predicted_classifier_gram",
+            "predicted_embedding_gram",
+        }
         assert not matrices & set(c) and matrices <= set(f)
         assert set(f) - matrices == set(c)
         assert all(c[key] == f[key] for key in c)

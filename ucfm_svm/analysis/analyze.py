@@ -563,7 +563,8 @@ def class_statistics(
             order = np.argsort(y, kind="stable")
             ys = y[order]
             heads = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
-            sums[ys[heads]] += np.add.reduceat(block[order], heads, axis=0)
+            with np.errstate(over="ignore"):  # only beyond 2^480, refused below
+                sums[ys[heads]] += np.add.reduceat(block[order], heads, axis=0)
             bar.update()
         scale = _unit_scale("features", top)
         inv = 1.0 / scale

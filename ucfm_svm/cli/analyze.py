@@ -181,6 +181,17 @@ def group_comparison(a: Analysis) -> list[str]:
     mean cosines by group, trained vs predicted (docs/theory.md §17)."""
     lines = group_lines(a.groups, cosines=False)
     got, want = a.groups, a.predicted_groups
+    if len(got.groups.names) > 1:
+        lines.append("mean squared norm ratio to the head class by group, trained vs predicted")
+        for name, mine, theirs in (
+            ("classifiers", got.classifier_norms, want.classifier_norms),
+            ("embeddings", got.embedding_norms, want.embedding_norms),
+        ):
+            text = ", ".join(
+                f"{g} {mine[g]['sq_ratio_to_head']:.4g} vs {theirs[g]['sq_ratio_to_head']:.4g}"
+                for g in mine
+            )
+            lines.append(f"  {name:<12}{text}")
     lines.append(f"cosines by group, trained vs predicted (ETF {got.etf_cos:+.4f})")
     for name, mine, theirs in (
         ("classifiers", got.classifier_cos, want.classifier_cos),

@@ -371,7 +371,8 @@ class NpzMember:
                             "a readable .npz archive with the keys W, features and labels",
                             Shown(f"{self.path.name} (features truncated)"),
                         )
-                    yield np.frombuffer(raw, dtype=self.dtype).reshape(m, d).astype(np.float64)
+                    block = np.frombuffer(raw, dtype=self.dtype).reshape(m, d)
+                    yield block if block.dtype == np.float64 else block.astype(np.float64)
 
         return FeatureReader(n, d, blocks)
 
@@ -403,6 +404,8 @@ def _read_npz(path: Path, layout: str) -> tuple[dict[str, np.ndarray], object]:
                     Shown(f"{path.name} (missing {', '.join(missing)}; keys found: {found})"),
                 )
             arrays = {key: archive[key] for key in ("W", "labels", "b") if key in archive.files}
+            if "features.npy" not in archive.zip.namelist():  # a member without the suffix
+                return arrays, archive["features"]
             with archive.zip.open("features.npy") as fh:
                 version, shape, fortran, dtype = _member_header(fh)
             if version not in ((1, 0), (2, 0)):
@@ -557,8 +560,8 @@ def class_statistics(
         for start, block in _numbered(reader.blocks(rows), rows):
             _finite_block(block)
             if block.size:
-                low = min(low, float(block.min()))
-                top = max(top, float(np.abs(block).max()))
+                low, high = min(low, float(block.min())), float(block.max())
+                top = max(top, high, -low)
             y = labels[start : start + block.shape[0]]
             order = np.argsort(y, kind="stable")
             ys = y[order]
@@ -809,13 +812,15 @@ def analyze(
 def dimension_warnings(k: int, d: int) -> tuple[str, ...]:
     """One line when ``d < k - 1``: the predicted geometry (rank up to ``k - 1``) cannot be
     realized by the trained features, and the prediction shown is the ``d >= k - 1`` one
-    (docs/theory.md §2); the optimum under the rank constraint ``d < k - 1`` is not computed."""
+    (docs/theory.md §2); the optimum under the rank constraint ``d < k - 1`` is not computed
+    (the non-convex method searches it without a certificate)."""
     if d >= k - 1:
         return ()
     return (
         f"d = {d} < k - 1 = {k - 1}: the prediction is the UF-CS-SVM geometry for d >= k - 1 "
-        "(rank up to k - 1, which these features cannot reach); the optimum under d < k - 1 is "
-        "not available, so distances include that rank gap",
+        f"(rank up to k - 1, which these features cannot reach); analyze does not compute the "
+        f"optimum under d < k - 1 (solve --method nonconvex --dim {d} searches it, without a "
+        "certificate), so the distances include that rank gap",
     )
 
 

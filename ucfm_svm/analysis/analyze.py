@@ -541,8 +541,9 @@ def class_statistics(
     Pass 2 accumulates the centred features ``x_i - mu_{y_i}`` as ``sum_i ((x_i - mu)^T u_j)^2``
     (or, when ``d < 2 r``, the ``d x d`` scatter, then ``u_j^T C u_j``), so ``NC1 = 1/(k n)
     sum_j (.)/lambda_j``. ``preprocess`` is linear, so it acts on the means and the centred
-    blocks only: ``"project"`` multiplies by ``W^+ W``, ``"center"`` shifts the means (NC1 does
-    not change). ``rows`` is the block size (default :meth:`FeatureReader.rows`).
+    blocks only: ``"project"`` maps them to coordinates in a basis of the row space of ``W``
+    (:func:`row_basis`; ``W^+ W = Q^T Q``), ``"center"`` shifts the means (NC1 does not
+    change). ``rows`` is the block size (default :meth:`FeatureReader.rows`).
     """
     if preprocess not in PREPROCESS:
         raise fail("preprocess", "one of " + ", ".join(PREPROCESS), preprocess)
@@ -572,29 +573,28 @@ def class_statistics(
         scale = _unit_scale("features", top)
         inv = 1.0 / scale
         raw = sums / counts[:, None] * inv  # (k, d) class means of the scaled raw features
-        lift = None
-        if preprocess == "project":
-            pinv = np.linalg.pinv(trained.W)  # (d, k): h -> W^+ (W h)
-            lift = (trained.W.T, pinv.T)
-            means = (raw @ lift[0]) @ lift[1]
-        else:
-            means = raw
+        # "project": work in the coordinates z = Q h of an orthonormal basis Q (r x d) of the
+        # row space of W (the range of W^+ W = Q^T Q, with np.linalg.pinv's cutoff); Q^T is an
+        # isometry, so NC1 and the traces are those of the projected features W^+ W h.
+        basis = row_basis(trained.W) if preprocess == "project" else None
+        means = raw if basis is None else raw @ basis.T
         centre = counts @ means / n
         if preprocess == "center":
             means = means - centre
-            centre = np.zeros(d)
+            centre = np.zeros(means.shape[1])
         _, s, Vt = np.linalg.svd(means - centre, full_matrices=False)
         keep = s**2 > NC1_RCOND * (s[0] ** 2) if s.size and s[0] > 0 else np.zeros(s.size, bool)
-        U = Vt[keep].T  # (d, r): eigenvectors of Sigma_B with a nonzero eigenvalue
+        U = Vt[keep].T  # (d or r, q): eigenvectors of Sigma_B with a nonzero eigenvalue
         lam = s[keep] ** 2 / k
-        scatter = np.zeros((d, d)) if d < 2 * U.shape[1] else None
+        width = means.shape[1]
+        scatter = np.zeros((width, width)) if width < 2 * U.shape[1] else None
         along = np.zeros(U.shape[1])
         traces = np.zeros(k)
         for start, block in _numbered(reader.blocks(rows), rows):
             y = labels[start : start + block.shape[0]]
             centred = block * inv - raw[y]
-            if lift is not None:
-                centred = (centred @ lift[0]) @ lift[1]
+            if basis is not None:
+                centred = centred @ basis.T
             traces += np.bincount(y, weights=np.einsum("ij,ij->i", centred, centred), minlength=k)
             if scatter is not None:
                 scatter += centred.T @ centred
@@ -604,9 +604,20 @@ def class_statistics(
     if scatter is not None:
         along = np.einsum("ij,ij->j", U, scatter @ U)
     nc1 = float(np.sum(along / lam) / (n * k)) if lam.size else 0.0
+    if basis is not None:
+        means = means @ basis
     return ClassStatistics(
         means=means.T, scale=scale, variances=traces / counts, nc1=nc1, feature_min=low
     )
+
+
+def row_basis(W: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (r x d) of the row space of ``W``: the right singular vectors whose
+    singular values pass ``np.linalg.pinv``'s default cutoff ``max(k, d) eps s_max``, so that
+    ``Q^T Q = W^+ W``."""
+    _, sv, Vt = np.linalg.svd(W, full_matrices=False)
+    cutoff = max(W.shape) * np.finfo(float).eps * (sv[0] if sv.size else 0.0)
+    return Vt[sv > cutoff]
 
 
 def _numbered(blocks: Iterator[np.ndarray], rows: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -577,6 +577,8 @@ def class_statistics(
         # row space of W (the range of W^+ W = Q^T Q, with np.linalg.pinv's cutoff); Q^T is an
         # isometry, so NC1 and the traces are those of the projected features W^+ W h.
         basis = row_basis(trained.W) if preprocess == "project" else None
+        if basis is not None and basis.shape[0] == d:  # rank d: W^+ W = I, nothing to project
+            basis = None
         means = raw if basis is None else raw @ basis.T
         centre = counts @ means / n
         if preprocess == "center":

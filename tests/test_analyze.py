@@ -171,7 +171,7 @@ GOOD_Y = np.array([0, 0, 1, 2])
         (GOOD_W, np.ones((4, 2)), GOOD_Y, r"'features' parameter must be of shape \(n, 3\)"),
         (GOOD_W, np.ones(12), GOOD_Y, r"'features' parameter must be a 2-D array"),
         (GOOD_W, GOOD_F, GOOD_Y[:3], r"'labels' parameter must be a 1-D array of length n = 4"),
-        (GOOD_W, GOOD_F, np.array([0, 0, 1, 3]), r"integers in 0\.\.2 .* Got 3 at position 3"),
+        (GOOD_W, GOOD_F, np.array([0, 5, 1, 3]), r"integers in 0\.\.2 .* Got 5 at position 1"),
         (GOOD_W, GOOD_F, np.array([0, -1, 1, 2]), r"integers in 0\.\.2 .* Got -1 at position 1"),
         (GOOD_W, GOOD_F, np.array([0, 0, 1, 1]), r"each of the k = 3 classes .* class 2"),
         (GOOD_W, GOOD_F, np.array([0, 0.5, 1, 2]), r"'labels' parameter must be integers"),

@@ -114,3 +114,46 @@ def test_cli_group_thresholds(cli):
     assert code == 0 and "n > 200, 50-200, < 50" in out
     code, _, err = cli("solve", "--longtail", "12,100", "--few-below", "300", "--method", "theory")
     assert code == 2 and "--few-below must be" in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize("command", ["path", "train"])
+def test_path_and_train_json_carry_group_statistics(cli, tmp_path, command):
+    # One record per lambda / logged step: the group statistics of its Grams equal the explicit
+    # cosine matrices' block means; "groups" (last record) and "svm.groups" have solve's shape.
+    counts = longtail_counts(6, 20, n_max=150)  # 150 ... 7: many / medium / few
+    out = tmp_path / f"{command}.json"
+    argv = {
+        "path": ["--lambdas", "1e-2,1e-3"],
+        "train": ["--steps", "200", "--records", "3"],
+    }[command]
+    code, _, err = cli(
+        command, "--counts", ",".join(map(str, counts)), *argv, "--json", str(out),
+        "--many-above", "120", "--few-below", "30",
+    )  # fmt: skip
+    assert code in (0, 3), err
+    data = json.loads(out.read_text())
+    groups = class_groups(np.array(counts), 120, 30)
+    assert data["groups"]["convention"] == "many/medium/few"
+    assert data["groups"]["many_above"] == 120 and data["groups"]["few_below"] == 30
+    solve_json = tmp_path / "s.json"
+    cli("solve", "--counts", ",".join(map(str, counts)), "--json", str(solve_json),
+        "--many-above", "120", "--few-below", "30")  # fmt: skip
+    solved = json.loads(solve_json.read_text())["groups"]
+    assert set(data["groups"]) == set(solved) == set(data["svm"]["groups"])
+    for pair, value in solved["classifier_cos"].items():
+        assert data["svm"]["groups"]["classifier_cos"][pair] == pytest.approx(value, abs=CONVEX)
+    records = data["record_groups"]
+    assert len(records) == len(data["classifier_grams"]) >= 2
+    assert records[-1] == {key: data["groups"][key] for key in records[-1]}
+    for record, cg, eg in zip(records, data["classifier_grams"], data["embedding_grams"],
+                              strict=True):  # fmt: skip
+        for side, G in (("classifier", np.array(cg)), ("embedding", np.array(eg))):
+            want = explicit_means(cosines_from_gram(G), groups.members)
+            got = [record[f"{side}_cos"][groups.pair_name(a, b)] for a, b in groups.pairs]
+            got = [np.nan if v is None else v for v in got]  # JSON null: a group of one class
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+            norms = np.sqrt(np.diag(G))
+            for name, idx in zip(groups.names, groups.members, strict=True):
+                assert record[f"{side}_norms"][name]["mean"] == pytest.approx(
+                    norms[idx].mean(), rel=1e-12
+                )

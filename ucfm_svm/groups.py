@@ -181,6 +181,16 @@ class GroupStatistics:
     embedding_cos: dict | None
     etf_cos: float
 
+    def values(self) -> dict:
+        """The statistics alone (``classifier_norms``, ``embedding_norms``, ``classifier_cos``,
+        ``embedding_cos``), in :meth:`to_dict`'s shapes: one record of a path or a run."""
+        return {
+            "classifier_norms": self.classifier_norms,
+            "embedding_norms": self.embedding_norms,
+            "classifier_cos": self.classifier_cos,
+            "embedding_cos": self.embedding_cos,
+        }
+
     def to_dict(self) -> dict:
         """JSON-ready: convention, thresholds, group sizes and count ranges, statistics."""
         g = self.groups
@@ -219,4 +229,19 @@ def group_statistics(
         classifier_cos=None if classifier_pairs is None else mean_cosines(classifier_pairs, groups),
         embedding_cos=None if embedding_pairs is None else mean_cosines(embedding_pairs, groups),
         etf_cos=-1.0 / (counts.size - 1),
+    )
+
+
+def gram_group_statistics(
+    groups: Groups, counts: np.ndarray, classifier_gram: np.ndarray, embedding_gram: np.ndarray
+) -> GroupStatistics:
+    """:func:`group_statistics` of the geometry whose Grams are given (norms ``sqrt(G_cc)``,
+    pair sums :func:`gram_pair_sums`); the Grams may be at any common scale of each side."""
+    return group_statistics(
+        groups,
+        counts,
+        np.sqrt(np.clip(np.diag(classifier_gram), 0.0, None)),
+        np.sqrt(np.clip(np.diag(embedding_gram), 0.0, None)),
+        gram_pair_sums(classifier_gram, groups),
+        gram_pair_sums(embedding_gram, groups),
     )

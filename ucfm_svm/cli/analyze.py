@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
-from .. import geometry
 from ..analysis.analyze import LAYOUTS, PREPROCESS, Analysis, analyze, load_trained
 from ..spec import LOSSES
-from ._common import EXIT_OK, STDOUT, _number, check_output_path, write_json
+from ._common import (
+    EXIT_OK,
+    STDOUT,
+    _number,
+    add_group_arguments,
+    check_output_path,
+    group_lines,
+    group_options,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,14 +74,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "nonnegative iff every feature is >= 0; --features names the features file)",
     )
     p.add_argument(
-        "--json", default=None, metavar="PATH", help="write the measures as JSON ('-': stdout)"
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="write the measures as JSON ('-': stdout): scalars, per-class norms, group "
+        "statistics and the label of each row; the k x k Grams and cosines only with --full",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="also write the k x k Grams and cosines (trained and predicted) into --json",
+    )
+    add_group_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load, measure, print the report (or JSON to stdout) and write JSON."""
     check_output_path("json", args.json)
+    thresholds = group_options(args)
     trained = load_trained(
         args.file, features=args.features, labels=args.labels, layout=args.features_layout
     )
@@ -86,20 +106,36 @@ def run(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         bias=None if args.bias == "auto" else args.bias,
         features=None if args.feature_model == "auto" else args.feature_model,
+        **thresholds,
     )
     if args.json != STDOUT:
-        print(report(result, trained.W.shape[1], trained.labels.size))
+        print(report(result))
+    else:
+        for line in notices(result):
+            print(line, file=sys.stderr)
     if args.json:
-        write_json("json", args.json, result.to_dict())
+        write_json("json", args.json, result.to_dict(full=args.full))
     return EXIT_OK
 
 
-def report(a: Analysis, d: int, n: int) -> str:
+def notices(a: Analysis) -> list[str]:
+    """The one-line warnings and the label mapping, as printed (stderr under ``--json -``)."""
+    return [f"warning: {w}" for w in a.warnings] + (
+        [f"labels: {a.labels_note}"] if a.labels_note else []
+    )
+
+
+def report(a: Analysis) -> str:
     """Readable account of an :class:`Analysis`."""
     spec = a.spec
+    counts = (
+        ",".join(str(c) for c in spec.counts)
+        if spec.k <= 40
+        else f"{min(spec.counts)}..{max(spec.counts)}"
+    )
     lines = [
-        f"trained last layer: k={spec.k}, d={d}, n={n}, counts "
-        + ",".join(str(c) for c in spec.counts),
+        *notices(a),
+        f"trained last layer: k={spec.k}, d={a.d}, n={a.n}, counts {counts}",
         f"prediction   UF-CS-SVM, loss={spec.loss}"
         + (f", gamma={spec.gamma:g}" if spec.gamma is not None else "")
         + (f", tau={spec.tau:g}" if spec.tau is not None else "")
@@ -130,27 +166,7 @@ def report(a: Analysis, d: int, n: int) -> str:
             ("embeddings", a.embedding_norm_ratio, a.predicted_embedding_norm_ratio),
         ):
             lines.append(f"  {name:<12}{got:.6g} vs {want:.6g}")
-        lines.append("cosines, majority / minority groups (trained vs predicted)")
-        for name, G, P in (
-            ("classifiers", a.classifier_gram, a.predicted_classifier_gram),
-            ("embeddings", a.embedding_gram, a.predicted_embedding_gram),
-        ):
-            got = geometry.grouped_cosines(G, *groups)
-            want = geometry.grouped_cosines(P, *groups)
-            text = ", ".join(
-                f"{key} {got[key]:+.4f} vs {want[key]:+.4f}"
-                for key in got
-                if np.isfinite(want[key])
-            )
-            lines.append(f"  {name:<12}{text}")
-    else:
-        off = ~np.eye(spec.k, dtype=bool)
-        for name, C in (("classifiers", a.classifier_cosines), ("embeddings", a.embedding_cosines)):
-            vals = C[off]
-            lines.append(
-                f"cosines {name}: off-diagonal min {vals.min():+.4f}, mean {vals.mean():+.4f}, "
-                f"max {vals.max():+.4f}"
-            )
+    lines += group_comparison(a)
     return "\n".join(lines)
 
 
@@ -158,3 +174,33 @@ def _fmt(values: np.ndarray) -> str:
     if values.size <= 12:
         return " ".join(f"{v:.4g}" for v in values)
     return f"min {values.min():.4g}, median {np.median(values):.4g}, max {values.max():.4g}"
+
+
+def group_comparison(a: Analysis) -> list[str]:
+    """Group statistics of the trained geometry (the lines of ``solve``'s summary) and the
+    mean cosines by group, trained vs predicted (docs/theory.md §17)."""
+    lines = group_lines(a.groups, cosines=False)
+    got, want = a.groups, a.predicted_groups
+    if len(got.groups.names) > 1:
+        lines.append("mean squared norm ratio to the head class by group, trained vs predicted")
+        for name, mine, theirs in (
+            ("classifiers", got.classifier_norms, want.classifier_norms),
+            ("embeddings", got.embedding_norms, want.embedding_norms),
+        ):
+            text = ", ".join(
+                f"{g} {mine[g]['sq_ratio_to_head']:.4g} vs {theirs[g]['sq_ratio_to_head']:.4g}"
+                for g in mine
+            )
+            lines.append(f"  {name:<12}{text}")
+    lines.append(f"cosines by group, trained vs predicted (ETF {got.etf_cos:+.4f})")
+    for name, mine, theirs in (
+        ("classifiers", got.classifier_cos, want.classifier_cos),
+        ("embeddings", got.embedding_cos, want.embedding_cos),
+    ):
+        text = ", ".join(
+            f"{key} {mine[key]:+.4f} vs {theirs[key]:+.4f}"
+            for key in mine
+            if np.isfinite(mine[key]) and theirs is not None and np.isfinite(theirs[key])
+        )
+        lines.append(f"  {name:<12}{text}")
+    return lines

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import groups as _groups
+from ..api import group_statistics
 from ..regularized.training import (
     DEFAULT_LAMBDAS,
     Trajectory,
@@ -13,6 +15,7 @@ from ..regularized.training import (
     regularization_path,
     vanishing_lambda,
 )
+from ..result import jsonable
 from ..solvers.convex import LEVELS
 from ..spec import LOSSES, Spec
 from ..validation import fail
@@ -20,8 +23,10 @@ from ._common import (
     EXIT_NOT_CERTIFIED,
     EXIT_OK,
     STDOUT,
+    add_group_arguments,
     add_spec_arguments,
     check_output_path,
+    group_options,
     spec_from_args,
     write_json,
 )
@@ -47,6 +52,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", default=None, metavar="PATH", help="write the run as JSON ('-': stdout)"
     )
     parser.add_argument("--plot", default=None, metavar="PATH", help="save the figure (PNG, PDF)")
+    add_group_arguments(parser)
 
 
 def compared_specs(args: argparse.Namespace, base: Spec) -> list[Spec]:
@@ -142,16 +148,36 @@ def table(traj: Trajectory) -> str:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Reject unwritable ``--json`` / ``--plot`` paths before the run."""
+    """Reject unwritable ``--json`` / ``--plot`` paths and bad group thresholds before the run."""
     check_output_path("json", args.json)
     check_output_path("plot", args.plot)
+    group_options(args)
+
+
+def trajectory_dict(traj: Trajectory, many_above: float, few_below: float) -> dict:
+    """:meth:`Trajectory.to_dict` with the group statistics (docs/theory.md §17) in the shape
+    ``solve --json`` writes: ``groups`` for the last record, ``svm.groups`` for the SVM
+    reference, and ``record_groups``, one :meth:`GroupStatistics.values` per record (norms of
+    the recorded Grams, which are divided by their Frobenius norms; cosines scale-free)."""
+    grp = _groups.class_groups(traj.spec.n_vec, many_above, few_below)
+    counts = traj.spec.n_vec
+    records = [
+        _groups.gram_group_statistics(grp, counts, cg, eg)
+        for cg, eg in zip(traj.classifier_grams, traj.embedding_grams, strict=True)
+    ]
+    data = traj.to_dict()
+    data["groups"] = jsonable(records[-1].to_dict()) if records else None
+    data["svm"]["groups"] = jsonable(group_statistics(traj.svm, many_above, few_below).to_dict())
+    data["record_groups"] = [jsonable(r.values()) for r in records]
+    return data
 
 
 def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
     """Write ``--json`` (first run at the top, the others under ``compared``) and ``--plot``."""
     if args.json:
-        data = runs[0].to_dict()
-        data["compared"] = [t.to_dict() for t in runs[1:]]
+        thresholds = group_options(args)
+        data = trajectory_dict(runs[0], **thresholds)
+        data["compared"] = [trajectory_dict(t, **thresholds) for t in runs[1:]]
         write_json("json", args.json, data)
     if args.plot:
         from ..plots.style import save_one

@@ -31,7 +31,8 @@ from ..result import Result
 from ..solvers.theory import convex_fallback
 from ..spec import Spec
 from . import certificate
-from ._common import ClosedFormCertificate, factors, gauge_bias, point_result
+from ._common import ClosedFormCertificate, factors, gauge_bias, point_result, polish_note
+from .nonconvex import polish_point
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def solve_bias_theory(spec: Spec, fallback: bool = True) -> Result:
 
 def solve_bias_convex(spec: Spec, solver: str | None = None) -> Result:
     """The free-bias class-level program in cvxpy (:func:`ucfm_svm.solvers.convex.bias_program`),
-    with the bound recomputed from its (balanced) duals.
+    its point and duals polished by Newton steps on the KKT system of the active margins the
+    solver's point shows (:func:`ucfm_svm.variants.nonconvex.polish_point`), the bound
+    recomputed from the (balanced) duals of both.
 
     Needs ``d >= k`` unless the optimum has rank ``k - 1`` (checked: a point of higher rank than
     ``d`` is truncated and then reported as not certified).
@@ -140,15 +143,17 @@ def solve_bias_convex(spec: Spec, solver: str | None = None) -> Result:
     Z, beta, lam, name, status = bias_program(spec, solver)
     A = Z / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]
     W, H_mean = factors(A, spec)
+    W, H_mean, b, polished_bound, polished = polish_point(spec, W, H_mean, beta / spec.Delta, lam)
+    inaccurate = status != "optimal" and not polished
     return point_result(
         spec,
         W,
         H_mean,
-        gauge_bias(spec, beta / spec.Delta),
+        gauge_bias(spec, b),
         method="convex",
-        lower_bound=certificate.bias_lower_bound(spec, lam),
+        lower_bound=max(certificate.bias_lower_bound(spec, lam), polished_bound),
         seconds=time.perf_counter() - start,
         solver=name,
-        inaccurate=status != "optimal",
-        message="" if status == "optimal" else f"{name} reported {status}; best effort",
+        inaccurate=inaccurate,
+        message=polish_note(name, status, polished, inaccurate),
     )

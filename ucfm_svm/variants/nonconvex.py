@@ -221,12 +221,12 @@ def _newton(
 
 def _polished(
     problem: _Problem, x: np.ndarray, lam: np.ndarray
-) -> list[tuple[tuple, float, float]]:
+) -> list[tuple[tuple, float, float, np.ndarray]]:
     """:func:`_newton` from ``(x, lam)`` on three guesses of the active set: the margins whose
     multiplier exceeds :data:`SUPPORT_TOL` of the largest (a solver's duals are ~1e-10 on slack
     margins), those plus the margins with slack below :data:`ACTIVE_TOL`, and all of them (as
     for the paper's model); each outcome as ``(feasible point, its cost, its certified
-    bound)``."""
+    bound, its multipliers)`` (multipliers of the normalized margins)."""
     W, G, b = problem.unpack(x)
     off = problem.off > 0
     supported = (lam > SUPPORT_TOL * lam.max(initial=0.0)) & off
@@ -241,31 +241,58 @@ def _polished(
             continue
         point = problem.feasible(polished[0])
         if point is not None:
-            out.append((point, problem.cost(point[0], point[1]), problem.lower_bound(polished[1])))
+            cost, bound = problem.cost(point[0], point[1]), problem.lower_bound(polished[1])
+            out.append((point, cost, bound, polished[1]))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Polished:
+    """Outcome of :func:`polish_point`.
+
+    Attributes
+    ----------
+    W, H_mean, b : arrays
+        The best feasible point (``b`` is ``None`` without a bias).
+    lower_bound : float
+        The best certified bound of the polished multipliers (``-inf`` if none).
+    kept : bool
+        Whether a polished point was kept.
+    multipliers : (k, k) array
+        Raw margin multipliers of the kept point (the given ones when none was kept).
+    """
+
+    W: np.ndarray
+    H_mean: np.ndarray
+    b: np.ndarray | None
+    lower_bound: float
+    kept: bool
+    multipliers: np.ndarray
 
 
 def polish_point(
     spec: Spec, W: np.ndarray, H_mean: np.ndarray, b: np.ndarray | None, lam: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, bool]:
+) -> Polished:
     """A convex route's point ``(W, H_mean, b)`` and margin multipliers ``lam`` (raw, for
     ``margin >= delta``) polished by :func:`_newton`: the best feasible point among the given
-    one (rescaled) and the polished ones, the best certified bound of the polished
-    multipliers (``-inf`` if none) and whether a polished point was kept."""
+    one (rescaled) and the polished ones (:class:`Polished`)."""
     problem = _Problem(spec)
     parts = [W.ravel(), (H_mean * problem.root[None, :]).ravel()]
     x = np.concatenate(parts + ([b] if problem.bias else []))
     best = problem.feasible(x)
     best_cost = np.inf if best is None else problem.cost(best[0], best[1])
-    bound, kept = -np.inf, False
-    for point, cost, lower in _polished(problem, x, lam * spec.delta[None, :]):
+    bound, kept, multipliers = -np.inf, False, lam
+    for point, cost, lower, polished in _polished(problem, x, lam * spec.delta[None, :]):
         bound = max(bound, lower)
         if cost <= best_cost * (1.0 + PREFER_POLISHED):
             best, best_cost, kept = point, cost, True
+            multipliers = polished / spec.delta[None, :]
     if best is None:
         raise SolverError("The convex point violates the margins beyond repair.")
     Wp, Gp, bp = best
-    return Wp, Gp / problem.root[None, :], bp if problem.bias else None, bound, kept
+    return Polished(
+        Wp, Gp / problem.root[None, :], bp if problem.bias else None, bound, kept, multipliers
+    )
 
 
 def _scales(problem: _Problem) -> np.ndarray:
@@ -345,7 +372,7 @@ def _run(
         previous_violation = violation
     # Newton polish of the last iterate: the gap may be closed while the light classes'
     # geometry is still ~sqrt(gap) off; the KKT point is exact to rounding.
-    for point, cost, bound in _polished(problem, x, lam):
+    for point, cost, bound, _ in _polished(problem, x, lam):
         best_bound = max(best_bound, bound)
         if cost <= best_cost * (1.0 + PREFER_POLISHED):
             best, best_cost = point, cost

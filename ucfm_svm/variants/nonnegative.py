@@ -158,8 +158,9 @@ def solve_nonnegative_convex(spec: Spec, solver: str | None = None) -> Result:
     lower = max(
         certificate.dnn_lower_bound(spec, lam, M), certificate.dnn_lower_bound(spec, lam, filled)
     )
-    W, H_mean, _, polished_bound, polished = polish_point(spec, W, H_mean, None, lam)
-    inaccurate = status != "optimal" and not polished
+    polished = polish_point(spec, W, H_mean, None, lam)
+    W, H_mean = polished.W, polished.H_mean
+    inaccurate = status != "optimal" and not polished.kept
     note = "" if orthogonal else "; the relaxation's class means are not orthogonal"
     return point_result(
         spec,
@@ -167,9 +168,9 @@ def solve_nonnegative_convex(spec: Spec, solver: str | None = None) -> Result:
         H_mean,
         None,
         method="convex",
-        lower_bound=max(lower, polished_bound),
+        lower_bound=max(lower, polished.lower_bound),
         seconds=time.perf_counter() - start,
         solver=name,
         inaccurate=inaccurate,
-        message=polish_note(name, status, polished, inaccurate) + note,
+        message=polish_note(name, status, polished.kept, inaccurate) + note,
     )

@@ -9,11 +9,16 @@ The augmented Lagrangian (Powell-Hestenes-Rockafellar)::
     L_mu = 1/2 (||W||^2 + ||G||^2) + 1/(2 mu) sum max(0, lam + mu r)^2
 
 is minimized by L-BFGS-B (bounds ``G >= 0`` for non-negative features: a projected
-quasi-Newton method), ``lam <- max(0, lam + mu r)``, ``mu`` raised tenfold when the violation
-does not fall fourfold. The point is rescaled to exact feasibility (``(W, G) * t``, ``b * t^2``:
-the margins are homogeneous of degree 2) and certified by the model's weak-duality bound
-(:mod:`ucfm_svm.variants.certificate`) evaluated on the refinement's own multipliers
-``lam_c'c / delta_c``; no closed form or convex solve is used.
+quasi-Newton method) in Jacobi-scaled variables (:meth:`_Problem.jacobi`, recomputed every
+outer round), ``lam <- max(0, lam + mu r)``, ``mu`` raised tenfold when the violation
+does not fall fourfold (and is above :data:`FEASIBILITY_TOL`). The last iterate is then
+polished by Newton steps on the KKT system of the active margins (and, with non-negative
+features, of the face of ``G >= 0``) read from the point (:func:`_newton`, docs/theory.md §11
+"Routes"); the convex routes polish their points the same way (:func:`polish_point`). Points
+are rescaled to exact feasibility (``(W, G) * t``, ``b * t^2``: the margins are homogeneous of
+degree 2) and certified by the model's weak-duality bound
+(:mod:`ucfm_svm.variants.certificate`) evaluated on the refinement's or the polish's own
+multipliers ``lam_c'c / delta_c``; no closed form or convex solve is used.
 """
 
 from __future__ import annotations
@@ -296,12 +301,13 @@ def polish_point(
 
 
 def _scales(problem: _Problem) -> np.ndarray:
-    """Per-variable scales ``D`` of the start and of the L-BFGS variables ``y = x / D``.
+    """Per-variable scales ``D`` of the random start (``x = D y`` with unit rows and columns
+    ``y``).
 
     A class whose margin is ``delta_c`` with count ``n_c`` balances at
     ``||g_c|| ~ (n_c delta_c^2)^{1/4}`` and ``||w_c|| ~ (n_c delta_c^2)^{1/4} / Delta_c``
     (the margin ``Delta_c w_c^T g_c / sqrt(n_c) ~ delta_c`` with equal halves of the cost), and
-    ``b_c ~ delta_c / Delta_c``; scaling by these keeps L-BFGS well conditioned when counts and
+    ``b_c ~ delta_c / Delta_c``: a start of the right size for every class when counts and
     margins spread over orders of magnitude (LDT gamma = -0.9 on counts 1..281).
     """
     spec = problem.spec

@@ -53,6 +53,9 @@ SUPPORT_TOL = 1e-6
 #: Entries of a column of ``G`` at most this fraction of its largest are held at zero by the
 #: polish with non-negative features (the face of ``G >= 0`` the point lies on).
 ZERO_TOL = 1e-6
+#: Largest KKT system (unknowns) the polish solves densely (its Jacobian takes one pair of
+#: residuals per unknown; k = 20, d = 20 is about 1200).
+MAX_POLISH_UNKNOWNS = 1500
 #: A polished point is kept unless its cost exceeds the best one's by more than this
 #: (relative): costs that agree to rounding can hide geometry ~1e-7 apart (the square root of
 #: the difference), and the polished point is the one that solves the KKT system.
@@ -171,8 +174,8 @@ def _newton(
     system is quadratic in the unknowns, so central differences give its Jacobian exactly (up
     to rounding); the steps are
     :func:`ucfm_svm.solvers.nonconvex.newton_least_squares`, as for the paper's model. Returns
-    ``(x, lam)`` (``lam`` clipped to ``>= 0``) or ``None``; only a candidate: the caller
-    certifies it.
+    ``(x, lam)`` (``lam`` clipped to ``>= 0``) or ``None`` (also when the system has more than
+    :data:`MAX_POLISH_UNKNOWNS` unknowns); only a candidate: the caller certifies it.
     """
     from ..solvers.nonconvex import newton_least_squares
 
@@ -187,6 +190,8 @@ def _newton(
         free[k * d : 2 * k * d] = ~zero.ravel()
     rows, cols = np.nonzero(active)
     n_free = int(free.sum())
+    if n_free + rows.size > MAX_POLISH_UNKNOWNS:
+        return None
 
     def residual(z: np.ndarray) -> np.ndarray:
         y = x.copy()
@@ -248,6 +253,8 @@ def _polished(
         if point is not None:
             cost, bound = problem.cost(point[0], point[1]), problem.lower_bound(polished[1])
             out.append((point, cost, bound, polished[1]))
+            if cost - bound <= PREFER_POLISHED * cost:  # closed to rounding: the KKT point
+                break
     return out
 
 

@@ -5,10 +5,10 @@ For ``--cases`` random count vectors (k in 2..10, counts 1..300, seeded) and eve
 non-negative-feature model: solve by ``theory`` (the default, certified closed form or its convex
 fallback), ``convex`` and ``nonconvex``; record whether each certifies (relative gap <= 1e-6),
 the relative objective error and the relative Frobenius errors of both Grams against the
-reference (the closed form when it certified, else the convex solve), the tolerance
-``max(1e-6, 2 sqrt(gap))`` of each numerical route, and how often the free-bias closed form
-needed the fallback. Times are medians in this process (inflated on a loaded machine: compare
-them as ratios).
+reference (the closed form when it certified, else its polished convex fallback), how many
+runs agree with it to 1e-6 on all three, and how often the free-bias closed form needed the
+fallback (where ``convex`` is the reference's own computation). Times are medians in this
+process (inflated on a loaded machine: compare them as ratios).
 
 Run from the repository root (not in CI; a few minutes)::
 
@@ -68,9 +68,9 @@ def sweep(
                                 "reference_closed_form": closed,
                                 "reference_certified": ref.certified,
                                 "certified": False,
-                                "objective_error": math.nan,
-                                "classifier_gram_error": math.nan,
-                                "embedding_gram_error": math.nan,
+                                "objective_error": math.inf,
+                                "classifier_gram_error": math.inf,
+                                "embedding_gram_error": math.inf,
                                 "tolerance": 1e-6,
                                 "seconds": seconds,
                                 "reference_seconds": ref_seconds,
@@ -123,20 +123,20 @@ def main() -> None:
         for method in ("convex", "nonconvex"):
             rows = [r for r in mine if r["method"] == method]
             failed = [r for r in rows if not r["certified"]]
-            rows = [r for r in rows if r["certified"]]
-            within = sum(
-                max(r["classifier_gram_error"], r["embedding_gram_error"]) <= r["tolerance"]
+            errors = [
+                max(r["objective_error"], r["classifier_gram_error"], r["embedding_gram_error"])
                 for r in rows
-            )
+            ]
+            within = sum(e <= 1e-6 for e in errors)
             spreads = ", ".join(f"{r['loss']} k={r['k']} {r['delta_spread']:.0f}" for r in failed)
             print(
-                f"  {method:<10} certified {len(rows)}/{len(rows) + len(failed)}"
+                f"  {method:<10} certified {len(rows) - len(failed)}/{len(rows)}"
                 + (f" (not certified: loss, k, margin spread max/min: {spreads})" if failed else "")
-                + "; over the certified: "
+                + "; over all runs: "
                 f"worst objective error {max(r['objective_error'] for r in rows):.1e}, "
                 f"classifier Gram {max(r['classifier_gram_error'] for r in rows):.1e}, "
                 f"embedding Gram {max(r['embedding_gram_error'] for r in rows):.1e}; "
-                f"within max(1e-6, 2 sqrt(gap)) {within}/{len(rows)}; "
+                f"within 1e-6 {within}/{len(rows)}; "
                 f"median time / theory's "
                 f"{np.median([r['seconds'] / r['reference_seconds'] for r in rows]):.0f}"
             )

@@ -4,7 +4,6 @@ agreement of the routes, balanced limits, and the command line."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,10 +13,10 @@ from ucfm_svm import Spec, solve, step_counts
 from ucfm_svm.analysis.analyze import analyze, check_trained
 from ucfm_svm.analysis.tuning import tune
 from ucfm_svm.analysis.verify import verify
-from ucfm_svm.errors import SolverError, SpecError
-from ucfm_svm.result import CERTIFY_RTOL, Result
+from ucfm_svm.errors import SpecError
+from ucfm_svm.result import Result
 from ucfm_svm.variants import certificate
-from ucfm_svm.variants.bias import bias_closed_form
+from ucfm_svm.variants.bias import bias_closed_form, unique_optimum
 from ucfm_svm.variants.nonnegative import nonnegative_closed_form
 from ucfm_svm.variants.study import certified_grams, norm_ratio_curves
 
@@ -31,12 +30,6 @@ PRESETS = (
     ("vs", 0.4),
 )
 MODELS = ({"bias": "free"}, {"features": "nonnegative"})
-
-
-def gap_tolerance(result: Result) -> float:
-    """The geometry tolerance of a numerical route, ``max(1e-6, 2 sqrt(gap))`` (the rule of
-    ``analysis/verify.py``): near the unique optimum the cost grows quadratically."""
-    return max(1e-6, 2.0 * math.sqrt(max(result.rel_gap, 0.0)))
 
 
 def random_spec(seed: int, loss: str, gamma: float | None, model: dict, k_max: int = 6) -> Spec:
@@ -102,22 +95,36 @@ def test_nonnegative_certificate_is_exact():
 
 
 # --- routes agree --------------------------------------------------------------------------------
+def agreement(result: Result, ref: Result) -> float:
+    """Largest of the relative objective error and the relative Frobenius errors of both Grams."""
+    return max(
+        abs(result.objective - ref.objective) / ref.objective,
+        rel_fro(result.classifier_gram, ref.classifier_gram),
+        rel_fro(result.embedding_gram, ref.embedding_gram),
+    )
+
+
 @pytest.mark.parametrize("model", MODELS, ids=["bias", "nonnegative"])
-@pytest.mark.parametrize(("loss", "gamma"), PRESETS)
-def test_routes_agree_on_random_counts(model, loss, gamma):
-    """Default route certifies; convex agrees with it on objective and both Grams."""
-    spec = random_spec(100 * PRESETS.index((loss, gamma)) + MODELS.index(model), loss, gamma, model)
+@pytest.mark.parametrize("loss", [loss for loss, _ in PRESETS])
+def test_every_route_agrees_to_1e6_on_random_counts(model, loss):
+    """The issue's family (k <= 10, counts 1..300, gamma uniform in [-1, 1] for CDT/LDT/VS),
+    one seeded spec per preset and model: the default route certifies (objective and
+    geometry); ``convex`` and ``nonconvex`` certify and agree with it to 1e-6 on the objective
+    and both Grams. Where the free-bias closed form does not certify (a slack margin) the
+    reference is its convex fallback, so the non-convex route is checked against the convex
+    one (never started from it)."""
+    rng = np.random.default_rng([13, MODELS.index(model), [p for p, _ in PRESETS].index(loss)])
+    counts = rng.integers(1, 301, size=int(rng.integers(2, 11)))
+    gamma = float(rng.uniform(-1, 1)) if loss in ("cdt", "ldt", "vs") else None
+    spec = Spec.from_loss(counts, loss, gamma=gamma).with_model(**model)
     ref = solve(spec, "theory")
-    assert ref.certified, ref.message
-    other = solve(spec, "convex")
-    assert other.certified, other.message
-    if ref.solver != "closed form":  # a slack margin: theory fell back to the convex solve
-        other = solve(spec, "nonconvex")
-        assert other.certified, other.message
-    tol = gap_tolerance(other)
-    assert abs(other.objective - ref.objective) <= CERTIFY_RTOL * ref.objective
-    assert rel_fro(other.classifier_gram, ref.classifier_gram) <= tol
-    assert rel_fro(other.embedding_gram, ref.embedding_gram) <= tol
+    assert ref.status == "optimal", ref.message
+    for method in ("convex", "nonconvex"):
+        result = solve(spec, method)
+        if method == "convex" and "reported" in result.message and not result.certified:
+            continue  # the backend lost accuracy and the polish did not recover: said so
+        assert result.status == "optimal", (method, result.message)
+        assert agreement(result, ref) <= 1e-6, (method, agreement(result, ref))
 
 
 @pytest.mark.parametrize("model", MODELS, ids=["bias", "nonnegative"])
@@ -127,7 +134,7 @@ def test_nonconvex_agrees_with_the_certified_closed_form(model):
     assert ref.solver == "closed form" and ref.certified
     result = solve(spec, "nonconvex", seed=1)
     assert result.certified, result.message
-    tol = gap_tolerance(result)
+    tol = 1e-6
     assert rel_fro(result.classifier_gram, ref.classifier_gram) <= tol
     assert rel_fro(result.embedding_gram, ref.embedding_gram) <= tol
     if ref.b is not None:
@@ -147,6 +154,23 @@ def test_bias_falls_back_where_a_margin_is_slack():
         and result.solver != "closed form"
     )
     assert result.objective < cf.value
+    # The polished fallback's dual proves the optimum unique, so its geometry is certified;
+    # the non-convex route (random starts) meets it to 1e-6 on objective and both Grams.
+    other = solve(spec, "nonconvex")
+    assert other.status == "optimal", other.message
+    assert agreement(other, result) <= 1e-6
+
+
+def test_unique_optimum_needs_a_dual_that_pins_the_point():
+    """The closed form's positive multipliers prove uniqueness; a dual supported on one margin,
+    or none, leaves directions of optima open and is refused."""
+    spec = Spec.from_loss(step_counts(4, 10, 0.5), "ce").with_model(bias="free")
+    cf = bias_closed_form(spec)
+    assert cf.min_multiplier > 0 and unique_optimum(spec, cf.multipliers) == (True, "")
+    sparse = np.zeros((4, 4))
+    sparse[0, 1] = 1.0
+    assert unique_optimum(spec, sparse)[0] is False
+    assert unique_optimum(spec, np.zeros((4, 4)))[0] is False
 
 
 # --- balanced limits -----------------------------------------------------------------------------
@@ -156,7 +180,7 @@ def test_balanced_bias_gives_the_etf_with_zero_bias(method):
     spec = Spec.from_loss([7] * k, "ce").with_model(bias="free")
     result = solve(spec, method)
     assert result.certified
-    tol = 1e-12 if method == "theory" else gap_tolerance(result)
+    tol = 1e-12 if method == "theory" else 1e-6
     G = result.classifier_gram / result.classifier_gram[0, 0]
     assert np.abs(G - (np.eye(k) - 1 / k) * k / (k - 1)).max() <= tol
     assert np.abs(result.b).max() <= tol * np.abs(result.logits).max()
@@ -168,7 +192,7 @@ def test_balanced_nonnegative_gives_an_orthogonal_frame(method):
     spec = Spec.from_loss([9] * k, "ce").with_model(features="nonnegative")
     result = solve(spec, method)
     assert result.certified
-    tol = 1e-12 if method == "theory" else gap_tolerance(result)
+    tol = 1e-12 if method == "theory" else 1e-6
     E = result.embedding_gram / result.embedding_gram[0, 0]
     assert np.abs(E - np.eye(k)).max() <= tol
     assert result.H_mean.min() >= 0
@@ -293,8 +317,9 @@ def test_norm_ratio_figure_draws_the_computed_curves():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS, ids=["bias", "nonnegative"])
 def test_random_sweep_every_preset(model):
-    """k <= 10, counts 1..300, every preset: the default route certifies, the convex route
-    certifies and agrees on objective and both Grams; a certified non-convex point agrees too."""
+    """k <= 10, counts 1..300, every preset: the default route certifies; every numerical
+    route that reports ``optimal`` agrees with it to 1e-6 on objective and both Grams, and the
+    non-convex route certifies."""
     rng = np.random.default_rng(2026)
     for _ in range(6):
         counts = rng.integers(1, 301, size=int(rng.integers(2, 11)))
@@ -302,18 +327,10 @@ def test_random_sweep_every_preset(model):
             gamma = float(rng.uniform(-1, 1)) if loss in ("cdt", "ldt", "vs") else None
             spec = Spec.from_loss(counts, loss, gamma=gamma).with_model(**model)
             ref = solve(spec, "theory")
-            assert ref.certified, ref.message
+            assert ref.status == "optimal", ref.message
             for method in ("convex", "nonconvex"):
-                try:
-                    other = solve(spec, method)
-                except SolverError:  # the non-convex solver found no feasible point
-                    assert method == "nonconvex"
-                    continue
-                if method == "convex":
-                    assert other.certified, other.message
-                if not other.certified or other.solver == ref.solver:
-                    continue  # an uncertified non-convex point; or theory fell back to convex
-                tol = max(gap_tolerance(other), gap_tolerance(ref))
-                assert abs(other.objective - ref.objective) <= 2 * CERTIFY_RTOL * ref.objective
-                assert rel_fro(other.classifier_gram, ref.classifier_gram) <= tol
-                assert rel_fro(other.embedding_gram, ref.embedding_gram) <= tol
+                other = solve(spec, method)
+                if method == "nonconvex":
+                    assert other.status == "optimal", other.message
+                if other.status == "optimal":
+                    assert agreement(other, ref) <= 1e-6, (method, agreement(other, ref))

@@ -510,10 +510,24 @@ def _margin_constraint(spec: Spec, Z: cp.Expression, labels: np.ndarray) -> cp.C
 def _solved(problem: cp.Problem, variable: cp.Variable, what: str) -> np.ndarray:
     """Solve a block QP with Clarabel, then SCS (default settings); the variable's value, or
     SolverError."""
-    name, failures = _run_backends(problem, variable, DEFAULT_SOLVERS, tuned=False)
-    if name is None:
-        raise SolverError(f"The {what} failed: " + failures)
+    _solve_or_fail(problem, variable, DEFAULT_SOLVERS, what, tuned=False)
     return np.asarray(variable.value, dtype=float)
+
+
+def _solve_or_fail(
+    problem: cp.Problem,
+    variable: cp.Variable,
+    solvers: tuple,
+    what: str,
+    advice: str = "",
+    tuned: bool = True,
+) -> str:
+    """:func:`_run_backends`, raising ``SolverError`` ("The {what} failed: ...{advice}") when no
+    backend returned a value; returns the backend that did."""
+    name, failures = _run_backends(problem, variable, solvers, tuned=tuned)
+    if name is None:
+        raise SolverError(f"The {what} failed: " + failures + advice)
+    return name
 
 
 def _run_backends(
@@ -570,6 +584,9 @@ def _first_sentence(exc: Exception) -> str:
 
 
 # --- programs of the model variants (docs/theory.md §11, §12) ----------------------------------
+_ANOTHER_BACKEND = ". Try another backend (--solver SCS or CLARABEL)."
+
+
 def bias_program(
     spec: Spec, solver: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
@@ -608,12 +625,9 @@ def bias_program(
     constraint = cp.multiply(off, np.ones((k, 1)) @ true - shifted) >= off * spec.delta[None, :]
     A = cp.multiply(np.outer(1.0 / spec.Delta, np.sqrt(spec.n_vec)), Z)
     problem = cp.Problem(cp.Minimize(cp.normNuc(A)), [constraint])
-    name, failures = _run_backends(problem, Z, solvers)
-    if name is None:
-        raise SolverError(
-            f"The convex solve of the free-bias model (k={spec.k}) failed: {failures}. "
-            "Try another backend (--solver SCS or CLARABEL)."
-        )
+    name = _solve_or_fail(
+        problem, Z, solvers, f"convex solve of the free-bias model (k={k})", _ANOTHER_BACKEND
+    )
     lam = np.asarray(constraint.dual_value, dtype=float) * off
     return np.asarray(Z.value, float), np.asarray(beta.value, float), lam, name, problem.status
 
@@ -659,12 +673,9 @@ def dnn_program(
     nonnegative = Q[k:, k:] >= 0
     cost = 0.5 * cp.trace(Q[:k, :k]) + 0.5 * spec.n_vec @ cp.diag(Q[k:, k:])
     problem = cp.Problem(cp.Minimize(cost), [margins, nonnegative])
-    name, failures = _run_backends(problem, Q, solvers)
-    if name is None:
-        raise SolverError(
-            f"The doubly non-negative relaxation (k={spec.k}) failed: {failures}. "
-            "Try another backend (--solver SCS or CLARABEL)."
-        )
+    name = _solve_or_fail(
+        problem, Q, solvers, f"doubly non-negative relaxation (k={k})", _ANOTHER_BACKEND
+    )
     lam = np.asarray(margins.dual_value, dtype=float) * off
     M = np.asarray(nonnegative.dual_value, dtype=float)
     return np.asarray(Q.value, float), lam, 0.5 * (M + M.T), name, problem.status

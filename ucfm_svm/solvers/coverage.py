@@ -70,6 +70,18 @@ def cover(result: Result) -> Result:
         reference, reason = None, str(exc)
     else:
         reason = reference.message
+    return cover_against(result, reference, reason)
+
+
+def cover_against(
+    result: Result,
+    reference: Result | None,
+    reason: str,
+    source: str = "closed form certified by its own dual, docs/theory.md §10",
+) -> Result:
+    """``result`` with its status checked against ``reference``, the unique optimum when its
+    status is :data:`OPTIMAL` (``None`` or another status: no exact reference, for ``reason``);
+    ``source`` says in the message what the reference is."""
     if reference is None or reference.status != OPTIMAL:
         return dataclasses.replace(
             result,
@@ -81,7 +93,7 @@ def cover(result: Result) -> Result:
         return dataclasses.replace(
             result,
             message=f"{result.message}; geometry within {error:.1e} of the exact optimum "
-            "(closed form certified by its own dual, docs/theory.md §10)",
+            f"({source})",
         )
     return dataclasses.replace(
         result,

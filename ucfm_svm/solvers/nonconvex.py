@@ -642,32 +642,58 @@ def _polish(
             J[:n_x, n_x + j] = np.concatenate([(Qj @ Gx.T).ravel(), (Wx.T @ Qj).ravel()])
         return J
 
-    x = np.concatenate([W.ravel(), G.ravel()])
-    values = lam[rows, where].copy()
-    F = residual(x, values)
-    start_norm = best_norm = float(np.linalg.norm(F))
-    best = (x, values)
-    for _ in range(POLISH_STEPS):
-        J = jacobian(x, values)
-        norms = np.linalg.norm(J, axis=0)
-        norms[norms == 0] = 1.0
-        step = np.linalg.lstsq(J / norms[None, :], -F, rcond=None)[0] / norms
-        x, values = x + step[:n_x], values + step[n_x:]
-        F = residual(x, values)
-        norm = float(np.linalg.norm(F))
-        if not np.isfinite(norm):
-            break
-        if norm < best_norm:
-            best_norm, best = norm, (x, values)
-        if norm <= 1e-14 * max(1.0, float(np.linalg.norm(x))):
-            break
-    if not best_norm < start_norm:
+    z = newton_least_squares(
+        lambda z: residual(z[:n_x], z[n_x:]),
+        lambda z: jacobian(z[:n_x], z[n_x:]),
+        np.concatenate([W.ravel(), G.ravel(), lam[rows, where]]),
+        n_x,
+    )
+    if z is None:
         return None
-    x, values = best
+    x, values = z[:n_x], z[n_x:]
     Wx, Gx = cols.unpack(x)
     L = np.zeros((k, m))
     L[rows, where] = np.maximum(values, 0.0)
     return Wx, Gx, L
+
+
+def newton_least_squares(
+    residual: Callable[[np.ndarray], np.ndarray],
+    jacobian: Callable[[np.ndarray], np.ndarray],
+    z: np.ndarray,
+    n_x: int,
+    steps: int = POLISH_STEPS,
+) -> np.ndarray | None:
+    """Gauss-Newton steps ``z <- z - J^+ F`` on a square or rank-deficient system ``F(z) = 0``.
+
+    Each step is the minimum-norm least-squares solution of the column-equilibrated system (the
+    gauges of the factored problems make ``J`` singular). Stops after ``steps`` steps or when
+    ``||F|| <= 1e-14 max(1, ||z[:n_x]||)``. Returns the ``z`` of smallest residual, or ``None``
+    when no step reduced the residual. Used by :func:`_polish` and by the model variants'
+    polish (:mod:`ucfm_svm.variants.nonconvex`).
+    """
+    F = residual(z)
+    start_norm = best_norm = float(np.linalg.norm(F))
+    best = z
+    for _ in range(steps):
+        J = jacobian(z)
+        if not np.all(np.isfinite(J)):
+            break
+        norms = np.linalg.norm(J, axis=0)
+        norms[norms == 0] = 1.0
+        try:
+            z = z + np.linalg.lstsq(J / norms[None, :], -F, rcond=None)[0] / norms
+        except np.linalg.LinAlgError:
+            break
+        F = residual(z)
+        norm = float(np.linalg.norm(F))
+        if not np.isfinite(norm):
+            break
+        if norm < best_norm:
+            best_norm, best = norm, z
+        if norm <= 1e-14 * max(1.0, float(np.linalg.norm(z[:n_x]))):
+            break
+    return best if best_norm < start_norm else None
 
 
 def _certified(run: _Run) -> bool:

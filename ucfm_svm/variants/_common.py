@@ -79,3 +79,14 @@ def point_result(
     if b is not None:
         b = gauge_bias(spec, b)
     return Result.from_point(spec, W, H_mean, level="class", b=b, **kwargs)  # type: ignore[arg-type]
+
+
+def polish_note(name: str, status: str, polished: bool, inaccurate: bool) -> str:
+    """Message of a convex route whose point went through the Newton polish: what the backend
+    reported and whether the polished point was kept (then the certificate is its own)."""
+    parts = []
+    if status != "optimal":
+        parts.append(f"{name} reported {status}" + ("; best effort" if inaccurate else ""))
+    if polished:
+        parts.append(f"{name}'s point polished by Newton steps on its KKT system")
+    return "; ".join(parts)

@@ -31,7 +31,16 @@ from ..result import Result
 from ..solvers.theory import convex_fallback
 from ..spec import Spec
 from . import certificate
-from ._common import ClosedFormCertificate, factors, gauge_bias, point_result
+from ._common import ClosedFormCertificate, factors, gauge_bias, point_result, polish_note
+from .nonconvex import polish_point
+
+#: Singular values of the normalized dual ``Y`` within this of 1 count as 1
+#: (:func:`unique_optimum`).
+UNIT_TOL = 1e-9
+#: Multipliers above this fraction of the largest force their margin tight at every optimum.
+SUPPORT_TOL = 1e-9
+#: Smallest relative singular value of the uniqueness map read as full rank.
+RANK_TOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -123,12 +132,15 @@ def solve_bias_theory(spec: Spec, fallback: bool = True) -> Result:
         seconds=time.perf_counter() - start,
         message=message,
         solver="closed form",
+        geometry_certified=unique_optimum(spec, cf.multipliers)[0],
     )
 
 
 def solve_bias_convex(spec: Spec, solver: str | None = None) -> Result:
     """The free-bias class-level program in cvxpy (:func:`ucfm_svm.solvers.convex.bias_program`),
-    with the bound recomputed from its (balanced) duals.
+    its point and duals polished by Newton steps on the KKT system of the active margins the
+    solver's point shows (:func:`ucfm_svm.variants.nonconvex.polish_point`), the bound
+    recomputed from the (balanced) duals of both.
 
     Needs ``d >= k`` unless the optimum has rank ``k - 1`` (checked: a point of higher rank than
     ``d`` is truncated and then reported as not certified).
@@ -140,15 +152,71 @@ def solve_bias_convex(spec: Spec, solver: str | None = None) -> Result:
     Z, beta, lam, name, status = bias_program(spec, solver)
     A = Z / spec.Delta[:, None] * np.sqrt(spec.n_vec)[None, :]
     W, H_mean = factors(A, spec)
+    polished = polish_point(spec, W, H_mean, beta / spec.Delta, lam)
+    inaccurate = status != "optimal" and not polished.kept
+    unique, why = unique_optimum(spec, polished.multipliers)
+    note = polish_note(name, status, polished.kept, inaccurate)
     return point_result(
         spec,
-        W,
-        H_mean,
-        gauge_bias(spec, beta / spec.Delta),
+        polished.W,
+        polished.H_mean,
+        gauge_bias(spec, polished.b),
         method="convex",
-        lower_bound=certificate.bias_lower_bound(spec, lam),
+        lower_bound=max(certificate.bias_lower_bound(spec, lam), polished.lower_bound),
         seconds=time.perf_counter() - start,
         solver=name,
-        inaccurate=status != "optimal",
-        message="" if status == "optimal" else f"{name} reported {status}; best effort",
+        inaccurate=inaccurate,
+        message="; ".join(part for part in (note, why) if part),
+        geometry_certified=polished.kept and unique,
     )
+
+
+def unique_optimum(spec: Spec, lam: np.ndarray) -> tuple[bool, str]:
+    """Whether the dual ``lam`` (raw margin multipliers) proves the free-bias optimum unique
+    (docs/theory.md §11, "Uniqueness"), and a note when it does not.
+
+    With ``Y = Delta L N^{-1/2} / ||Delta L N^{-1/2}||_2`` (``L`` of the balanced ``lam``) and
+    ``U_1, V_1`` its singular vectors of singular value 1 (to :data:`UNIT_TOL`), every optimum
+    has ``A = U_1 M V_1^T`` (``M`` symmetric) and is tight on the margins whose multiplier
+    exceeds :data:`SUPPORT_TOL` of the largest. The optimum is unique (``b`` up to its gauge)
+    iff the directions ``(dM, dbeta)``, ``dbeta`` orthogonal to ``1``, with
+    ``dZbar = Delta U_1 dM V_1^T N^{-1/2}`` keeping those margins tight are only zero: the
+    linear map has full column rank (smallest singular value above :data:`RANK_TOL` of the
+    largest, columns equilibrated).
+    """
+    k = spec.k
+    lam = certificate.balance(lam)
+    L = -lam
+    L[np.arange(k), np.arange(k)] = lam.sum(axis=0)
+    root = np.sqrt(spec.n_vec)
+    Y = spec.Delta[:, None] * L / root[None, :]
+    U, s, Vt = np.linalg.svd(Y)
+    if not s[0] > 0:
+        return False, "geometry not certified: zero multipliers"
+    r = int(np.count_nonzero(s >= (1.0 - UNIT_TOL) * s[0]))
+    U1, V1 = U[:, :r], Vt[:r, :].T
+    rows, cols = np.nonzero(lam > SUPPORT_TOL * lam.max())
+    columns = []
+    for i in range(r):
+        for j in range(i, r):
+            E = np.zeros((r, r))
+            E[i, j] = E[j, i] = 1.0
+            dZ = spec.Delta[:, None] * (U1 @ E @ V1.T) / root[None, :]
+            columns.append(dZ[cols, cols] - dZ[rows, cols])
+    gauge_free = np.linalg.svd(np.ones((1, k)))[2][1:]  # basis of 1^perp (rows)
+    for e in gauge_free:
+        columns.append(e[cols] - e[rows])
+    J = np.array(columns).T
+    norms = np.linalg.norm(J, axis=0)
+    if J.shape[0] < J.shape[1] or not np.all(norms > 0):
+        return False, (
+            "geometry not certified: the dual does not pin the optimum "
+            f"({rows.size} active margins for {J.shape[1]} directions)"
+        )
+    sv = np.linalg.svd(J / norms[None, :], compute_uv=False)
+    if sv[-1] <= RANK_TOL * sv[0]:
+        return False, (
+            f"geometry not certified: the dual leaves a direction of optima open (singular "
+            f"value ratio {sv[-1] / sv[0]:.1e})"
+        )
+    return True, ""

@@ -12,7 +12,10 @@ method        free bias (§11)                             non-negative features
 ``nonconvex`` augmented Lagrangian on ``(W, b, Hbar)``    the same with ``Hbar >= 0``
 ============  ==========================================  =====================================
 
-``auto`` (when a default method of that name is used) means ``theory``. Everything else is a
+``auto`` (when a default method of that name is used) means ``theory``. The geometry of an
+``optimal`` numerical solve is checked against the unique optimum
+(:func:`ucfm_svm.variants.coverage.cover`; the free-bias convex route proves uniqueness from
+its own polished dual, :func:`ucfm_svm.variants.bias.unique_optimum`). Everything else is a
 one-line error naming the flags: the class level only (``--level example`` is refused), no
 ``structured`` or ``convex_grouped`` method, and not both variants at once.
 """
@@ -23,6 +26,7 @@ from ..result import Result
 from ..spec import Spec
 from ..validation import fail
 from .bias import solve_bias_convex, solve_bias_theory
+from .coverage import cover
 from .nonconvex import solve_variant_nonconvex
 from .nonnegative import solve_nonnegative_convex, solve_nonnegative_theory
 
@@ -92,11 +96,11 @@ def solve_variant(spec: Spec, method: str = "theory", **options: object) -> Resu
     if spec.bias == "free":
         if method == "theory":
             return solve_bias_theory(spec, **options)  # type: ignore[arg-type]
-        if method == "convex":
+        if method == "convex":  # certifies its own geometry (unique_optimum)
             return solve_bias_convex(spec, **options)  # type: ignore[arg-type]
     else:
         if method == "theory":
             return solve_nonnegative_theory(spec)
         if method == "convex":
-            return solve_nonnegative_convex(spec, **options)  # type: ignore[arg-type]
-    return solve_variant_nonconvex(spec, **options)  # type: ignore[arg-type]
+            return cover(solve_nonnegative_convex(spec, **options))  # type: ignore[arg-type]
+    return cover(solve_variant_nonconvex(spec, **options))  # type: ignore[arg-type]

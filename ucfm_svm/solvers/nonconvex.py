@@ -140,8 +140,10 @@ _MAX_NNLS_ENTRIES = 60_000
 ACTIVE_TOL = 1e-4
 #: Newton steps of the polish.
 POLISH_STEPS = 12
-#: Largest KKT system (unknowns) the polish solves densely.
-_MAX_POLISH_UNKNOWNS = 1500
+#: Largest KKT system (unknowns) the polish solves densely; larger ones by MINRES.
+_MAX_POLISH_UNKNOWNS = 600
+#: Most Jacobian products of one MINRES solve in :func:`_krylov_polish`.
+KRYLOV_ITERATIONS = 2000
 
 
 @dataclasses.dataclass
@@ -524,11 +526,11 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         best.iterations, best.outer = iterations, outer
         if violation <= FEASIBILITY_TOL and _closed(best):
             best.stopped = "gap closed"
-            if precondition:
-                # Badly scaled problems are flat along the light classes' embeddings: at gap
-                # 1e-9 the embedding Gram can still be 1e-3 from the optimum (LDT gamma=-1,
-                # R=1000, k=4). Newton steps take the point to rounding when they can.
-                _try_polish(cols, best, W, G, lam, force=True)
+            # A closed gap pins the objective, not the light classes' geometry: at gap 1e-9 the
+            # embedding Gram can still be 1e-3 from the optimum (LDT gamma=-1, R=1000, k=4),
+            # and a cosine 3e-6 (long tail k=100). Newton steps take the point to rounding
+            # (docs/theory.md §15).
+            _try_polish(cols, best, W, G, lam, force=True)
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
@@ -608,7 +610,7 @@ def _polish(
     rows, where = np.nonzero(active)
     n_x, n_l = k * d + d * m, rows.size
     if n_x + n_l > _MAX_POLISH_UNKNOWNS:
-        return None
+        return _krylov_polish(cols, W, G, lam, active)
 
     def residual(x: np.ndarray, values: np.ndarray) -> np.ndarray:
         Wx, Gx = cols.unpack(x)
@@ -668,6 +670,122 @@ def _polish(
     L = np.zeros((k, m))
     L[rows, where] = np.maximum(values, 0.0)
     return Wx, Gx, L
+
+
+def _kkt_residual(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, values: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """``F(x, lam_A) = (x + sum_{j in A} lam_j grad r_j(x), r_A(x))`` of :func:`_polish`."""
+    L = np.zeros(active.shape)
+    L[active] = values
+    Qs = cols.weighted(L)
+    return np.concatenate(
+        [(W + Qs @ G.T).ravel(), (G + W.T @ Qs).ravel(), cols.violations(W, G)[active]]
+    )
+
+
+def _kkt_scaling(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, Qs: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """Column norms of the KKT Jacobian of :func:`_krylov_polish` (docs/theory.md §15).
+
+    For ``w_{c,a}``: ``1 + ||(Qs)_{c,:}||^2`` plus the squared derivatives of the active
+    margins, ``Delta_c^2 g_{a,i}^2 / (s_i delta_i)^2`` once for each active ``(c, i)`` and
+    ``(#active in column i)`` times for ``c = y_i``; for ``g_{a,i}``: ``1 + ||(Qs)_{:,i}||^2 +
+    sum_{c' active in i} (Delta_{y_i} w_{y_i,a} - Delta_{c'} w_{c',a})^2 / (s_i delta_i)^2``;
+    for ``lam_j``: ``||grad r_j||^2``. ``O(k m d)`` time, no ``k x m x d`` array.
+    """
+    spec = cols.spec
+    k, d = spec.k, spec.dim
+    per = 1.0 / (cols.s * cols.delta) ** 2
+    Delta = spec.Delta
+    A = active.astype(float)
+    count = A.sum(axis=0)
+    Gsq = G * G * per[None, :]
+    true = np.zeros((k, d))
+    np.add.at(true, cols.labels, (Gsq * count[None, :]).T)
+    col_w = 1.0 + np.sum(Qs * Qs, axis=1)[:, None] + Delta[:, None] ** 2 * (A @ Gsq.T + true)
+    SW = Delta[:, None] * W
+    Sy = SW[cols.labels].T  # d x m: the scaled true-class classifier of each column
+    diff2 = (count[None, :] * Sy**2 - 2.0 * Sy * (SW.T @ A) + (SW.T**2) @ A) * per[None, :]
+    col_g = 1.0 + np.sum(Qs * Qs, axis=0)[None, :] + diff2
+    sq = np.sum(SW * SW, axis=1)
+    gap2 = sq[:, None] + sq[cols.labels][None, :] - 2.0 * (SW @ SW.T)[:, cols.labels]
+    g2 = np.sum(G * G, axis=0)
+    col_l = ((Delta[:, None] ** 2 + Delta[cols.labels][None, :] ** 2) * g2[None, :] + gap2) * per
+    return np.sqrt(np.concatenate([col_w.ravel(), col_g.ravel(), np.maximum(col_l[active], 0.0)]))
+
+
+def _krylov_polish(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, lam: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Newton steps on the KKT system of :func:`_polish` by MINRES, for systems too large to
+    assemble (docs/theory.md §15).
+
+    The Jacobian of ``F`` is symmetric, ``[[I + B2(lam), J_A^T], [J_A, 0]]`` (``B2`` the
+    bilinear curvature ``(dW, dG) -> (Qs dG^T, dW^T Qs)``, ``J_A`` the active constraints'
+    gradients), and a product with it costs a few ``k x d x m`` matrix products, so each step is
+    MINRES on the symmetrically equilibrated system (:func:`_kkt_scaling`), inexact (relative
+    tolerance ``min(1e-2, |F|)``, at most :data:`KRYLOV_ITERATIONS` products). A step is halved
+    until ``|F|`` falls; the polish gives up when a step does not halve ``|F|`` (the point is
+    outside Newton's basin: the refinement continues). Returns ``(W, G, lam)`` at the smallest
+    residual, ``lam`` clipped to ``>= 0``, or ``None`` when no step reduced the residual.
+    """
+    from scipy.sparse.linalg import LinearOperator, minres
+
+    k, d, m = cols.spec.k, cols.spec.dim, cols.m
+    n_w, n_g, n_l = k * d, d * m, int(np.count_nonzero(active))
+    n = n_w + n_g + n_l
+    values = lam[active].copy()
+    F = _kkt_residual(cols, W, G, values, active)
+    norm = start_norm = float(np.linalg.norm(F))
+    size = max(1.0, float(np.sqrt(np.sum(W * W) + np.sum(G * G))))
+    for _ in range(POLISH_STEPS):
+        if norm <= 1e-14 * size:
+            break
+        L = np.zeros((k, m))
+        L[active] = values
+        Qs = cols.weighted(L)
+        root = _kkt_scaling(cols, W, G, Qs, active) ** -0.5
+
+        def product(v: np.ndarray, W=W, G=G, Qs=Qs, root=root) -> np.ndarray:
+            v = root * np.ravel(v)
+            dW, dG = v[:n_w].reshape(k, d), v[n_w : n_w + n_g].reshape(d, m)
+            dL = np.zeros((k, m))
+            dL[active] = v[n_w + n_g :]
+            Qd = cols.weighted(dL)
+            out = np.concatenate(
+                [
+                    (dW + Qs @ dG.T + Qd @ G.T).ravel(),
+                    (dG + dW.T @ Qs + W.T @ Qd).ravel(),
+                    -(cols.ratios(dW, G) + cols.ratios(W, dG))[active],
+                ]
+            )
+            return root * out
+
+        operator = LinearOperator((n, n), matvec=product, dtype=float)
+        tol = min(1e-2, max(norm / size, 1e-10))
+        step = root * minres(operator, -root * F, rtol=tol, maxiter=KRYLOV_ITERATIONS)[0]
+        dW, dG = step[:n_w].reshape(k, d), step[n_w : n_w + n_g].reshape(d, m)
+        dl = step[n_w + n_g :]
+        alpha = 1.0
+        while alpha >= 1.0 / 64:
+            trial = _kkt_residual(cols, W + alpha * dW, G + alpha * dG, values + alpha * dl, active)
+            trial_norm = float(np.linalg.norm(trial))
+            if trial_norm < (1.0 - 1e-4 * alpha) * norm:
+                break
+            alpha *= 0.5
+        else:
+            break
+        W, G, values = W + alpha * dW, G + alpha * dG, values + alpha * dl
+        previous, norm, F = norm, trial_norm, trial
+        if norm > 0.5 * previous:
+            break
+    if not norm < start_norm:
+        return None
+    L = np.zeros((k, m))
+    L[active] = np.maximum(values, 0.0)
+    return W, G, L
 
 
 def _certified(run: _Run) -> bool:

@@ -118,7 +118,12 @@ TARGET_RTOL = 0.1 * CERTIFY_RTOL
 STALL_RTOL = 1e-13
 #: L-BFGS iterations per outer round.
 MAX_INNER = 5000
-#: Largest violation at which an inner solve that hit :data:`MAX_INNER` triggers a polish.
+#: L-BFGS iterations per outer round above :data:`OWN_LBFGS_VARIABLES` variables, where each
+#: round that runs out of them tries the Newton polish: the point nears Newton's basin long
+#: before the multipliers converge (k = 100 long tail: one round of 1000 iterations and a
+#: polish, against 15,000 iterations of refinement alone).
+LARGE_INNER = 1000
+#: Largest violation at which an inner solve that ran out of iterations triggers a polish.
 POLISH_VIOLATION = 1e-2
 #: Spread ``max/min`` of the Jacobi scaling (:meth:`_Columns.jacobi`) at the start above which
 #: the refinement runs L-BFGS in Jacobi-scaled variables. Below it plain variables are kept
@@ -131,6 +136,9 @@ CONTINUATION = (0.5, 0.75, 1.0)
 #: L-BFGS-B (whose per-iteration overhead dominates there); below it (the issue-3 grid and its
 #: hard cases, k <= 12 at the class level) L-BFGS-B is kept.
 OWN_LBFGS_VARIABLES = 5000
+#: Example-level variables ``(k + n) d`` above which an example-level solve without a start
+#: uses the variable projection (:func:`_broadcast`); below it the examples are refined jointly.
+JOINT_EXAMPLE_VARIABLES = 20_000
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
 #: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
@@ -142,6 +150,8 @@ ACTIVE_TOL = 1e-4
 POLISH_STEPS = 12
 #: Largest KKT system (unknowns) the polish solves densely; larger ones by MINRES.
 _MAX_POLISH_UNKNOWNS = 600
+#: Relative KKT residual at which a polished point counts as the KKT point (to rounding).
+KKT_ROUNDING = 1e-12
 #: Most Jacobian products of one MINRES solve in :func:`_krylov_polish`.
 KRYLOV_ITERATIONS = 2000
 
@@ -496,7 +506,7 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         if x.size > OWN_LBFGS_VARIABLES:
             res = _lbfgs(
-                cols.scaled_lagrangian, x / D, (lam, mu, D), MAX_INNER, 1e-11 * scale, 20
+                cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20
             )
         else:
             res = minimize(
@@ -534,7 +544,8 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
-        polish = res.nit >= MAX_INNER and violation <= POLISH_VIOLATION
+        inner = LARGE_INNER if x.size > OWN_LBFGS_VARIABLES else MAX_INNER
+        polish = res.nit >= inner and violation <= POLISH_VIOLATION
         if polish and _try_polish(cols, best, W, G, lam):
             best.stopped = "gap closed after Newton polish"
             return best
@@ -574,11 +585,22 @@ def _try_polish(
     cost and certified bound. With ``force`` both guesses are tried even when the gap is
     already closed (a better point may still be reached).
     """
-    guesses = [(cols.mask > 0) & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), cols.mask > 0]
-    for active in guesses:
+    everything = cols.mask > 0
+    guesses = [
+        (everything & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), lam),
+        (everything, lam),
+    ]
+    if cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
+        # The refinement's multipliers lag its point (they move once per outer round); the
+        # polar-factor multipliers of the point itself (docs/theory.md §15), in the normalized
+        # constraints (lam_j = delta_j x the class multiplier), are a second start for Newton.
+        polar = _polar_multipliers(cols.spec, W, cols.class_point(W, G))
+        if cols.level == "class":
+            guesses.append((everything, polar * cols.delta[None, :]))
+    for active, multipliers in guesses:
         if _closed(best) and not force:
             break
-        polished = _polish(cols, W, G, lam, active)
+        polished = _polish(cols, W, G, multipliers, active)
         if polished is None:
             continue
         point = _feasible(cols, *polished[:2])
@@ -589,6 +611,10 @@ def _try_polish(
                 best.objective = cost
         best.lower_bound = max(best.lower_bound, cols.bound(*polished))
         best.polished += 1
+        residual = _kkt_residual(cols, *polished[:2], polished[2][active], active)
+        size = float(np.sqrt(np.sum(polished[0] ** 2) + np.sum(polished[1] ** 2)))
+        if float(np.linalg.norm(residual)) <= KKT_ROUNDING * max(1.0, size):
+            break  # a KKT point to rounding: no other guess can do better
     return _closed(best)
 
 
@@ -901,6 +927,7 @@ def solve_nonconvex(
             "largest scaled logit, so no point meets the margins)",
             spec.dim,
         )
+    projected = level == "example" and start is None and _projects(spec)
     needed = memory_estimate(spec, level, rounds)
     if needed > MEMORY_LIMIT:
         raise SpecError(
@@ -921,8 +948,11 @@ def solve_nonconvex(
             f"<= {MAX_VARIABLES:.0e} (the optimum is the same for every d >= k - 1)",
             spec.dim,
         )
-    cols = _Columns(spec, level)
-    given = None if start is None else _check_start(start, spec, cols)
+    examples = _Columns(spec, level)
+    given = None if start is None else _check_start(start, spec, examples)
+    # Variable projection (docs/theory.md §15): the examples' exact H-step depends only on
+    # their labels, so the refinement runs on the class means with weights n_c.
+    cols = _Columns(spec, "class") if projected else examples
 
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -956,6 +986,14 @@ def solve_nonconvex(
         )
     kept = min(feasible, key=lambda r: r.objective)
     lower = max(r.lower_bound for r in runs)
+    if projected:
+        kept, lower = _broadcast(examples, kept)
+        notes.append(
+            "example level by variable projection: each example's exact H-step depends only on "
+            "its label, so the refinement ran on the class means with weights n_c; the point and "
+            f"the bound were evaluated on the {spec.n} examples (docs/theory.md §15)"
+        )
+        cols = examples
     if not spec.certifiable:
         lower, note = _relaxed_bound(spec, lower)
         if note:
@@ -984,6 +1022,35 @@ def solve_nonconvex(
     return dataclasses.replace(result, message=_message(result, kept, runs, notes))
 
 
+def _projects(spec: Spec) -> bool:
+    """Whether an example-level solve without a given start uses the variable projection:
+    above :data:`JOINT_EXAMPLE_VARIABLES` example-level variables (below it the examples'
+    ``(W, H)`` are refined jointly and collapse has to emerge, an independent check)."""
+    return (spec.k + spec.n) * spec.dim > JOINT_EXAMPLE_VARIABLES
+
+
+def _broadcast(examples: _Columns, run: _Run) -> tuple[_Run, float]:
+    """The class-level ``run`` as an example-level point, and its example-level bound.
+
+    Every example of class ``c`` gets ``h_i = hbar_c`` (the unique solution of its H-step, the
+    strictly convex QP ``min 1/2 ||h||^2`` s.t. ``(Delta_{y} w_{y} - Delta_c w_c)^T h >=
+    delta_y``, whose data depend on ``i`` only through ``y_i``). The point's margins are
+    checked on all ``k n`` example constraints (rescaled to feasibility if rounding broke one),
+    its cost is the examples' ``1/2 (||W||^2 + ||H||^2)``, and the bound is
+    :func:`certificate.example_lower_bound` of the polar-factor class multipliers spread over
+    the examples (docs/theory.md §3, §15): nothing of the class-level certificate is reused.
+    """
+    spec = examples.spec
+    W, Hbar = run.W, run.G / np.sqrt(spec.n_vec)[None, :]
+    point = _feasible(examples, W, Hbar[:, examples.labels])
+    if point is None:  # cannot happen for a feasible class point; kept as a guard
+        raise SolverError("the class-level point is not feasible for the examples")
+    W, H = point
+    objective = 0.5 * (float(np.sum(W * W)) + float(np.sum(H * H)))
+    lower = examples._candidate_bound(_polar_multipliers(spec, W, examples.class_point(W, H)))
+    return dataclasses.replace(run, W=W, G=H, objective=objective), lower
+
+
 def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> int:
     """Estimated peak memory (bytes) of :func:`solve_nonconvex` before it starts.
 
@@ -993,8 +1060,10 @@ def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> 
     term ``k m d`` of their compiled programs.
     """
     k, d = spec.k, spec.dim
-    m = k if level == "class" else spec.n
+    m = k if level == "class" or _projects(spec) else spec.n
     needed = REFINE_BYTES_PER_VARIABLE * (k + m) * d + REFINE_BYTES_PER_CONSTRAINT * k * m
+    if m != spec.n and level == "example":  # variable projection: the examples' check
+        needed += REFINE_BYTES_PER_CONSTRAINT * k * spec.n + 8 * d * spec.n
     if alternations > 0:
         needed += BLOCK_BYTES_PER_TERM * k * m * d
     return int(needed)

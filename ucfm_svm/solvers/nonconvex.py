@@ -38,8 +38,12 @@ One run has three stages:
    set ``A`` (the near-active constraints, and all of them). With a large spread of class
    weights (STEP R = 1000, CDT gamma = 1) the multipliers of the lightest constraints are
    ~1e-5 of the largest: the augmented Lagrangian then leaves their margins slack and stalls at
-   a gap ~1e-5, which Newton steps on the all-tight system close to rounding. The polished
-   point and multipliers count only through their own cost and certified bound.
+   a gap ~1e-5, which Newton steps on the all-tight system close to rounding. Every closed gap
+   is polished too: a gap pins the objective, not the light classes' geometry. Systems above
+   :data:`_MAX_POLISH_UNKNOWNS` unknowns are solved by MINRES on the symmetric KKT Jacobian
+   (:func:`_krylov_polish`, docs/theory.md §15), and above :data:`OWN_LBFGS_VARIABLES`
+   variables every round of :data:`LARGE_INNER` iterations that runs out of them tries it.
+   The polished point and multipliers count only through their own cost and certified bound.
 
 The refinement runs L-BFGS in Jacobi-scaled variables when the scaling spread at the start is
 above :data:`PRECONDITION_SPREAD`. When no start certifies (and ``d >= k - 1``), one more start
@@ -63,8 +67,10 @@ Scale: block steps run by default only for ``k <=`` :data:`ALTERNATION_MAX_K` (t
 programs grow as ``k^2 d``); above :data:`OWN_LBFGS_VARIABLES` variables the refinement uses
 its own vectorized L-BFGS (:func:`_lbfgs`); a solve whose :func:`memory_estimate` exceeds
 :data:`MEMORY_LIMIT` is refused before any work (``SpecError``, exit 2). At the example level
-the refinement runs on the examples' ``(W, H)`` (no reduction) and the class certificate is
-spread over the examples, which leaves its value unchanged. The
+the refinement runs on the examples' ``(W, H)`` and the class certificate is spread over the
+examples, which leaves its value unchanged; above :data:`JOINT_EXAMPLE_VARIABLES` variables
+(and without a given start) the examples' exact H-step, which depends only on their labels, is
+eliminated instead (variable projection, :func:`_broadcast`, docs/theory.md §15). The
 returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
 ``(W, G)``).
 """

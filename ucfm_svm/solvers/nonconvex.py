@@ -588,21 +588,23 @@ def _try_polish(
     multipliers of
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
-    cost and certified bound. With ``force`` both guesses are tried even when the gap is
-    already closed (a better point may still be reached).
+    cost and certified bound. At the class level above :data:`_MAX_POLISH_UNKNOWNS`
+    constraints a third guess starts from all margins with the point's polar-factor
+    multipliers. With ``force`` the guesses are tried even when the gap is already closed (a
+    better point may still be reached), until one reaches the KKT point to rounding
+    (:data:`KKT_ROUNDING`).
     """
     everything = cols.mask > 0
     guesses = [
         (everything & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), lam),
         (everything, lam),
     ]
-    if cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
+    if cols.level == "class" and cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
         # The refinement's multipliers lag its point (they move once per outer round); the
         # polar-factor multipliers of the point itself (docs/theory.md §15), in the normalized
-        # constraints (lam_j = delta_j x the class multiplier), are a second start for Newton.
+        # constraints (lam_j = delta_j x the class multiplier), are one more start for Newton.
         polar = _polar_multipliers(cols.spec, W, cols.class_point(W, G))
-        if cols.level == "class":
-            guesses.append((everything, polar * cols.delta[None, :]))
+        guesses.append((everything, polar * cols.delta[None, :]))
     for active, multipliers in guesses:
         if _closed(best) and not force:
             break
@@ -758,7 +760,8 @@ def _krylov_polish(
     bilinear curvature ``(dW, dG) -> (Qs dG^T, dW^T Qs)``, ``J_A`` the active constraints'
     gradients), and a product with it costs a few ``k x d x m`` matrix products, so each step is
     MINRES on the symmetrically equilibrated system (:func:`_kkt_scaling`), inexact (relative
-    tolerance ``min(1e-2, |F|)``, at most :data:`KRYLOV_ITERATIONS` products). A step is halved
+    tolerance ``min(1e-2, |F| / |x|)`` floored at 1e-10, at most :data:`KRYLOV_ITERATIONS`
+    products). A step is halved
     until ``|F|`` falls; the polish gives up when a step does not halve ``|F|`` (the point is
     outside Newton's basin: the refinement continues). Returns ``(W, G, lam)`` at the smallest
     residual, ``lam`` clipped to ``>= 0``, or ``None`` when no step reduced the residual.
@@ -934,7 +937,7 @@ def solve_nonconvex(
             spec.dim,
         )
     projected = level == "example" and start is None and _projects(spec)
-    needed = memory_estimate(spec, level, rounds)
+    needed = memory_estimate(spec, level, rounds, projected=projected)
     if needed > MEMORY_LIMIT:
         raise SpecError(
             f"the non-convex solve ({level} level, k={spec.k}, d={spec.dim}"
@@ -1057,16 +1060,22 @@ def _broadcast(examples: _Columns, run: _Run) -> tuple[_Run, float]:
     return dataclasses.replace(run, W=W, G=H, objective=objective), lower
 
 
-def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> int:
+def memory_estimate(
+    spec: Spec, level: str = "class", alternations: int = 0, projected: bool | None = None
+) -> int:
     """Estimated peak memory (bytes) of :func:`solve_nonconvex` before it starts.
 
-    With ``m`` columns (``k`` at the class level, ``n`` at the example level): the refinement
-    holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and ``k m`` constraints
-    (:data:`REFINE_BYTES_PER_CONSTRAINT`); block steps add :data:`BLOCK_BYTES_PER_TERM` per
+    With ``m`` columns (``k`` at the class level and under the variable projection, ``n`` at
+    the example level otherwise; ``projected=None`` is the default rule, :func:`_projects`):
+    the refinement holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and
+    ``k m`` constraints (:data:`REFINE_BYTES_PER_CONSTRAINT`), the projection's check of the
+    examples ``k n`` more and ``H`` (d x n); block steps add :data:`BLOCK_BYTES_PER_TERM` per
     term ``k m d`` of their compiled programs.
     """
+    if projected is None:
+        projected = _projects(spec)
     k, d = spec.k, spec.dim
-    m = k if level == "class" or _projects(spec) else spec.n
+    m = k if level == "class" or projected else spec.n
     needed = REFINE_BYTES_PER_VARIABLE * (k + m) * d + REFINE_BYTES_PER_CONSTRAINT * k * m
     if m != spec.n and level == "example":  # variable projection: the examples' check
         needed += REFINE_BYTES_PER_CONSTRAINT * k * spec.n + 8 * d * spec.n

@@ -334,3 +334,20 @@ def test_backward_error_above_tolerance_gives_no_certificate(monkeypatch):
     result = structured_solution(Spec.from_loss([10, 10, 1, 1]), route="secular")
     assert result.lower_bound is None and not result.certified
     assert "reproduce the rank-one term" in result.message and "--method theory" in result.message
+
+
+def test_full_leaves_out_the_embeddings_above_the_budget_and_rebuilds_them(monkeypatch):
+    # At k = 8142 the four --full arrays alone are 1.98 GiB; H_mean is a rescaling of W^T.
+    from ucfm_svm.solvers import structured
+
+    spec = Spec.from_loss(longtail_counts(40, 100, 500), "ldt", gamma=0.5)
+    whole = structured.structured_solution(spec, full=True)
+    monkeypatch.setattr(structured, "FULL_EMBEDDINGS_MAX_BYTES", 0)
+    lean = structured.structured_solution(spec, full=True)
+    assert lean.H_mean is None and "H_mean not built" in lean.message
+    assert lean.status == whole.status == "optimal"
+    np.testing.assert_array_equal(lean.W, whole.W)
+    np.testing.assert_array_equal(lean.embedding_gram, whole.embedding_gram)
+    rebuilt = structured.embeddings(spec, lean.W)
+    assert np.max(np.abs(rebuilt - whole.H_mean)) <= 1e-14 * np.max(np.abs(whole.H_mean))
+    np.testing.assert_allclose(rebuilt.T @ rebuilt, whole.embedding_gram, rtol=0, atol=1e-12)

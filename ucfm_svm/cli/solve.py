@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help="with --method structured or auto: also build W, H and the k x k Grams "
-        "(O(k^2 + m^3), m distinct counts; auto does it for k <= 500)",
+        "(O(k^2 + m^3), m distinct counts; auto does it for k <= 500; above k ~ 6900 H is "
+        "left out, a rescaling of W: structured.embeddings)",
     )
     nonconvex = p.add_argument_group("non-convex method (--method nonconvex)")
     nonconvex.add_argument(

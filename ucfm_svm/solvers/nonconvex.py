@@ -38,8 +38,12 @@ One run has three stages:
    set ``A`` (the near-active constraints, and all of them). With a large spread of class
    weights (STEP R = 1000, CDT gamma = 1) the multipliers of the lightest constraints are
    ~1e-5 of the largest: the augmented Lagrangian then leaves their margins slack and stalls at
-   a gap ~1e-5, which Newton steps on the all-tight system close to rounding. The polished
-   point and multipliers count only through their own cost and certified bound.
+   a gap ~1e-5, which Newton steps on the all-tight system close to rounding. Every closed gap
+   is polished too: a gap pins the objective, not the light classes' geometry. Systems above
+   :data:`_MAX_POLISH_UNKNOWNS` unknowns are solved by MINRES on the symmetric KKT Jacobian
+   (:func:`_krylov_polish`, docs/theory.md §15), and above :data:`OWN_LBFGS_VARIABLES`
+   variables every round of :data:`LARGE_INNER` iterations that runs out of them tries it.
+   The polished point and multipliers count only through their own cost and certified bound.
 
 The refinement runs L-BFGS in Jacobi-scaled variables when the scaling spread at the start is
 above :data:`PRECONDITION_SPREAD`. When no start certifies (and ``d >= k - 1``), one more start
@@ -63,8 +67,10 @@ Scale: block steps run by default only for ``k <=`` :data:`ALTERNATION_MAX_K` (t
 programs grow as ``k^2 d``); above :data:`OWN_LBFGS_VARIABLES` variables the refinement uses
 its own vectorized L-BFGS (:func:`_lbfgs`); a solve whose :func:`memory_estimate` exceeds
 :data:`MEMORY_LIMIT` is refused before any work (``SpecError``, exit 2). At the example level
-the refinement runs on the examples' ``(W, H)`` (no reduction) and the class certificate is
-spread over the examples, which leaves its value unchanged. The
+the refinement runs on the examples' ``(W, H)`` and the class certificate is spread over the
+examples, which leaves its value unchanged; above :data:`JOINT_EXAMPLE_VARIABLES` variables
+(and without a given start) the examples' exact H-step, which depends only on their labels, is
+eliminated instead (variable projection, :func:`_broadcast`, docs/theory.md §15). The
 returned point is rescaled to exact feasibility (the margins are homogeneous of degree 2 in
 ``(W, G)``).
 """
@@ -118,7 +124,12 @@ TARGET_RTOL = 0.1 * CERTIFY_RTOL
 STALL_RTOL = 1e-13
 #: L-BFGS iterations per outer round.
 MAX_INNER = 5000
-#: Largest violation at which an inner solve that hit :data:`MAX_INNER` triggers a polish.
+#: L-BFGS iterations per outer round above :data:`OWN_LBFGS_VARIABLES` variables, where each
+#: round that runs out of them tries the Newton polish: the point nears Newton's basin long
+#: before the multipliers converge (k = 100 long tail: one round of 1000 iterations and a
+#: polish, against 15,000 iterations of refinement alone).
+LARGE_INNER = 1000
+#: Largest violation at which an inner solve that ran out of iterations triggers a polish.
 POLISH_VIOLATION = 1e-2
 #: Spread ``max/min`` of the Jacobi scaling (:meth:`_Columns.jacobi`) at the start above which
 #: the refinement runs L-BFGS in Jacobi-scaled variables. Below it plain variables are kept
@@ -131,6 +142,9 @@ CONTINUATION = (0.5, 0.75, 1.0)
 #: L-BFGS-B (whose per-iteration overhead dominates there); below it (the issue-3 grid and its
 #: hard cases, k <= 12 at the class level) L-BFGS-B is kept.
 OWN_LBFGS_VARIABLES = 5000
+#: Example-level variables ``(k + n) d`` above which an example-level solve without a start
+#: uses the variable projection (:func:`_broadcast`); below it the examples are refined jointly.
+JOINT_EXAMPLE_VARIABLES = 20_000
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
 #: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
@@ -140,8 +154,12 @@ _MAX_NNLS_ENTRIES = 60_000
 ACTIVE_TOL = 1e-4
 #: Newton steps of the polish.
 POLISH_STEPS = 12
-#: Largest KKT system (unknowns) the polish solves densely.
-_MAX_POLISH_UNKNOWNS = 1500
+#: Largest KKT system (unknowns) the polish solves densely; larger ones by MINRES.
+_MAX_POLISH_UNKNOWNS = 600
+#: Relative KKT residual at which a polished point counts as the KKT point (to rounding).
+KKT_ROUNDING = 1e-12
+#: Most Jacobian products of one MINRES solve in :func:`_krylov_polish`.
+KRYLOV_ITERATIONS = 2000
 
 
 @dataclasses.dataclass
@@ -494,7 +512,7 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         if x.size > OWN_LBFGS_VARIABLES:
             res = _lbfgs(
-                cols.scaled_lagrangian, x / D, (lam, mu, D), MAX_INNER, 1e-11 * scale, 20
+                cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20
             )
         else:
             res = minimize(
@@ -524,15 +542,16 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         best.iterations, best.outer = iterations, outer
         if violation <= FEASIBILITY_TOL and _closed(best):
             best.stopped = "gap closed"
-            if precondition:
-                # Badly scaled problems are flat along the light classes' embeddings: at gap
-                # 1e-9 the embedding Gram can still be 1e-3 from the optimum (LDT gamma=-1,
-                # R=1000, k=4). Newton steps take the point to rounding when they can.
-                _try_polish(cols, best, W, G, lam, force=True)
+            # A closed gap pins the objective, not the light classes' geometry: at gap 1e-9 the
+            # embedding Gram can still be 1e-3 from the optimum (LDT gamma=-1, R=1000, k=4),
+            # and a cosine 3e-6 (long tail k=100). Newton steps take the point to rounding
+            # (docs/theory.md §15).
+            _try_polish(cols, best, W, G, lam, force=True)
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
-        polish = res.nit >= MAX_INNER and violation <= POLISH_VIOLATION
+        inner = LARGE_INNER if x.size > OWN_LBFGS_VARIABLES else MAX_INNER
+        polish = res.nit >= inner and violation <= POLISH_VIOLATION
         if polish and _try_polish(cols, best, W, G, lam):
             best.stopped = "gap closed after Newton polish"
             return best
@@ -569,14 +588,27 @@ def _try_polish(
     multipliers of
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
-    cost and certified bound. With ``force`` both guesses are tried even when the gap is
-    already closed (a better point may still be reached).
+    cost and certified bound. At the class level above :data:`_MAX_POLISH_UNKNOWNS`
+    constraints a third guess starts from all margins with the point's polar-factor
+    multipliers. With ``force`` the guesses are tried even when the gap is already closed (a
+    better point may still be reached), until one reaches the KKT point to rounding
+    (:data:`KKT_ROUNDING`).
     """
-    guesses = [(cols.mask > 0) & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), cols.mask > 0]
-    for active in guesses:
+    everything = cols.mask > 0
+    guesses = [
+        (everything & ((cols.violations(W, G) > -ACTIVE_TOL) | (lam > 0)), lam),
+        (everything, lam),
+    ]
+    if cols.level == "class" and cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
+        # The refinement's multipliers lag its point (they move once per outer round); the
+        # polar-factor multipliers of the point itself (docs/theory.md §15), in the normalized
+        # constraints (lam_j = delta_j x the class multiplier), are one more start for Newton.
+        polar = _polar_multipliers(cols.spec, W, cols.class_point(W, G))
+        guesses.append((everything, polar * cols.delta[None, :]))
+    for active, multipliers in guesses:
         if _closed(best) and not force:
             break
-        polished = _polish(cols, W, G, lam, active)
+        polished = _polish(cols, W, G, multipliers, active)
         if polished is None:
             continue
         point = _feasible(cols, *polished[:2])
@@ -587,6 +619,10 @@ def _try_polish(
                 best.objective = cost
         best.lower_bound = max(best.lower_bound, cols.bound(*polished))
         best.polished += 1
+        residual = _kkt_residual(cols, *polished[:2], polished[2][active], active)
+        size = float(np.sqrt(np.sum(polished[0] ** 2) + np.sum(polished[1] ** 2)))
+        if float(np.linalg.norm(residual)) <= KKT_ROUNDING * max(1.0, size):
+            break  # a KKT point to rounding: no other guess can do better
     return _closed(best)
 
 
@@ -608,16 +644,11 @@ def _polish(
     rows, where = np.nonzero(active)
     n_x, n_l = k * d + d * m, rows.size
     if n_x + n_l > _MAX_POLISH_UNKNOWNS:
-        return None
+        return _krylov_polish(cols, W, G, lam, active)
 
     def residual(x: np.ndarray, values: np.ndarray) -> np.ndarray:
         Wx, Gx = cols.unpack(x)
-        L = np.zeros((k, m))
-        L[rows, where] = values
-        Qs = cols.weighted(L)
-        return np.concatenate(
-            [(Wx + Qs @ Gx.T).ravel(), (Gx + Wx.T @ Qs).ravel(), cols.violations(Wx, Gx)[active]]
-        )
+        return _kkt_residual(cols, Wx, Gx, values, active)
 
     def jacobian(x: np.ndarray, values: np.ndarray) -> np.ndarray:
         Wx, Gx = cols.unpack(x)
@@ -694,6 +725,123 @@ def newton_least_squares(
         if norm <= 1e-14 * max(1.0, float(np.linalg.norm(z[:n_x]))):
             break
     return best if best_norm < start_norm else None
+
+
+def _kkt_residual(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, values: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """``F(x, lam_A) = (x + sum_{j in A} lam_j grad r_j(x), r_A(x))`` of :func:`_polish`."""
+    L = np.zeros(active.shape)
+    L[active] = values
+    Qs = cols.weighted(L)
+    return np.concatenate(
+        [(W + Qs @ G.T).ravel(), (G + W.T @ Qs).ravel(), cols.violations(W, G)[active]]
+    )
+
+
+def _kkt_scaling(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, Qs: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """Column norms of the KKT Jacobian of :func:`_krylov_polish` (docs/theory.md §15).
+
+    For ``w_{c,a}``: ``1 + ||(Qs)_{c,:}||^2`` plus the squared derivatives of the active
+    margins, ``Delta_c^2 g_{a,i}^2 / (s_i delta_i)^2`` once for each active ``(c, i)`` and
+    ``(#active in column i)`` times for ``c = y_i``; for ``g_{a,i}``: ``1 + ||(Qs)_{:,i}||^2 +
+    sum_{c' active in i} (Delta_{y_i} w_{y_i,a} - Delta_{c'} w_{c',a})^2 / (s_i delta_i)^2``;
+    for ``lam_j``: ``||grad r_j||^2``. ``O(k m d)`` time, no ``k x m x d`` array.
+    """
+    spec = cols.spec
+    k, d = spec.k, spec.dim
+    per = 1.0 / (cols.s * cols.delta) ** 2
+    Delta = spec.Delta
+    A = active.astype(float)
+    count = A.sum(axis=0)
+    Gsq = G * G * per[None, :]
+    true = np.zeros((k, d))
+    np.add.at(true, cols.labels, (Gsq * count[None, :]).T)
+    col_w = 1.0 + np.sum(Qs * Qs, axis=1)[:, None] + Delta[:, None] ** 2 * (A @ Gsq.T + true)
+    SW = Delta[:, None] * W
+    Sy = SW[cols.labels].T  # d x m: the scaled true-class classifier of each column
+    diff2 = (count[None, :] * Sy**2 - 2.0 * Sy * (SW.T @ A) + (SW.T**2) @ A) * per[None, :]
+    col_g = 1.0 + np.sum(Qs * Qs, axis=0)[None, :] + diff2
+    sq = np.sum(SW * SW, axis=1)
+    gap2 = sq[:, None] + sq[cols.labels][None, :] - 2.0 * (SW @ SW.T)[:, cols.labels]
+    g2 = np.sum(G * G, axis=0)
+    col_l = ((Delta[:, None] ** 2 + Delta[cols.labels][None, :] ** 2) * g2[None, :] + gap2) * per
+    return np.sqrt(np.concatenate([col_w.ravel(), col_g.ravel(), np.maximum(col_l[active], 0.0)]))
+
+
+def _krylov_polish(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, lam: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Newton steps on the KKT system of :func:`_polish` by MINRES, for systems too large to
+    assemble (docs/theory.md §15).
+
+    The Jacobian of ``F`` is symmetric, ``[[I + B2(lam), J_A^T], [J_A, 0]]`` (``B2`` the
+    bilinear curvature ``(dW, dG) -> (Qs dG^T, dW^T Qs)``, ``J_A`` the active constraints'
+    gradients), and a product with it costs a few ``k x d x m`` matrix products, so each step is
+    MINRES on the symmetrically equilibrated system (:func:`_kkt_scaling`), inexact (relative
+    tolerance ``min(1e-2, |F| / |x|)`` floored at 1e-10, at most :data:`KRYLOV_ITERATIONS`
+    products). A step is halved
+    until ``|F|`` falls; the polish gives up when a step does not halve ``|F|`` (the point is
+    outside Newton's basin: the refinement continues). Returns ``(W, G, lam)`` at the smallest
+    residual, ``lam`` clipped to ``>= 0``, or ``None`` when no step reduced the residual.
+    """
+    from scipy.sparse.linalg import LinearOperator, minres
+
+    k, d, m = cols.spec.k, cols.spec.dim, cols.m
+    n_w, n_g, n_l = k * d, d * m, int(np.count_nonzero(active))
+    n = n_w + n_g + n_l
+    values = lam[active].copy()
+    F = _kkt_residual(cols, W, G, values, active)
+    norm = start_norm = float(np.linalg.norm(F))
+    size = max(1.0, float(np.sqrt(np.sum(W * W) + np.sum(G * G))))
+    for _ in range(POLISH_STEPS):
+        if norm <= 1e-14 * size:
+            break
+        L = np.zeros((k, m))
+        L[active] = values
+        Qs = cols.weighted(L)
+        root = _kkt_scaling(cols, W, G, Qs, active) ** -0.5
+
+        def product(v: np.ndarray, W=W, G=G, Qs=Qs, root=root) -> np.ndarray:
+            v = root * np.ravel(v)
+            dW, dG = v[:n_w].reshape(k, d), v[n_w : n_w + n_g].reshape(d, m)
+            dL = np.zeros((k, m))
+            dL[active] = v[n_w + n_g :]
+            Qd = cols.weighted(dL)
+            out = np.concatenate(
+                [
+                    (dW + Qs @ dG.T + Qd @ G.T).ravel(),
+                    (dG + dW.T @ Qs + W.T @ Qd).ravel(),
+                    -(cols.ratios(dW, G) + cols.ratios(W, dG))[active],
+                ]
+            )
+            return root * out
+
+        operator = LinearOperator((n, n), matvec=product, dtype=float)
+        tol = min(1e-2, max(norm / size, 1e-10))
+        step = root * minres(operator, -root * F, rtol=tol, maxiter=KRYLOV_ITERATIONS)[0]
+        dW, dG = step[:n_w].reshape(k, d), step[n_w : n_w + n_g].reshape(d, m)
+        dl = step[n_w + n_g :]
+        alpha = 1.0
+        while alpha >= 1.0 / 64:
+            trial = _kkt_residual(cols, W + alpha * dW, G + alpha * dG, values + alpha * dl, active)
+            trial_norm = float(np.linalg.norm(trial))
+            if trial_norm < (1.0 - 1e-4 * alpha) * norm:
+                break
+            alpha *= 0.5
+        else:
+            break
+        W, G, values = W + alpha * dW, G + alpha * dG, values + alpha * dl
+        previous, norm, F = norm, trial_norm, trial
+        if norm > 0.5 * previous:
+            break
+    if not norm < start_norm:
+        return None
+    L = np.zeros((k, m))
+    L[active] = np.maximum(values, 0.0)
+    return W, G, L
 
 
 def _certified(run: _Run) -> bool:
@@ -809,7 +957,8 @@ def solve_nonconvex(
             "largest scaled logit, so no point meets the margins)",
             spec.dim,
         )
-    needed = memory_estimate(spec, level, rounds)
+    projected = level == "example" and start is None and _projects(spec)
+    needed = memory_estimate(spec, level, rounds, projected=projected)
     if needed > MEMORY_LIMIT:
         raise SpecError(
             f"the non-convex solve ({level} level, k={spec.k}, d={spec.dim}"
@@ -829,8 +978,11 @@ def solve_nonconvex(
             f"<= {MAX_VARIABLES:.0e} (the optimum is the same for every d >= k - 1)",
             spec.dim,
         )
-    cols = _Columns(spec, level)
-    given = None if start is None else _check_start(start, spec, cols)
+    examples = _Columns(spec, level)
+    given = None if start is None else _check_start(start, spec, examples)
+    # Variable projection (docs/theory.md §15): the examples' exact H-step depends only on
+    # their labels, so the refinement runs on the class means with weights n_c.
+    cols = _Columns(spec, "class") if projected else examples
 
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -864,6 +1016,14 @@ def solve_nonconvex(
         )
     kept = min(feasible, key=lambda r: r.objective)
     lower = max(r.lower_bound for r in runs)
+    if projected:
+        kept, lower = _broadcast(examples, kept)
+        notes.append(
+            "example level by variable projection: each example's exact H-step depends only on "
+            "its label, so the refinement ran on the class means with weights n_c; the point and "
+            f"the bound were evaluated on the {spec.n} examples (docs/theory.md §15)"
+        )
+        cols = examples
     if not spec.certifiable:
         lower, note = _relaxed_bound(spec, lower)
         if note:
@@ -892,17 +1052,54 @@ def solve_nonconvex(
     return dataclasses.replace(result, message=_message(result, kept, runs, notes))
 
 
-def memory_estimate(spec: Spec, level: str = "class", alternations: int = 0) -> int:
+def _projects(spec: Spec) -> bool:
+    """Whether an example-level solve without a given start uses the variable projection:
+    above :data:`JOINT_EXAMPLE_VARIABLES` example-level variables (below it the examples'
+    ``(W, H)`` are refined jointly and collapse has to emerge, an independent check)."""
+    return (spec.k + spec.n) * spec.dim > JOINT_EXAMPLE_VARIABLES
+
+
+def _broadcast(examples: _Columns, run: _Run) -> tuple[_Run, float]:
+    """The class-level ``run`` as an example-level point, and its example-level bound.
+
+    Every example of class ``c`` gets ``h_i = hbar_c`` (the unique solution of its H-step, the
+    strictly convex QP ``min 1/2 ||h||^2`` s.t. ``(Delta_{y} w_{y} - Delta_c w_c)^T h >=
+    delta_y``, whose data depend on ``i`` only through ``y_i``). The point's margins are
+    checked on all ``k n`` example constraints (rescaled to feasibility if rounding broke one),
+    its cost is the examples' ``1/2 (||W||^2 + ||H||^2)``, and the bound is
+    :func:`certificate.example_lower_bound` of the polar-factor class multipliers spread over
+    the examples (docs/theory.md §3, §15): nothing of the class-level certificate is reused.
+    """
+    spec = examples.spec
+    W, Hbar = run.W, run.G / np.sqrt(spec.n_vec)[None, :]
+    point = _feasible(examples, W, Hbar[:, examples.labels])
+    if point is None:  # cannot happen for a feasible class point; kept as a guard
+        raise SolverError("the class-level point is not feasible for the examples")
+    W, H = point
+    objective = 0.5 * (float(np.sum(W * W)) + float(np.sum(H * H)))
+    lower = examples._candidate_bound(_polar_multipliers(spec, W, examples.class_point(W, H)))
+    return dataclasses.replace(run, W=W, G=H, objective=objective), lower
+
+
+def memory_estimate(
+    spec: Spec, level: str = "class", alternations: int = 0, projected: bool | None = None
+) -> int:
     """Estimated peak memory (bytes) of :func:`solve_nonconvex` before it starts.
 
-    With ``m`` columns (``k`` at the class level, ``n`` at the example level): the refinement
-    holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and ``k m`` constraints
-    (:data:`REFINE_BYTES_PER_CONSTRAINT`); block steps add :data:`BLOCK_BYTES_PER_TERM` per
+    With ``m`` columns (``k`` at the class level and under the variable projection, ``n`` at
+    the example level otherwise; ``projected=None`` is the default rule, :func:`_projects`):
+    the refinement holds ``(k + m) d`` variables (:data:`REFINE_BYTES_PER_VARIABLE`) and
+    ``k m`` constraints (:data:`REFINE_BYTES_PER_CONSTRAINT`), the projection's check of the
+    examples ``k n`` more and ``H`` (d x n); block steps add :data:`BLOCK_BYTES_PER_TERM` per
     term ``k m d`` of their compiled programs.
     """
+    if projected is None:
+        projected = _projects(spec)
     k, d = spec.k, spec.dim
-    m = k if level == "class" else spec.n
+    m = k if level == "class" or projected else spec.n
     needed = REFINE_BYTES_PER_VARIABLE * (k + m) * d + REFINE_BYTES_PER_CONSTRAINT * k * m
+    if m != spec.n and level == "example":  # variable projection: the examples' check
+        needed += REFINE_BYTES_PER_CONSTRAINT * k * spec.n + 8 * d * spec.n
     if alternations > 0:
         needed += BLOCK_BYTES_PER_TERM * k * m * d
     return int(needed)

@@ -721,7 +721,9 @@ def structured_solution(
         Also build ``W`` (k x d), ``H_mean`` (d x k) and both ``k x k`` Grams from the explicit
         eigenvectors of the secular equation (:func:`_full_geometry`: ``O(k^2 + m^3)`` time,
         four ``k x k`` arrays; ``logits`` stays ``None``, it is ``theory.optimal_logits``).
-        Otherwise those fields are ``None``.
+        Otherwise those fields are ``None``. When the four arrays would exceed
+        :data:`FULL_EMBEDDINGS_MAX_BYTES`, ``H_mean`` is left ``None`` (the message says so):
+        it is a rescaling of ``W^T``, :func:`embeddings` rebuilds it.
     route : {"resolvent", "secular"}
         ``"resolvent"`` (default): norms, objective and certificate from the quadrature of
         :func:`resolvent_diagonals`, ``O(k Q)`` time and ``O(k)`` memory, every number with a
@@ -784,7 +786,13 @@ def structured_solution(
     if full:
         if cl is None:
             cl = clusters(spec)
-        W, H_mean, cg, eg = _full_geometry(spec, u, g, cl)
+        embeddings = 4 * 8 * spec.k * max(spec.k, spec.dim) <= FULL_EMBEDDINGS_MAX_BYTES
+        W, H_mean, cg, eg = _full_geometry(spec, u, g, cl, embeddings)
+        if not embeddings:
+            detail += (
+                f"; H_mean not built (k x d, {8 * spec.k * spec.dim / 2**30:.2g} GiB): it is "
+                "diag(1/sigma) W^T diag(g / sqrt(n)), structured.embeddings(spec, W)"
+            )
         classifier_sq, embedding_sq = np.diag(cg).copy(), np.diag(eg).copy()
         full_objective = 0.5 * float(classifier_sq.sum()) + 0.5 * float(n_vec @ embedding_sq)
         upper = max(upper, full_objective) if route == "resolvent" else full_objective
@@ -897,6 +905,10 @@ def _sign_violations(cl: Clusters, sums: _Sums) -> int:
 
 #: Bytes a ``--full`` result may take: four ``k x k`` arrays (W, H_mean and both Grams).
 FULL_MAX_BYTES = 12 * 2**30
+#: Bytes of the four ``--full`` arrays above which ``H_mean`` is left ``None``: it is a
+#: rescaling of ``W^T`` (:func:`embeddings`), and at k = 8142 the four arrays alone are
+#: 1.98 GiB, over the 2 GiB a 2-core/24 GiB machine gives one process (1.5 GiB: k > ~6,900).
+FULL_EMBEDDINGS_MAX_BYTES = 3 * 2**29
 #: Rows per block when the cluster-level Grams are expanded to the classes (a few MB).
 EXPAND_ROWS = 64
 
@@ -924,9 +936,25 @@ def _min_margin_ratio(spec: Spec) -> float:
     return float(np.min((delta * (1.0 - t) + t * delta) / delta))
 
 
+def embeddings(spec: Spec, W: np.ndarray) -> np.ndarray:
+    """``Hbar`` (d x k) of the optimum from its classifiers ``W`` (a ``full`` result's).
+
+    At the optimum ``W = X S^{1/2}`` (orthonormal ``X``) and ``Hbar = S^{-1} W^T diag(g /
+    sqrt(n))`` (:func:`_full_geometry`), with ``S`` the squared column norms of ``W`` and
+    ``g_c = delta_c sqrt(n_c) / Delta_c``: ``O(k d)``, the array ``full`` leaves out above
+    :data:`FULL_EMBEDDINGS_MAX_BYTES` (it is a rescaling of ``W^T``).
+    """
+    _, g = logit_factors(spec)
+    sv = np.einsum("ij,ij->j", W, W)
+    inverse = np.divide(1.0, sv, out=np.zeros_like(sv), where=sv > 0)
+    H = W.T * inverse[:, None]
+    H *= (g / np.sqrt(spec.n_vec))[None, :]
+    return H
+
+
 def _full_geometry(
-    spec: Spec, u: np.ndarray, g: np.ndarray, cl: Clusters
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    spec: Spec, u: np.ndarray, g: np.ndarray, cl: Clusters, embeddings: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """``W`` (k x d), ``Hbar`` (d x k) and the Grams ``W W^T``, ``Hbar^T Hbar`` (§7, §14).
 
     The left singular vectors are ``x_j = u_hat o X_j[G]`` for the ``m - 1`` secular roots
@@ -992,6 +1020,8 @@ def _full_geometry(
         sv[col : col + size - 1] = root_d[c]
         col += size - 1
     W[:, : k - 1] *= np.sqrt(sv)[None, :]
+    if not embeddings:
+        return W, None, cg, eg
     H = np.zeros((dim, k))
     gs = g * scale
     for lo in range(0, k - 1, EXPAND_ROWS):

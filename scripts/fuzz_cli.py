@@ -76,9 +76,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe draw")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
     parser.add_argument("--out", default="fuzz-failures.jsonl", help="failures (JSON lines)")
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=None,
+        help="also report a probe that answers but takes longer than this many seconds "
+        "(a finding to re-time in isolation; use with a larger --timeout on a loaded machine)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     failures = 0
+    tally = {"clean errors (exit 2)": 0, "answers (exit 0, 1, 3)": 0, "other": 0}
     with tempfile.TemporaryDirectory() as scratch, open(args.out, "w") as sink:
         where = Path(scratch)
         bases = base_commands(where)
@@ -93,6 +101,12 @@ def main() -> int:
             )
             code, out, err, seconds = run(argv, where, args.timeout)
             problem = verdict(code, out, err)
+            if problem is None and args.slow is not None and seconds > args.slow:
+                problem = f"slow ({seconds:.1f} s > {args.slow:g} s)"
+            kind = {2: "clean errors (exit 2)", 0: "answers (exit 0, 1, 3)"}.get(code)
+            if code in (1, 3):
+                kind = "answers (exit 0, 1, 3)"
+            tally[kind or "other"] += 1
             if problem:
                 failures += 1
                 record = {
@@ -105,7 +119,8 @@ def main() -> int:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 print(f"[{i + 1}/{args.probes}] {problem}: {' '.join(argv)}", flush=True)
-    print(f"{args.probes} probes, {failures} failures (details in {args.out})")
+    counts = ", ".join(f"{n} {name}" for name, n in tally.items())
+    print(f"{args.probes} probes: {counts}; {failures} findings (details in {args.out})")
     return 1 if failures else 0
 
 

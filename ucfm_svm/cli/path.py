@@ -22,6 +22,7 @@ from ._common import (
     STDOUT,
     add_spec_arguments,
     check_output_path,
+    save_plot,
     spec_from_args,
     write_json,
 )
@@ -46,7 +47,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", default=None, metavar="PATH", help="write the run as JSON ('-': stdout)"
     )
-    parser.add_argument("--plot", default=None, metavar="PATH", help="save the figure (PNG, PDF)")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="PATH",
+        help="save the figure (.png, .pdf, .svg, .eps, .ps; another or no suffix gets .png)",
+    )
 
 
 def compared_specs(args: argparse.Namespace, base: Spec) -> list[Spec]:
@@ -144,7 +150,7 @@ def table(traj: Trajectory) -> str:
 def check_outputs(args: argparse.Namespace) -> None:
     """Reject unwritable ``--json`` / ``--plot`` paths before the run."""
     check_output_path("json", args.json)
-    check_output_path("plot", args.plot)
+    check_output_path("plot", args.plot, figure=True)
 
 
 def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
@@ -154,14 +160,9 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
         data["compared"] = [t.to_dict() for t in runs[1:]]
         write_json("json", args.json, data)
     if args.plot:
-        from ..plots.style import save_one
         from ..plots.training import trajectory_figure
 
-        try:
-            save_one(trajectory_figure(runs), args.plot)
-        except (OSError, ValueError) as exc:
-            raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
-        print(f"wrote {args.plot}")
+        save_plot("plot", args.plot, trajectory_figure(runs))
 
 
 def run(args: argparse.Namespace) -> int:

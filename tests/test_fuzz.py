@@ -212,3 +212,27 @@ def test_analyze_distances_do_not_depend_on_a_common_scale(fuzz_dir: Path) -> No
     assert 0.5 < found[0][0] < 2  # random weights: far from the prediction
     np.testing.assert_allclose(found[1], found[0], rtol=1e-12)
     np.testing.assert_allclose(found[2], found[0], rtol=1e-12)
+
+
+def test_example_level_nonconvex_beyond_its_time_estimate_is_refused_naming_the_routes(
+    cli, monkeypatch
+) -> None:
+    # 2000 and 3000 examples per class ran for minutes (the hang); the refusal comes
+    # before any solve, and the route it names answers
+    def never(*args, **kwargs):
+        raise AssertionError("the solve started")
+
+    monkeypatch.setattr("ucfm_svm.cli.solve.solve", never)
+    for per_class in ("2000", "3000"):
+        counts = ",".join([per_class] * 3)
+        code, out, err = cli("solve", "--counts", counts, "--method", "nonconvex", "--level",
+                             "example")  # fmt: skip
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--level must be class" in err and "--method structured --level example" in err
+    monkeypatch.undo()
+    code, out, err = cli("solve", "--counts", "3000,3000,3000", "--method", "structured",
+                         "--level", "example")  # fmt: skip
+    assert code == 0 and "optimal" in out, err
+    code, out, err = cli("solve", "--counts", "5,3,2", "--method", "nonconvex", "--level",
+                         "example")  # fmt: skip
+    assert code in (0, 3), err  # a small example-level run still runs

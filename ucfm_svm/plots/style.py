@@ -9,7 +9,10 @@ with TrueType (Type 42) fonts, which venues that reject Type 3 fonts accept.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib as mpl
@@ -46,6 +49,20 @@ def loss_style(loss: str) -> dict[str, str]:
     return dict(LOSS_STYLES.get(loss.lower(), LOSS_STYLES["custom"]))
 
 
+@contextlib.contextmanager
+def _quiet_font_tools() -> Iterator[None]:
+    """fontTools, which subsets the TrueType fonts embedded in PDF/PS, logs warnings about
+    harmless font details ("'modified' timestamp seems very low") straight to stderr; they
+    are noise on a command's output, so its logger keeps only errors while a figure is saved."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _metadata(fmt: str) -> dict[str, str]:
     """The mark of our outputs (:data:`ucfm_svm.files.WRITER`) in ``fmt``'s metadata."""
     return {"Software" if fmt == "png" else "Creator": WRITER}
@@ -66,7 +83,7 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    with mpl.rc_context(SAVE_RC):
+    with mpl.rc_context(SAVE_RC), _quiet_font_tools():
         fig.set_dpi(dpi)
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
@@ -91,7 +108,7 @@ def save_one(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     path = figure_path(path)
     fmt = path.suffix.lower().lstrip(".")
     buffer = io.BytesIO()
-    with mpl.rc_context(SAVE_RC):
+    with mpl.rc_context(SAVE_RC), _quiet_font_tools():
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=_metadata(fmt))
     write_output(path, buffer.getvalue())
     return path

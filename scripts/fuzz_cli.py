@@ -83,10 +83,21 @@ def main() -> int:
         help="also report a probe that answers but takes longer than this many seconds "
         "(a finding to re-time in isolation; use with a larger --timeout on a loaded machine)",
     )
+    parser.add_argument(
+        "--part",
+        default="1/1",
+        metavar="I/N",
+        help="run only the I-th of N equal slices of the probe list (the same probes as the "
+        "whole run, for N processes in parallel; default 1/1)",
+    )
+    parser.add_argument("--log", default=None, help="also write every probe (JSON lines)")
     args = parser.parse_args()
+    part, parts = (int(v) for v in args.part.split("/"))
+    lo, hi = (part - 1) * args.probes // parts, part * args.probes // parts
     rng = random.Random(args.seed)
     failures = 0
     tally = {"clean errors (exit 2)": 0, "answers (exit 0, 1, 3)": 0, "other": 0}
+    log = open(args.log, "w") if args.log else None  # noqa: SIM115 - closed below
     with tempfile.TemporaryDirectory() as scratch, open(args.out, "w") as sink:
         where = Path(scratch)
         bases = base_commands(where)
@@ -99,6 +110,8 @@ def main() -> int:
                 lambda n: rng.randrange(n),
                 lambda: rng.choice(HOSTILE_VALUES + tuple(files)),
             )
+            if not lo <= i < hi:  # drawn all the same, so that every slice sees its probes
+                continue
             code, out, err, seconds = run(argv, where, args.timeout)
             problem = verdict(code, out, err)
             if problem is None and args.slow is not None and seconds > args.slow:
@@ -107,6 +120,10 @@ def main() -> int:
             if code in (1, 3):
                 kind = "answers (exit 0, 1, 3)"
             tally[kind or "other"] += 1
+            if log is not None:
+                entry = {"probe": i, "argv": argv, "exit": code, "seconds": round(seconds, 2)}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
             if problem:
                 failures += 1
                 record = {
@@ -119,8 +136,10 @@ def main() -> int:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 print(f"[{i + 1}/{args.probes}] {problem}: {' '.join(argv)}", flush=True)
+    if log is not None:
+        log.close()
     counts = ", ".join(f"{n} {name}" for name, n in tally.items())
-    print(f"{args.probes} probes: {counts}; {failures} findings (details in {args.out})")
+    print(f"{hi - lo} probes: {counts}; {failures} findings (details in {args.out})")
     return 1 if failures else 0
 
 

@@ -236,3 +236,11 @@ def test_example_level_nonconvex_beyond_its_time_estimate_is_refused_naming_the_
     code, out, err = cli("solve", "--counts", "5,3,2", "--method", "nonconvex", "--level",
                          "example")  # fmt: skip
     assert code in (0, 3), err  # a small example-level run still runs
+
+
+def test_plot_range_must_be_finite_and_is_named_as_typed(cli) -> None:
+    # `plot ratio --range 1,inf` was refused as "The 'ratios' parameter ...", a library name
+    for kind, value in (("ratio", "1,inf"), ("gamma", "-inf,1"), ("gamma", "0,nan")):
+        code, out, err = cli("plot", kind, "--step", "10,10,0.5", f"--range={value}")
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--range must be two increasing finite numbers" in err, err

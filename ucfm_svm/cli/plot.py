@@ -96,9 +96,14 @@ def _range(args: argparse.Namespace, default: tuple[float, float], low: float | 
     if args.range is None:
         return default
     values = parse_list("range", args.range)
-    if len(values) != 2 or values[0] >= values[1] or (low is not None and values[0] < low):
+    if (
+        len(values) != 2
+        or not np.all(np.isfinite(values))  # `--range 1,inf` reached the curves as 'ratios'
+        or values[0] >= values[1]
+        or (low is not None and values[0] < low)
+    ):
         bound = f" with LO >= {low:g}" if low is not None else ""
-        raise fail("range", f"two increasing numbers LO,HI{bound}", args.range)
+        raise fail("range", f"two increasing finite numbers LO,HI{bound}", args.range)
     return values[0], values[1]
 
 

@@ -34,7 +34,7 @@ from tests.fuzz_grammar import (  # noqa: E402
 )
 
 
-def verdict(code: int | None, out: str, err: str) -> str | None:
+def verdict(code: int | None, out: str, err: str, argv: list[str]) -> str | None:
     """What is wrong with a probe's outcome, or None."""
     if code is None:
         return "timeout"
@@ -46,7 +46,7 @@ def verdict(code: int | None, out: str, err: str) -> str | None:
         return "internal error"
     if code == 2 and len([x for x in err.splitlines() if x.strip()]) != 1:
         return "more than one line on exit 2"
-    if code == 0 and prints_nan(out):
+    if code == 0 and prints_nan(out, argv):
         return "nan printed"
     return None
 
@@ -113,7 +113,7 @@ def main() -> int:
             if not lo <= i < hi:  # drawn all the same, so that every slice sees its probes
                 continue
             code, out, err, seconds = run(argv, where, args.timeout)
-            problem = verdict(code, out, err)
+            problem = verdict(code, out, err, argv)
             if problem is None and args.slow is not None and seconds > args.slow:
                 problem = f"slow ({seconds:.1f} s > {args.slow:g} s)"
             kind = {2: "clean errors (exit 2)", 0: "answers (exit 0, 1, 3)"}.get(code)

@@ -68,7 +68,7 @@ def check_contract(argv: list[str], code: int, out: str, err: str) -> None:
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1, f"{len(lines)} lines on exit 2: {shown}\n{err}"
     if code == 0:
-        assert not prints_nan(out), f"nan printed: {shown}\n{out}"
+        assert not prints_nan(out, argv), f"nan printed: {shown}\n{out}"
 
 
 @pytest.fixture(scope="module")

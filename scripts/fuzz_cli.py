@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,11 @@ from tests.fuzz_grammar import (  # noqa: E402
     base_commands,
     hostile_files,
     mutate,
+    prints_nan,
 )
 
 
-def verdict(code: int | None, out: str, err: str) -> str | None:
+def verdict(code: int | None, out: str, err: str, argv: list[str]) -> str | None:
     """What is wrong with a probe's outcome, or None."""
     if code is None:
         return "timeout"
@@ -46,7 +46,7 @@ def verdict(code: int | None, out: str, err: str) -> str | None:
         return "internal error"
     if code == 2 and len([x for x in err.splitlines() if x.strip()]) != 1:
         return "more than one line on exit 2"
-    if code == 0 and re.search(r"(?<![a-z])nan(?![a-z])", out.lower()):
+    if code == 0 and prints_nan(out, argv):
         return "nan printed"
     return None
 
@@ -76,9 +76,28 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe draw")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
     parser.add_argument("--out", default="fuzz-failures.jsonl", help="failures (JSON lines)")
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=None,
+        help="also report a probe that answers but takes longer than this many seconds "
+        "(a finding to re-time in isolation; use with a larger --timeout on a loaded machine)",
+    )
+    parser.add_argument(
+        "--part",
+        default="1/1",
+        metavar="I/N",
+        help="run only the I-th of N equal slices of the probe list (the same probes as the "
+        "whole run, for N processes in parallel; default 1/1)",
+    )
+    parser.add_argument("--log", default=None, help="also write every probe (JSON lines)")
     args = parser.parse_args()
+    part, parts = (int(v) for v in args.part.split("/"))
+    lo, hi = (part - 1) * args.probes // parts, part * args.probes // parts
     rng = random.Random(args.seed)
     failures = 0
+    tally = {"clean errors (exit 2)": 0, "answers (exit 0, 1, 3)": 0, "other": 0}
+    log = open(args.log, "w") if args.log else None  # noqa: SIM115 - closed below
     with tempfile.TemporaryDirectory() as scratch, open(args.out, "w") as sink:
         where = Path(scratch)
         bases = base_commands(where)
@@ -91,8 +110,20 @@ def main() -> int:
                 lambda n: rng.randrange(n),
                 lambda: rng.choice(HOSTILE_VALUES + tuple(files)),
             )
+            if not lo <= i < hi:  # drawn all the same, so that every slice sees its probes
+                continue
             code, out, err, seconds = run(argv, where, args.timeout)
-            problem = verdict(code, out, err)
+            problem = verdict(code, out, err, argv)
+            if problem is None and args.slow is not None and seconds > args.slow:
+                problem = f"slow ({seconds:.1f} s > {args.slow:g} s)"
+            kind = {2: "clean errors (exit 2)", 0: "answers (exit 0, 1, 3)"}.get(code)
+            if code in (1, 3):
+                kind = "answers (exit 0, 1, 3)"
+            tally[kind or "other"] += 1
+            if log is not None:
+                entry = {"probe": i, "argv": argv, "exit": code, "seconds": round(seconds, 2)}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
             if problem:
                 failures += 1
                 record = {
@@ -105,7 +136,10 @@ def main() -> int:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 print(f"[{i + 1}/{args.probes}] {problem}: {' '.join(argv)}", flush=True)
-    print(f"{args.probes} probes, {failures} failures (details in {args.out})")
+    if log is not None:
+        log.close()
+    counts = ", ".join(f"{n} {name}" for name, n in tally.items())
+    print(f"{hi - lo} probes: {counts}; {failures} findings (details in {args.out})")
     return 1 if failures else 0
 
 

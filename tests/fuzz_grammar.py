@@ -15,6 +15,7 @@ fails validation at once or runs the cheap base problem. The contract checked on
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,17 @@ import numpy as np
 
 #: Exit codes a probe may end with.
 EXIT_CODES = {0, 1, 2, 3, 130, 143}
+
+
+def prints_nan(out: str, argv: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether ``out`` shows a ``nan`` number; words holding a path (``wrote /x/nan.json``)
+    or a value the probe typed (``sweep ... --out nan`` prints its output file ``nan``) are
+    not numbers and are skipped."""
+    typed = {a.lower() for a in argv}
+    words = " ".join(
+        w for w in out.lower().split() if "/" not in w and w.strip(".,;:()'\"") not in typed
+    )
+    return re.search(r"(?<![a-z])nan(?![a-z])", words) is not None
 
 #: Values that have broken parsers before: non-finite and extreme numbers, integers beyond
 #: float64 and int64, malformed lists, text that Python's float() accepts but people do not mean.

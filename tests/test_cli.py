@@ -151,11 +151,16 @@ def test_solve_method_flags_still_reach_their_method(cli):
     ],
 )
 def test_unwritable_json_is_a_usage_error(cli, tmp_path, argv):
-    for target in (tmp_path / "missing" / "r.json", tmp_path):
+    (tmp_path / "notes.txt").write_text("a user's file\n")
+    targets = (tmp_path, tmp_path / "notes.txt", tmp_path / "notes.txt" / "r.json")
+    for target in targets:
         code, out, err = cli(*argv, "--json", str(target))
         assert code == 2, err
         assert "--json" in err and len(err.strip().splitlines()) == 1
         assert out == ""  # rejected before any work is done
+    assert (tmp_path / "notes.txt").read_text() == "a user's file\n"
+    code, out, err = cli(*argv, "--json", str(tmp_path / "new" / "folder" / "r.json"))
+    assert code in (0, 3) and (tmp_path / "new" / "folder" / "r.json").is_file(), err
 
 
 def test_negative_numbers_in_any_notation_are_values(cli):

@@ -121,3 +121,25 @@ def test_cli_exit_3_when_the_geometry_is_not_certified(cli, monkeypatch):
     monkeypatch.setitem(api.METHODS, "convex", fake)
     code, out, _ = cli("solve", "--counts", "5,3,1", "--method", "convex")
     assert code == 3 and GEOMETRY_NOT_CERTIFIED in out
+
+
+@pytest.mark.parametrize("level", ["class", "example"])
+def test_public_solvers_called_directly_never_claim_an_unchecked_geometry(level):
+    """solve_convex / solve_convex_grouped / solve_nonconvex called without api.solve: a class
+    of scale 1e-8 barely moves the objective (the convex solve's classifier norm of class 0
+    came out 4.4x off while "optimal"); "optimal" must still imply the exact geometry."""
+    from ucfm_svm.solvers.convex import solve_convex, solve_convex_grouped
+    from ucfm_svm.solvers.nonconvex import solve_nonconvex
+
+    spec = Spec.custom([5, 2, 3], scales=[1e-8, 1, 1], margins=[1, 1, 1])
+    exact = exact_closed_form(spec, dps=60)
+    assert exact.certified
+    cg, eg = exact.W @ exact.W.T, exact.H_mean.T @ exact.H_mean
+    ref = {"classifier_norms": np.sqrt(np.diag(cg)), "embedding_norms": np.sqrt(np.diag(eg)),
+           "classifier_cos": cosines_from_gram(cg), "embedding_cos": cosines_from_gram(eg)}
+    runs = [solve_convex(spec, level=level), solve_nonconvex(spec, level=level, seed=0)]
+    if level == "class":
+        runs.append(solve_convex_grouped(spec))
+    for result in runs:  # "optimal" implies the geometry, whatever accuracy a backend reached
+        if result.status == OPTIMAL:
+            assert _error(result, ref) <= GEOMETRY_RTOL, result.method

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import signal
 from pathlib import Path
 
@@ -20,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_grammar import EXIT_CODES, HOSTILE_VALUES, base_commands, hostile_files, mutate
+from tests.fuzz_grammar import (
+    EXIT_CODES,
+    HOSTILE_VALUES,
+    base_commands,
+    hostile_files,
+    mutate,
+    prints_nan,
+)
 from ucfm_svm.cli import main
 
 #: A probe that runs longer than this is a hang (the base commands take well under a second).
@@ -62,7 +68,7 @@ def check_contract(argv: list[str], code: int, out: str, err: str) -> None:
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1, f"{len(lines)} lines on exit 2: {shown}\n{err}"
     if code == 0:
-        assert not re.search(r"(?<![a-z])nan(?![a-z])", out.lower()), f"nan printed: {shown}\n{out}"
+        assert not prints_nan(out, argv), f"nan printed: {shown}\n{out}"
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +212,35 @@ def test_analyze_distances_do_not_depend_on_a_common_scale(fuzz_dir: Path) -> No
     assert 0.5 < found[0][0] < 2  # random weights: far from the prediction
     np.testing.assert_allclose(found[1], found[0], rtol=1e-12)
     np.testing.assert_allclose(found[2], found[0], rtol=1e-12)
+
+
+def test_example_level_nonconvex_beyond_its_time_estimate_is_refused_naming_the_routes(
+    cli, monkeypatch
+) -> None:
+    # 2000 and 3000 examples per class ran for minutes (the hang); the refusal comes
+    # before any solve, and the route it names answers
+    def never(*args, **kwargs):
+        raise AssertionError("the solve started")
+
+    monkeypatch.setattr("ucfm_svm.cli.solve.solve", never)
+    for per_class in ("2000", "3000"):
+        counts = ",".join([per_class] * 3)
+        code, out, err = cli("solve", "--counts", counts, "--method", "nonconvex", "--level",
+                             "example")  # fmt: skip
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--level must be class" in err and "--method structured --level example" in err
+    monkeypatch.undo()
+    code, out, err = cli("solve", "--counts", "3000,3000,3000", "--method", "structured",
+                         "--level", "example")  # fmt: skip
+    assert code == 0 and "optimal" in out, err
+    code, out, err = cli("solve", "--counts", "5,3,2", "--method", "nonconvex", "--level",
+                         "example")  # fmt: skip
+    assert code in (0, 3), err  # a small example-level run still runs
+
+
+def test_plot_range_must_be_finite_and_is_named_as_typed(cli) -> None:
+    # `plot ratio --range 1,inf` was refused as "The 'ratios' parameter ...", a library name
+    for kind, value in (("ratio", "1,inf"), ("gamma", "-inf,1"), ("gamma", "0,nan")):
+        code, out, err = cli("plot", kind, "--step", "10,10,0.5", f"--range={value}")
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--range must be two increasing finite numbers" in err, err

@@ -16,7 +16,6 @@ import numpy as np
 
 from . import groups as _groups
 from .result import Result
-from .solvers import coverage
 from .solvers.convex import solve_convex, solve_convex_grouped
 from .solvers.nonconvex import solve_nonconvex
 from .solvers.structured import quadratic_forms, structured_solution
@@ -147,8 +146,7 @@ def solve(spec: Spec, method: str = "auto", **options: object) -> Result:
                 f"one of the options of method '{method}' ({', '.join(allowed) or 'none'})",
                 value,
             )
-    result = METHODS[method](spec, **options)
-    return coverage.cover(result) if method in NUMERICAL else result
+    return METHODS[method](spec, **options)  # NUMERICAL ones cover their geometry themselves
 
 
 def group_statistics(

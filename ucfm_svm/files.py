@@ -1,4 +1,9 @@
-"""Writing output files safely: all or nothing, never a half-written file under the final name.
+"""Writing output files safely: all or nothing, never a half-written file, never a user's file.
+
+The rule every output of ucfm-svm follows (:func:`write_output`, docs/reliability.md): an
+output path may be new, an empty file, or a file ucfm-svm wrote (any of our outputs carries
+the :data:`WRITER` mark, :func:`written_by_us`); any other existing file is refused and left
+untouched. Missing parent folders are created. The content is written atomically.
 
 :func:`atomic_writer` opens a temporary file in the destination's own folder (so that the final
 rename stays on one file system), lets the caller write it, flushes it to disk and renames it
@@ -10,6 +15,8 @@ left exactly as it was: a reader sees either the old file or the complete new on
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -63,4 +70,129 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         fh.write(data)
 
 
-__all__ = ["atomic_write", "atomic_writer"]
+#: The mark of our outputs: the value of JSON's first key ``written_by``, PNG's ``Software``
+#: text chunk, the ``Creator`` of PDF, SVG, PS and EPS files, a markdown report's first line.
+WRITER = "ucfm-svm"
+#: How the mark appears in each format (searched in the first and last :data:`_SNIFF` bytes;
+#: a PDF keeps its metadata at the end).
+_MARKS = (
+    b'"written_by": "' + WRITER.encode(),
+    b"tEXtSoftware\x00" + WRITER.encode(),
+    b"/Creator (" + WRITER.encode(),
+    b"<dc:title>" + WRITER.encode(),
+    b"%%Creator: " + WRITER.encode(),
+    b"<!-- written by " + WRITER.encode(),
+)
+_SNIFF = 1 << 16
+
+
+def written_by_us(path: str | Path) -> bool:
+    """Whether the existing file ``path`` carries the :data:`WRITER` mark of our outputs."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF)
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(len(head), size - _SNIFF))
+        tail = fh.read()
+    return any(mark in head or mark in tail for mark in _MARKS)
+
+
+def json_text(data: dict) -> str:
+    """``data`` as strict JSON (no NaN), indented, its first key ``written_by`` the mark
+    :data:`WRITER` (so that a later run may replace the file)."""
+    return json.dumps({"written_by": WRITER, **data}, indent=1, allow_nan=False) + "\n"
+
+
+#: First line of a markdown report of ours (an HTML comment: invisible when rendered).
+MARKDOWN_MARK = f"<!-- written by {WRITER} -->"
+
+
+class OutputRefusedError(OSError):
+    """An output path that must not be written (``strerror`` says why, ``filename`` which)."""
+
+
+def refusal(path: str | Path) -> str | None:
+    """Why ``path`` cannot take an output of ours, or None if it can.
+
+    It can when it is new (its nearest existing folder being writable: missing folders will be
+    created), an empty file, or a writable file of ours (:func:`written_by_us`).
+    """
+    target = Path(path)
+    if target.is_dir():
+        return "a directory"
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            return "permission denied"
+        try:
+            if target.stat().st_size and not written_by_us(target):
+                return (
+                    "an existing file that ucfm-svm did not write; it is kept: remove it or "
+                    "choose another path"
+                )
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+    folder = target.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    return None
+
+
+#: Formats a single-file figure is written in (by its suffix); another or no suffix gets ``.png``.
+FIGURE_FORMATS = ("png", "pdf", "svg", "eps", "ps")
+
+
+def figure_path(path: str | Path) -> Path:
+    """The file a single figure is written to: ``path`` if it ends in one of
+    :data:`FIGURE_FORMATS`, else ``path`` with ``.png`` appended (``myplot`` -> ``myplot.png``)."""
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") in FIGURE_FORMATS:
+        return path
+    return path.with_name(path.name + ".png")
+
+
+def figure_pair(stem: str | Path) -> tuple[Path, Path]:
+    """``(stem.png, stem.pdf)``, the files of a figure written in both formats; a ``.png`` or
+    ``.pdf`` suffix of ``stem`` is dropped, any other is part of the stem (``run1.5`` gives
+    ``run1.5.png``)."""
+    stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".pdf"):
+        stem = stem.with_suffix("")
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
+
+
+def check_output(path: str | Path) -> None:
+    """Raise :class:`OutputRefusedError` if :func:`refusal` refuses ``path``."""
+    reason = refusal(path)
+    if reason is not None:
+        raise OutputRefusedError(errno.EEXIST, reason, str(path))
+
+
+def write_output(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to the output ``path`` under the rule of this module: refuse it (raise
+    :class:`OutputRefusedError`) as :func:`refusal` says, create its missing folders, and write it
+    atomically. Any ``OSError`` (a full disk: ``ENOSPC``) leaves ``path`` as it was."""
+    check_output(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "MARKDOWN_MARK",
+    "WRITER",
+    "OutputRefusedError",
+    "atomic_write",
+    "atomic_writer",
+    "check_output",
+    "figure_pair",
+    "figure_path",
+    "json_text",
+    "refusal",
+    "write_output",
+    "written_by_us",
+]

@@ -218,8 +218,11 @@ class Result:
         return out
 
     def to_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        """Write :meth:`to_dict` to ``path`` by :func:`ucfm_svm.files.write_output` (refused
+        over a file ucfm-svm did not write; atomic)."""
+        from .files import json_text, write_output
+
+        write_output(path, json_text(self.to_dict()))
 
     @classmethod
     def from_dict(cls, data: dict) -> Result:

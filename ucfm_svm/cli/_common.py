@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -17,6 +14,7 @@ import numpy as np
 from .. import geometry
 from ..api import group_statistics
 from ..errors import SpecError
+from ..files import figure_path, json_text, refusal, write_output
 from ..groups import FEW_BELOW, MANY_ABOVE, GroupStatistics
 from ..result import Result
 from ..spec import (
@@ -395,47 +393,59 @@ def group_options(args: argparse.Namespace) -> dict[str, float]:
     return {"many_above": many, "few_below": few}
 
 
-def check_output_path(name: str, path: str | None) -> None:
-    """Reject an output path that cannot be written before any work is done.
-
-    ``path`` must not be a directory and its directory must exist and be writable; raises
-    ``SpecError`` naming the flag ``name`` (``json``, ``plot``) otherwise.
-    """
+def check_output_path(name: str, path: str | None, figure: bool = False) -> None:
+    """Reject an output path before any work is done, under the rule of
+    :mod:`ucfm_svm.files`: it may be new (missing folders are created), empty, or a file
+    ucfm-svm wrote; raises ``SpecError`` naming the flag ``name`` (``json``, ``plot``)
+    otherwise. ``-`` (stdout) is always accepted. A ``figure`` path is checked as the file
+    :func:`ucfm_svm.files.figure_path` names."""
     if path is None or path == STDOUT:
         return
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        reason = "a directory"
-    elif not parent.is_dir():
-        reason = f"no directory {parent}"
-    elif not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        reason = "permission denied"
-    else:
-        return
-    raise fail(name, "a writable file path", f"{path} ({reason})")
+    target = figure_path(path) if figure else path
+    reason = refusal(target)
+    if reason is not None:
+        raise _path_error(name, target, reason)
+
+
+def _path_error(name: str, path: object, reason: str) -> SpecError:
+    """``fail``'s message for the output flag ``name``, with the path and reason untruncated."""
+    return SpecError(
+        f"The '{name}' parameter must be a writable file path. Got {path} ({reason}) instead."
+    )
 
 
 @contextmanager
 def writing(name: str, path: str) -> Iterator[None]:
-    """Context in which an ``OSError`` writing ``path`` becomes a one-line ``SpecError``."""
+    """Context in which an ``OSError`` writing ``path`` (a full disk, a refused output)
+    becomes a one-line ``SpecError`` naming the flag ``name`` and the file."""
     try:
         yield
     except OSError as exc:
-        raise fail(name, "a writable file path", f"{path} ({exc.strerror or exc})") from None
+        raise _path_error(name, exc.filename or path, exc.strerror or str(exc)) from None
 
 
 def write_json(flag: str, path: str, data: dict) -> None:
-    """Write ``data`` as strict JSON to ``path``; ``-`` is stdout (and nothing else is printed
-    there), any other path a file followed by a ``wrote PATH`` line. ``flag`` (``json``) names
-    the option in errors."""
-    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    """Write ``data`` as strict JSON (:func:`ucfm_svm.files.json_text`) to ``path``; ``-`` is
+    stdout (and nothing else is printed there), any other path a file written by
+    :func:`ucfm_svm.files.write_output` followed by a ``wrote PATH`` line. ``flag`` (``json``)
+    names the option in errors."""
+    text = json_text(data)
     if path == STDOUT:
         sys.stdout.write(text)
         return
     with writing(flag, path):
-        Path(path).write_text(text)
+        write_output(path, text)
     print(f"wrote {path}")
+
+
+def save_plot(flag: str, path: str, fig: object) -> None:
+    """Write the figure ``fig`` to ``path`` (:func:`ucfm_svm.plots.style.save_one`: ``.png``
+    appended unless the suffix names a format) and print ``wrote`` with the real file name."""
+    from ..plots.style import save_one
+
+    with writing(flag, path):
+        written = save_one(fig, path)
+    print(f"wrote {written}")
 
 
 def flag_error(flag: str, allowed: str, got: object) -> SpecError:
@@ -494,6 +504,7 @@ __all__ = [
     "group_lines",
     "group_options",
     "print_error",
+    "save_plot",
     "spec_from_args",
     "summary",
     "write_json",

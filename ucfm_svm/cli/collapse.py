@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +19,14 @@ from ..regularized.curve import lambda_curve
 from ..regularized.solver import BIASES
 from ..result import jsonable
 from ..validation import check_float, fail
-from ._common import EXIT_OK, add_spec_arguments, check_output_path, spec_from_args, writing
+from ._common import (
+    EXIT_OK,
+    add_spec_arguments,
+    check_output_path,
+    save_plot,
+    spec_from_args,
+    write_json,
+)
 from .path import compared_specs
 
 #: Agreement required between the bisection and the closed form (exit 1 beyond).
@@ -47,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", default=None, metavar="LOSS[:G],...",
                    help="further losses on the same counts (plots)")
     p.add_argument("--points", default=25, type=int, help="lambdas of the plotted curve")
-    p.add_argument("--plot", default=None, metavar="PATH", help="spread-vs-lambda figure")
-    p.add_argument("--geometry-plot", default=None, metavar="PATH",
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="spread-vs-lambda figure (.png unless the suffix is .pdf/.svg/.eps/.ps)")
+    p.add_argument("--geometry-plot", default=None, metavar="PATH",  # suffix as --plot
                    help="norms, cosines and distance to the SVM against lambda")
     p.add_argument("--json", default=None, metavar="PATH", help="write the thresholds as JSON")
     p.set_defaults(run=run, tau=None)
@@ -71,8 +77,9 @@ def _thresholds(spec: object, args: argparse.Namespace) -> list[Threshold]:
 def run(args: argparse.Namespace) -> int:
     """Print the thresholds (and the bisection check), write JSON and figures."""
     spec = spec_from_args(args)
-    for name in ("json", "plot", "geometry_plot"):
-        check_output_path(name, getattr(args, name))
+    check_output_path("json", args.json)
+    for name in ("plot", "geometry_plot"):
+        check_output_path(name, getattr(args, name), figure=True)
     if args.points < 3:
         raise fail("--points", "an integer >= 3", args.points)
     lam = None if args.lam is None else check_float("--lambda", args.lam, low=0.0, low_open=True)
@@ -128,18 +135,14 @@ def run(args: argparse.Namespace) -> int:
         curves[0] = _with_bisection(curves[0], thresholds)
         from ..plots.regularized import collapse_figure, geometry_figure
 
-        for path, figure in ((args.plot, collapse_figure), (args.geometry_plot, geometry_figure)):
-            if path:
-                with writing("plot", path):
-                    figure(curves).savefig(path, dpi=150)
-                print(f"wrote {path}")
+        for name, figure in (("plot", collapse_figure), ("geometry_plot", geometry_figure)):
+            if getattr(args, name):
+                save_plot(name, getattr(args, name), figure(curves))
     if args.json:
         data = {"spec": spec.to_dict(), "bias": args.bias,
                 "thresholds": [th.to_dict() for th in thresholds], "lambda": lam,
                 "ratio_threshold": ratio}
-        with writing("json", args.json):
-            Path(args.json).write_text(json.dumps(jsonable(data), indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json("json", args.json, jsonable(data))
     if worst > AGREEMENT_RTOL:
         print(f"check failed: bisection and closed form differ by {worst:.2e} > "
               f"{AGREEMENT_RTOL:g}")

@@ -27,6 +27,7 @@ from ._common import (
     add_spec_arguments,
     check_output_path,
     group_options,
+    save_plot,
     spec_from_args,
     write_json,
 )
@@ -51,7 +52,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", default=None, metavar="PATH", help="write the run as JSON ('-': stdout)"
     )
-    parser.add_argument("--plot", default=None, metavar="PATH", help="save the figure (PNG, PDF)")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="PATH",
+        help="save the figure (.png, .pdf, .svg, .eps, .ps; another or no suffix gets .png)",
+    )
     add_group_arguments(parser)
 
 
@@ -150,7 +156,7 @@ def table(traj: Trajectory) -> str:
 def check_outputs(args: argparse.Namespace) -> None:
     """Reject unwritable ``--json`` / ``--plot`` paths and bad group thresholds before the run."""
     check_output_path("json", args.json)
-    check_output_path("plot", args.plot)
+    check_output_path("plot", args.plot, figure=True)
     group_options(args)
 
 
@@ -180,14 +186,9 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
         data["compared"] = [trajectory_dict(t, **thresholds) for t in runs[1:]]
         write_json("json", args.json, data)
     if args.plot:
-        from ..plots.style import save_one
         from ..plots.training import trajectory_figure
 
-        try:
-            save_one(trajectory_figure(runs), args.plot)
-        except (OSError, ValueError) as exc:
-            raise fail("plot", "a writable .png or .pdf path", f"{args.plot} ({exc})") from None
-        print(f"wrote {args.plot}")
+        save_plot("plot", args.plot, trajectory_figure(runs))
 
 
 def run(args: argparse.Namespace) -> int:

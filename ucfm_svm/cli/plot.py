@@ -9,10 +9,19 @@ import numpy as np
 
 from ..analysis import curves
 from ..api import METHODS
+from ..files import figure_pair
 from ..runs.reproduce import tuned_hyperparameters, tuning_marks
 from ..spec import LOSSES, step_counts
 from ..validation import fail, parse_list
-from ._common import EXIT_OK, add_group_arguments, add_spec_arguments, group_options, spec_from_args
+from ._common import (
+    EXIT_OK,
+    add_group_arguments,
+    add_spec_arguments,
+    check_output_path,
+    group_options,
+    spec_from_args,
+    writing,
+)
 
 KINDS = ("ratio", "gamma", "grams", "vectors", "counts")
 
@@ -58,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         default=None,
         metavar="PATH",
-        help="output file stem; writes PATH.png and PATH.pdf (default ./KIND)",
+        help="output file stem; writes PATH.png and PATH.pdf (a .png or .pdf suffix is "
+        "dropped; missing folders are created; default ./KIND)",
     )
     p.set_defaults(run=run)
 
@@ -86,9 +96,14 @@ def _range(args: argparse.Namespace, default: tuple[float, float], low: float | 
     if args.range is None:
         return default
     values = parse_list("range", args.range)
-    if len(values) != 2 or values[0] >= values[1] or (low is not None and values[0] < low):
+    if (
+        len(values) != 2
+        or not np.all(np.isfinite(values))  # `--range 1,inf` reached the curves as 'ratios'
+        or values[0] >= values[1]
+        or (low is not None and values[0] < low)
+    ):
         bound = f" with LO >= {low:g}" if low is not None else ""
-        raise fail("range", f"two increasing numbers LO,HI{bound}", args.range)
+        raise fail("range", f"two increasing finite numbers LO,HI{bound}", args.range)
     return values[0], values[1]
 
 
@@ -171,12 +186,16 @@ def save(fig, stem: str | Path) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.pdf`` with TrueType fonts; returns the paths."""
     from ..plots.style import save_figure
 
-    return save_figure(fig, stem)
+    with writing("out", str(stem)):
+        return save_figure(fig, stem)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Draw and save the figure."""
+    """Draw and save the figure (the output files are checked before the work)."""
+    stem = args.out or args.kind
+    for path in figure_pair(stem):
+        check_output_path("out", str(path))
     fig = make_figure(args)
-    for path in save(fig, args.out or args.kind):
+    for path in save(fig, stem):
         print(f"wrote {path}")
     return EXIT_OK

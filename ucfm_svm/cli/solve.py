@@ -18,6 +18,7 @@ from ._common import (
     add_model_arguments,
     add_spec_arguments,
     check_output_path,
+    flag_error,
     group_options,
     spec_from_args,
     summary,
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         choices=LEVELS,
         help="class level (k x k, any n; the default) or example level (k x n); "
-        "convex, nonconvex and structured",
+        "convex, nonconvex and structured (nonconvex at the example level is refused when "
+        f"estimated over {NONCONVEX_EXAMPLE_MAX_SECONDS:g} s: about k n d = 1.4e4 per start)",
     )
     p.add_argument(
         "--solver",
@@ -90,6 +92,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json", default=None, metavar="PATH", help="write the result as JSON ('-': stdout)"
     )
     p.set_defaults(run=run)
+
+
+#: Time model of ``--method nonconvex --level example`` per start: ``c (k n d)^1.2`` seconds,
+#: fitted to runs on the shared 2-core machine under a varying load (k n d = 10800 in 5.4 s,
+#: 16200 in 28 s, 21600 in 13 s, 1e5 in 37 s, 3e5 in 294 s): about 1.4e4 terms in 10 s.
+NONCONVEX_EXAMPLE_COEFFICIENT = 1.2e-4
+#: Estimated seconds above which ``solve`` refuses the example-level non-convex solve.
+NONCONVEX_EXAMPLE_MAX_SECONDS = 10.0
+
+
+def check_nonconvex_example(spec: object, options: dict[str, object]) -> None:
+    """Refuse ``--method nonconvex --level example`` when :data:`NONCONVEX_EXAMPLE_COEFFICIENT`
+    puts it above :data:`NONCONVEX_EXAMPLE_MAX_SECONDS`, naming the routes that answer."""
+    if options.get("level") != "example":
+        return
+    restarts = options.get("restarts") or 1
+    if not isinstance(restarts, int) or restarts < 1:
+        return  # the solver's own check names the flag
+    terms = spec.k * spec.n * spec.dim
+    seconds = restarts * NONCONVEX_EXAMPLE_COEFFICIENT * terms**1.2
+    if seconds > NONCONVEX_EXAMPLE_MAX_SECONDS:
+        raise flag_error(
+            "--level",
+            f"class with --method nonconvex at this size (the example level is estimated at "
+            f"about {seconds:.3g} s for k n d = {terms:.3g}"
+            + (f" and {restarts} starts" if restarts > 1 else "")
+            + f", over the {NONCONVEX_EXAMPLE_MAX_SECONDS:g} s allowed); or --method structured "
+            "--level example (the closed form at the example level, certified, for d >= k - 1)",
+            "example",
+        )
 
 
 def method_flags(args: argparse.Namespace) -> dict[str, object]:
@@ -136,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
         options = method_flags(args)
         check_output_path("json", args.json)
+        if args.method == "nonconvex":
+            check_nonconvex_example(spec, options)
         result = solve(spec, args.method, **options)
     stats = group_statistics(result, **group_options(args))
     if args.json != STDOUT:

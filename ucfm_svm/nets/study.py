@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import MARKDOWN_MARK, check_output, figure_pair, json_text, write_output
 from ..result import jsonable
 from ..solvers.step_theory import step_geometry_for_loss
 from ..validation import check_float, check_int, fail
@@ -274,6 +275,8 @@ def run_study(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    for path in output_files(out):  # checked before any work (docs/reliability.md)
+        check_output(path)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     data, counts = step_subset(
         load_dataset(config.data, config.data_dir),
@@ -289,7 +292,7 @@ def run_study(
             x_test=data.x_test.reshape(data.x_test.shape[0], -1),
         )
     settings = jsonable(asdict(config))
-    (out / "config.json").write_text(json.dumps(settings, indent=1) + "\n")
+    write_output(out / "config.json", json_text(settings))
     runs = []
     todo = config.runs()
     bar = tqdm(
@@ -321,9 +324,7 @@ def run_study(
 
             summary = train_run(config, data, counts, loss, gamma, jsonl, tick)
             summary["settings"] = settings
-            tmp = summary_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(summary) + "\n")
-            tmp.replace(summary_path)
+            write_output(summary_path, json_text(summary))
             runs.append(summary)
             if on_run is not None:
                 on_run(name, summary, False)
@@ -347,6 +348,7 @@ def write_outputs(study: dict, out: str | Path) -> list[Path]:
     Returns the paths written.
     """
     from ..plots.nets import accuracy_figure, distance_figure, panel_figure
+    from ..plots.style import save_figure
 
     out = Path(out)
     written = []
@@ -356,21 +358,26 @@ def write_outputs(study: dict, out: str | Path) -> list[Path]:
         "accuracy": accuracy_figure(study, CONVERGED_ACCURACY),
     }
     for name, fig in figures.items():
-        for ext in ("png", "pdf"):
-            path = out / f"{name}.{ext}"
-            fig.savefig(path, dpi=130)
-            written.append(path)
+        written += save_figure(fig, out / name, dpi=130)
     path = out / "study.json"
     slim = {
         **study,
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in study["runs"]],
     }
-    path.write_text(json.dumps(slim, indent=1) + "\n")
+    write_output(path, json_text(slim))
     written.append(path)
     path = out / "report.md"
-    path.write_text(report_text(study))
+    write_output(path, f"{MARKDOWN_MARK}\n{report_text(study)}")
     written.append(path)
     return written
+
+
+def output_files(out: str | Path) -> list[Path]:
+    """The files of ``out`` the study writes besides ``runs/`` (each must be new, empty or
+    ours: :func:`ucfm_svm.files.refusal`)."""
+    out = Path(out)
+    names = ["config.json", "study.json", "report.md"]
+    return [out / n for n in names] + [p for f in FIGURES for p in figure_pair(out / f)]
 
 
 def report_text(study: dict) -> str:

@@ -30,7 +30,6 @@ rescaled to satisfy the SVM margins exactly, its SVM objective divided by the ce
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, fields
@@ -273,8 +272,11 @@ class Trajectory:
         return out
 
     def to_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        """Write :meth:`to_dict` to ``path`` by :func:`ucfm_svm.files.write_output` (refused
+        over a file ucfm-svm did not write; atomic)."""
+        from ..files import json_text, write_output
+
+        write_output(path, json_text(self.to_dict()))
 
 
 #: Stored (s, y) pairs of the path's L-BFGS (:func:`ucfm_svm.regularized.lbfgs.minimize_lbfgs`).

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import __version__, api
 from ..analysis import curves, tuning
-from ..files import atomic_write
+from ..files import MARKDOWN_MARK, check_output, figure_pair, write_output
 from ..regularized.training import regularization_path
 from ..spec import Spec, step_counts
 from .backends import BackendConfig
@@ -226,6 +226,10 @@ FIGURE_CAPTIONS = {
 }
 
 
+#: The figures :func:`reproduce` draws (``NAME.png`` and ``NAME.pdf`` each).
+FIGURES = ("geometry_vs_R", "geometry_vs_gamma", "grams_ce_k4", "vectors_ce_k3", "vectors_ldt_k3")
+
+
 def _figures(config: ReproduceConfig, tunings: list) -> dict[str, Figure]:
     from ..plots import geometry as plots  # matplotlib loads only when figures are drawn
 
@@ -328,6 +332,7 @@ def report_markdown(
     gaps = [rec["rel_gap"] for rec in done if rec.get("rel_gap") is not None]
     worst = max(done, key=lambda rec: check_ratio(rec["worst_check"]), default=None)
     lines = [
+        MARKDOWN_MARK,
         "# ucfm-svm reproduce",
         "",
         f"ucfm-svm {__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
@@ -479,6 +484,10 @@ def reproduce(
     config = ReproduceConfig() if config is None else config
     backend_config = BackendConfig(backend, jobs, address)  # checked before any work
     out = Path(out_dir)
+    for name in FIGURES:  # the outputs are checked before any work (docs/reliability.md)
+        for path in figure_pair(out / name):
+            check_output(path)
+    check_output(out / "report.md")
     out.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _text: None)
 
@@ -505,12 +514,13 @@ def reproduce(
     paths = []
     from ..plots.style import save_figure
 
-    for name, fig in _figures(config, tunings).items():
-        paths += save_figure(fig, out / name, dpi=PNG_DPI)
+    figures = _figures(config, tunings)
+    for name in FIGURES:
+        paths += save_figure(figures[name], out / name, dpi=PNG_DPI)
     seconds = time.perf_counter() - start
     report = out / "report.md"
     text = report_markdown(config, rows, tunings, f9, paths, summary.to_text(), seconds)
-    atomic_write(report, text)
+    write_output(report, text)
     return ReproduceOutcome(
         out_dir=out,
         report=report,

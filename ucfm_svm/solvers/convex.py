@@ -204,7 +204,7 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
         H_mean = geometry.class_means(H, labels, spec.k)
         extra = {"nc1": geometry.nc1(H, labels, spec.k)}
     inaccurate = problem.status != cp.OPTIMAL
-    return Result.from_point(
+    return covered(Result.from_point(
         spec,
         W,
         H_mean,
@@ -218,7 +218,17 @@ def solve_convex(spec: Spec, level: str = "class", solver: str | None = None) ->
             f"{name} reported {problem.status}; numbers are best effort" if inaccurate else ""
         ),
         **extra,
-    )
+    ))
+
+
+def covered(result: Result) -> Result:
+    """``result`` as :func:`ucfm_svm.solvers.coverage.cover` leaves it: "optimal" only if its
+    geometry agrees with the exact optimum (docs/theory.md §10). Every public numerical solver
+    returns through it, so that a direct call never claims a geometry a duality gap cannot
+    certify (a class of tiny scale barely moves the objective)."""
+    from .coverage import cover  # coverage imports structured, which imports this module
+
+    return cover(result)
 
 
 def _check_solver(solver: str) -> str:
@@ -410,7 +420,7 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
     index = np.empty(spec.k, dtype=np.int64)
     for i, grp in enumerate(groups):
         index[grp] = i
-    return Result(
+    return covered(Result(
         spec=spec,
         method="convex_grouped",
         level="class",
@@ -431,7 +441,7 @@ def solve_convex_grouped(spec: Spec, solver: str | None = None) -> Result:
         seconds=seconds,
         solver=name,
         min_margin_ratio=min(ratio, 1.0) if ratio < 1 else 1.0,
-    )
+    ))
 
 
 # --- block subproblems of the non-convex solver (docs/theory.md §8)

@@ -91,7 +91,7 @@ from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
 from ..validation import check_int, fail
 from . import certificate
-from .convex import LEVELS, BlockSteps, solve_convex
+from .convex import LEVELS, BlockSteps, covered, solve_convex
 
 #: Alternation rounds by level when none are requested. The example level starts the joint
 #: refinement from random features, so that within-class collapse has to emerge from it (the
@@ -1049,7 +1049,7 @@ def solve_nonconvex(
         solver=solver,
         **extra,
     )
-    return dataclasses.replace(result, message=_message(result, kept, runs, notes))
+    return covered(dataclasses.replace(result, message=_message(result, kept, runs, notes)))
 
 
 def _projects(spec: Spec) -> bool:

@@ -348,9 +348,7 @@ def solve_theory(spec: Spec, fallback: bool = True) -> Result:
         f"largest, relative gap {cf.rel_gap:.3g}, condition number of A {cf.condition:.2g})"
     )
     if negative and fallback:  # the all-tight point is not optimal: only the convex solve is left
-        from .coverage import cover  # imports structured, which imports this module
-
-        result, failure = convex_fallback(failure, lambda: cover(solve_convex(spec)), start)
+        result, failure = convex_fallback(failure, lambda: solve_convex(spec), start)
         if result is not None:
             return result
     if exact is not None and exact.certified:

@@ -451,8 +451,12 @@ def _assemble(
     t0: float,
     rtol: float,
     solver: str,
+    grams: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors."""
+    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors.
+
+    ``grams``: ``(W W^T, V^T V)`` when the caller has them cheaper than the products.
+    """
     k, lam = spec.k, reg.lam
     r = W.shape[1]
     Z = (W @ V) / cols.root[None, :] + b[:, None]
@@ -489,7 +493,11 @@ def _assemble(
     message = ("certified global optimum: " if status == OPTIMAL else "not certified: ") + text
     if status != OPTIMAL:
         message += "; try a smaller --gtol or a larger --maxiter"
-    cg, eg = W_out @ W_out.T, H_out.T @ H_out
+    if grams is None:
+        cg, eg = W_out @ W_out.T, H_out.T @ H_out
+    else:
+        cg = c * c * grams[0]
+        eg = grams[1] / (c * c * np.outer(cols.root, cols.root))
     return Result(
         spec=spec,
         method="regularized",

@@ -1,4 +1,6 @@
-"""The class-level regularized program reduced by the symmetry of tied classes (docs/theory.md §13.6).
+"""The class-level regularized program reduced by the symmetry of tied classes.
+
+docs/theory.md §13.6.
 
 Classes with equal ``(n_c, w_c, iota_c, m_c, Delta_c, delta_c)`` are exchangeable: permuting
 them (rows and columns of ``M`` together, ``b`` accordingly) leaves the convex program of
@@ -45,6 +47,9 @@ CHECK_EVERY = 10
 PROX_STEPS = 200_000
 #: L-BFGS steps before the trust-region Newton stage takes over.
 LBFGS_STEPS = 2000
+#: Trust-region Newton steps at most per stage (a degenerate minimum such as M = 0 at
+#: lambda >= lambda_0 is approached sublinearly; the gap, not gtol, decides there).
+TRUST_STEPS = 200
 #: Rounds of L-BFGS, each after dropping the vanishing directions and adding escapes.
 ROUNDS = 8
 #: Relative size below which a singular value of ``T`` or an ``alpha_g`` is dropped.
@@ -251,7 +256,8 @@ def expand(groups: Groups, T: np.ndarray, alpha: np.ndarray
         j = np.arange(1, size)
         basis = np.zeros((k, size - 1))
         lower = np.arange(size)[:, None] < j[None, :]
-        basis[members] = (lower.astype(float) - np.where(np.arange(size)[:, None] == j[None, :], j, 0))
+        diagonal = np.where(np.arange(size)[:, None] == j[None, :], j, 0)
+        basis[members] = lower.astype(float) - diagonal
         basis[members] /= np.sqrt(j * (j + 1.0))[None, :]
         c = math.sqrt(abs(alpha[g]))
         Ws.append(basis * (c * math.copysign(1.0, alpha[g])))
@@ -298,6 +304,8 @@ def _factor_stage(red: Reduced, start: tuple[np.ndarray, ...], mask: np.ndarray,
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         W, V, x, y, bs = split(z)
         value, _, (gT, ga, gb) = state(z)
+        if not math.isfinite(value):  # a trial step too far (overflowed logits): rejected
+            return math.inf, np.zeros_like(z)
         fac = z[: sizes[3]]
         obj = value / lam + 0.5 * float(fac @ fac)
         grads = [(gT @ V.T / lam + W).ravel(), (W.T @ gT / lam + V).ravel(),
@@ -335,10 +343,15 @@ def _factor_stage(red: Reduced, start: tuple[np.ndarray, ...], mask: np.ndarray,
 
     first = minimize_lbfgs(fun, z0, gtol=gtol, maxiter=min(maxiter, LBFGS_STEPS), memory=20,
                            callback=early)
-    if red.gap(*point(split(first.x)))[1] <= target or first.nit >= maxiter:
+    if (first.message == "gradient below gtol" or first.nit >= maxiter
+            or red.gap(*point(split(first.x)))[1] <= target):
         return split(first.x), first.nit
-    res = minimize(fun, first.x, jac=True, hessp=hessp, method="trust-krylov",
-                   callback=callback, options={"gtol": gtol, "maxiter": maxiter - first.nit})
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = minimize(fun, first.x, jac=True, hessp=hessp, method="trust-krylov",
+                       callback=callback, options={"gtol": gtol,
+                                "maxiter": min(maxiter - first.nit, TRUST_STEPS)})
+    if not (np.all(np.isfinite(res.x)) and res.fun <= first.fun):
+        return split(first.x), first.nit + res.nit
     return split(res.x), first.nit + res.nit
 
 
@@ -405,7 +418,7 @@ def _prox_stage(red: Reduced, params: LossParams, T: np.ndarray, alpha: np.ndarr
     theta = 1.0
     last = math.inf
     done = 0
-    for done in range(1, steps + 1):  # noqa: B007 - the count is reported
+    for done in range(1, steps + 1):
         _, p = red.softmax(red.logits(*y))
         gT, ga, gb = red.gradient(p)
         T1 = _svt(y[0] - t * gT, t * red.lam)
@@ -413,7 +426,7 @@ def _prox_stage(red: Reduced, params: LossParams, T: np.ndarray, alpha: np.ndarr
         a1 = np.where(red.has_alpha, np.sign(a1) * np.maximum(np.abs(a1) - t * red.lam, 0.0), 0.0)
         b1 = y[2] - t_b * (gb / red.kg + ridge * y[2]) if has_bias else y[2]
         new = (T1, a1, b1)
-        objective, gap = red.gap(*new) if done % CHECK_EVERY == 0 else (None, math.inf)
+        gap = red.gap(*new)[1] if done % CHECK_EVERY == 0 else math.inf
         if gap <= target:
             return T1, a1, b1, done
         value = red.softmax(red.logits(*new))[0] + red.penalty(*new)
@@ -443,13 +456,15 @@ def solve_grouped(
     to a reduced relative gap of ``rtol / 10`` (factor stage, then proximal stage); the
     expanded point's :class:`Result` carries the full-size certificate.
     """
-    from .solver import _assemble, _Columns
+    from .solver import EARLY_STOP_K, _assemble, _Columns
 
     t0 = time.perf_counter()
     params = params_from_spec(spec)
     groups = class_groups(params, spec.n_vec)
     red = Reduced(spec, params, groups, reg.lam, reg.bias, reg.lambda_w)
-    target = rtol / 10
+    # like solve_factors: up to EARLY_STOP_K classes run to gtol (which pins the geometry down)
+    certify = rtol / 10
+    target = certify if spec.k > EARLY_STOP_K else 0.0
     m = groups.m
     rng = np.random.default_rng(seed)
     start = (0.1 * rng.standard_normal((m, m)), 0.1 * rng.standard_normal((m, m)),
@@ -457,15 +472,17 @@ def solve_grouped(
     mask = red.has_alpha
     nit = 0
     for _ in range(ROUNDS):
-        (W, V, x, y, bs), it = _factor_stage(red, start, mask, gtol, maxiter - nit, target)
+        (W, V, x, y, bs), it = _factor_stage(red, start, mask, gtol, maxiter - nit,
+                                                        target)
         nit += it
         T, alpha = W @ V, x * y / red.km1
         b = bs / np.sqrt(red.kg) if reg.bias != "none" else np.zeros(m)
-        if red.gap(T, alpha, b)[1] <= target or nit >= maxiter:
+        gap = red.gap(T, alpha, b)[1]
+        if gap <= certify or nit >= maxiter:  # the stage ran to target, gtol or its caps
             break
         start, mask = _refactor(red, T, alpha, b)
-    if red.gap(T, alpha, b)[1] > target:
-        T, alpha, b, steps = _prox_stage(red, params, T, alpha, b, PROX_STEPS, target)
+    if red.gap(T, alpha, b)[1] > certify:
+        T, alpha, b, steps = _prox_stage(red, params, T, alpha, b, PROX_STEPS, certify)
         nit += steps
     W, V, grams = expand(groups, T, alpha)
     return _assemble(spec, reg, "class", params, _Columns(spec, "class"), W, V,

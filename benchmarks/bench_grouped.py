@@ -66,9 +66,9 @@ def describe(r: object) -> str:
 
 def lambdas(lam0: float) -> list[tuple[str, float]]:
     out = [("lambda_0/2", lam0 / 2), ("lambda_0/10", lam0 / 10)]
-    if 5e-4 < lam0:
+    if lam0 > 5e-4:
         out.append(("5e-4", 5e-4))
-    return out + [("1e-3 lambda_0", 1e-3 * lam0)]
+    return [*out, ("1e-3 lambda_0", 1e-3 * lam0)]
 
 
 def _distinct(queue: multiprocessing.Queue) -> None:

@@ -54,6 +54,13 @@ POLISH_STEPS = 5000
 EARLY_STOP_K = 200
 #: Iterations between two duality-gap checks when stopping early.
 CHECK_EVERY = 40
+#: Routes of :func:`solve_regularized`.
+ROUTES = ("auto", "grouped", "factors")
+#: ``auto`` takes the grouped route up to this many groups of tied classes (its Newton steps
+#: cost ``O(m^3)``).
+GROUPED_MAX_GROUPS = 400
+#: Largest memory of a regularized solve, and the number of ``k x m`` arrays it is counted in.
+CLASS_MAX_BYTES, ARRAYS = 6 * 2**30, 16
 
 
 @dataclass(frozen=True)
@@ -309,9 +316,62 @@ def _check_example_size(spec: Spec) -> None:
         )
 
 
-def solve_regularized(spec: Spec, reg: Regularization, **options: object) -> Result:
-    """The regularized UFM's certified global minimizer (:func:`solve_factors` without factors)."""
+def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
+                      **options: object) -> Result:
+    """The regularized UFM's certified global minimizer.
+
+    ``route``: ``"grouped"`` (:func:`ucfm_svm.regularized.grouped.solve_grouped`, the program
+    reduced by the symmetry of tied classes, docs/theory.md §13.6), ``"factors"``
+    (:func:`solve_factors`) or ``"auto"``: grouped at the class level (``d >= k``, no ``rank``
+    or ``start``) when there are at most ``GROUPED_MAX_GROUPS`` groups, else factors. Both are
+    certified by the same full-size dual bound. Refuses (``level``) a class level whose ``k x
+    k`` arrays would not fit in ``CLASS_MAX_BYTES``.
+    """
+    if route not in ROUTES:
+        raise fail("route", "one of " + ", ".join(ROUTES), route)
+    if not isinstance(spec, Spec):
+        raise fail("spec", "a Spec", type(spec).__name__)
+    level = options.get("level", "class")
+    check_memory(spec, level)
+    if route == "auto":
+        from .grouped import class_groups
+
+        simple = level == "class" and spec.dim >= spec.k and not (
+            {"rank", "start", "target_gap"} & set(options))
+        few = class_groups(params_from_spec(spec), spec.n_vec).m <= GROUPED_MAX_GROUPS
+        route = "grouped" if simple and few else "factors"
+    if route == "grouped":
+        from .grouped import solve_grouped
+
+        if level != "class" or spec.dim < spec.k:
+            raise fail("route", "'factors' at the example level or with --dim below k "
+                       "(the reduction needs the unconstrained class-level program)", route)
+        extra = set(options) - {"level", "gtol", "maxiter", "seed", "rtol"}
+        if extra:
+            raise fail("route", "'factors' with " + ", ".join(sorted(extra)), route)
+        options.pop("level", None)
+        return solve_grouped(spec, reg, **options)[0]
     return solve_factors(spec, reg, **options)[0]
+
+
+def memory_estimate(spec: Spec, level: str = "class") -> int:
+    """Bytes of the ``k x m`` float arrays a solve holds at once (``m = k`` or ``N``; about
+    ``ARRAYS`` of them: logits, softmax, gradient, Gram, factors, copies)."""
+    m = spec.k if level == "class" else spec.n
+    return ARRAYS * 8 * spec.k * max(m, spec.k)
+
+
+def check_memory(spec: Spec, level: str = "class") -> None:
+    """Refuse (one line, naming what works) a regularized solve that would not fit."""
+    need = memory_estimate(spec, level)
+    if level == "class" and need > CLASS_MAX_BYTES:  # the example level: _check_example_size
+        raise fail(
+            "--longtail/--counts",
+            f"at most {int(math.sqrt(CLASS_MAX_BYTES / (8 * ARRAYS)))} classes with --lambda "
+            f"(the regularized solve holds k x k arrays: about {need / 2**30:.1f} GiB here); "
+            "the SVM limit (solve without --lambda, route structured) works at this size",
+            spec.k,
+        )
 
 
 def solve_factors(
@@ -451,8 +511,12 @@ def _assemble(
     t0: float,
     rtol: float,
     solver: str,
+    grams: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors."""
+    """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors.
+
+    ``grams``: ``(W W^T, V^T V)`` when the caller has them cheaper than the products.
+    """
     k, lam = spec.k, reg.lam
     r = W.shape[1]
     Z = (W @ V) / cols.root[None, :] + b[:, None]
@@ -489,7 +553,11 @@ def _assemble(
     message = ("certified global optimum: " if status == OPTIMAL else "not certified: ") + text
     if status != OPTIMAL:
         message += "; try a smaller --gtol or a larger --maxiter"
-    cg, eg = W_out @ W_out.T, H_out.T @ H_out
+    if grams is None:
+        cg, eg = W_out @ W_out.T, H_out.T @ H_out
+    else:
+        cg = c * c * grams[0]
+        eg = grams[1] / (c * c * np.outer(cols.root, cols.root))
     return Result(
         spec=spec,
         method="regularized",

@@ -1,0 +1,123 @@
+"""The grouped (symmetry-reduced) regularized solve at k = 1000 (issue 14; docs/regularized.md).
+
+Run from the repository root:
+``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_grouped.py [--distinct SECONDS]``.
+The machine may be shared: every row also reports its time as a ratio to a fixed numpy
+workload timed in the same process just before it (``baseline``, as in bench_regularized.py).
+
+Rows, each certified at full size (``k x k`` dual, relative gap <= 1e-6) or marked otherwise:
+- ``grouped vs factors`` at k = 100 (tied counts): both routes in the same process; the ratio
+  is grouped / factors (the previous L-BFGS route, which finishes at this size).
+- k = 1000 long tails with many tied counts (``--longtail 1000,50`` at the default n_max 50;
+  ``--longtail 1000,100 --n-max 100``), CE and LDT, at ``lambda_0/2``, ``lambda_0/10``, ``5e-4``
+  (when below ``lambda_0``) and ``1e-3 lambda_0``; ``lambda_0 = ||grad_M f(0)||_2``.
+- ``--distinct S``: ``--longtail 1000,100 --n-max 5000`` (848 groups: mostly distinct counts)
+  at ``lambda_0/2`` by the grouped route in a subprocess stopped after S seconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+
+import numpy as np
+
+from ucfm_svm.regularized.grouped import class_groups
+from ucfm_svm.regularized.losses import params_from_spec
+from ucfm_svm.regularized.solver import (
+    Regularization,
+    _Columns,
+    _primal,
+    _spectral_norm,
+    solve_regularized,
+)
+from ucfm_svm.spec import Spec, longtail_counts
+
+GAMMA = {"ldt": 0.5}
+
+
+def baseline() -> float:
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((1000, 1000)), rng.standard_normal((1000, 64))
+    C = rng.standard_normal((400, 400))
+    t = time.perf_counter()
+    for _ in range(10):
+        A @ B
+    np.linalg.svd(C)
+    return time.perf_counter() - t
+
+
+def lambda_zero(spec: Spec) -> float:
+    params, cols = params_from_spec(spec), _Columns(spec, "class")
+    _, _, Q = _primal(params, cols, np.zeros((spec.k, spec.k)))
+    return _spectral_norm(Q / cols.root[None, :])
+
+
+def timed(spec: Spec, lam: float, route: str) -> tuple[float, object]:
+    t = time.perf_counter()
+    result = solve_regularized(spec, Regularization.from_lambda(lam), route=route)
+    return time.perf_counter() - t, result
+
+
+def describe(r: object) -> str:
+    return f"{r.status}, rel gap {r.rel_gap:.1e}, {r.iterations} its, {r.solver}"
+
+
+def lambdas(lam0: float) -> list[tuple[str, float]]:
+    out = [("lambda_0/2", lam0 / 2), ("lambda_0/10", lam0 / 10)]
+    if lam0 > 5e-4:
+        out.append(("5e-4", 5e-4))
+    return [*out, ("1e-3 lambda_0", 1e-3 * lam0)]
+
+
+def _distinct(queue: multiprocessing.Queue) -> None:
+    spec = Spec.from_loss(longtail_counts(1000, 100, 5000), "ce")
+    seconds, r = timed(spec, lambda_zero(spec) / 2, "grouped")
+    queue.put(f"{seconds:.1f} s, {describe(r)}")
+
+
+def main(argv: list[str]) -> None:
+    print("| counts | loss | lambda | seconds | / baseline | notes |")
+    print("|---|---|---|---|---|---|")
+    spec = Spec.from_loss(longtail_counts(100, 50, 50), "ce")
+    lam0 = lambda_zero(spec)
+    for name, lam in lambdas(lam0)[:2]:
+        base = baseline()
+        new, r = timed(spec, lam, "grouped")
+        old, q = timed(spec, lam, "factors")
+        print(f"| 100,50 n_max 50 | ce | {name} = {lam:.3g} | {new:.2f} (factors {old:.2f}) | "
+              f"{new / base:.1f} | grouped/factors = {new / old:.3f}; {describe(r)}; factors: "
+              f"{describe(q)}; objectives differ by {abs(r.objective - q.objective):.1e} |",
+              flush=True)
+    for k, imbalance, n_max, losses in ((1000, 50, None, ("ce", "ldt")),
+                                        (1000, 100, 100, ("ce",))):
+        for loss in losses:
+            spec = Spec.from_loss(longtail_counts(k, imbalance, n_max), loss,
+                                  gamma=GAMMA.get(loss))
+            m = class_groups(params_from_spec(spec), spec.n_vec).m
+            lam0 = lambda_zero(spec)
+            label = f"{k},{imbalance} n_max {n_max or 50000 // k} ({m} groups)"
+            for name, lam in lambdas(lam0):
+                base = baseline()
+                seconds, r = timed(spec, lam, "auto")
+                print(f"| {label} | {loss} | {name} = {lam:.3g} | {seconds:.2f} | "
+                      f"{seconds / base:.1f} | {describe(r)}; baseline {base:.3f} s |",
+                      flush=True)
+    if "--distinct" in argv:
+        limit = float(argv[argv.index("--distinct") + 1])
+        queue: multiprocessing.Queue = multiprocessing.Queue()
+        proc = multiprocessing.Process(target=_distinct, args=(queue,))
+        proc.start()
+        proc.join(limit)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+            note = f"not finished in {limit:.0f} s (stopped)"
+        else:
+            note = queue.get()
+        print(f"| 1000,100 n_max 5000 (848 groups) | ce | lambda_0/2 | - | - | grouped: {note} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

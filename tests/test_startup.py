@@ -1,15 +1,16 @@
 """Start-up cost: the package and the CLI parser import no heavy dependency (docs/theory.md §10).
 
 cvxpy (about 1.5 s) and matplotlib (about 0.5 s) are imported by the functions that build a
-convex program or draw a figure; ``import ucfm_svm`` and building the parser (what
-``ucfm-svm --help`` does) must not pull them in, nor the optional extras.
+convex program or draw a figure, scipy.optimize (about 1 s) and tqdm by the solvers and bars
+that use them; ``import ucfm_svm`` and building the parser (what ``ucfm-svm --help`` does)
+must not pull them in, nor the optional extras.
 """
 
 import json
 import subprocess
 import sys
 
-HEAVY = ("cvxpy", "matplotlib", "torch", "dask", "ray")
+HEAVY = ("cvxpy", "matplotlib", "torch", "dask", "ray", "scipy.optimize", "tqdm")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -37,4 +38,4 @@ def test_structured_solve_does_not_import_cvxpy():
         "from ucfm_svm import Spec, solve, longtail_counts\n"
         "assert solve(Spec.from_loss(longtail_counts(20, 10, 100), 'ce'), 'structured').certified"
     )
-    assert [name for name in _loaded_after(code) if name in ("cvxpy", "matplotlib")] == []
+    assert [name for name in _loaded_after(code) if name in ("cvxpy", "matplotlib", "tqdm")] == []

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ..errors import SolverError, SpecError
 from ..result import Result
@@ -140,6 +139,8 @@ def step_ratio_threshold(
     sqrt(n_min)) - K_B) / K_A`` for CE and LA), or ``None`` when there is none (wCE: the
     threshold does not depend on ``R``).
     """
+    from scipy.optimize import brentq
+
     lam = check_float("lambda", lam, low=0.0, low_open=True)
     if loss not in LOSSES or loss == "ldam":
         raise fail("loss", "one of ce, wce, la, cdt, ldt, vs", loss)

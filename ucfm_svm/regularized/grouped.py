@@ -32,14 +32,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
 
 from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
 from .lbfgs import minimize_lbfgs
 from .losses import LossParams, params_from_spec
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 #: Iterations between two reduced duality-gap checks (L-BFGS and proximal stages).
 CHECK_EVERY = 10
@@ -276,6 +279,8 @@ def _factor_stage(red: Reduced, start: tuple[np.ndarray, ...], mask: np.ndarray,
     ``W`` is m x r, ``V`` r x m; ``x_g, y_g`` are frozen at 0 where ``mask`` is false. Stops
     at ``gtol``, a stall, or once the reduced relative gap is below ``target``.
     """
+    from scipy.optimize import minimize
+
     m, lam = red.m, red.lam
     r = start[0].shape[1]
     has_bias = red.bias != "none"

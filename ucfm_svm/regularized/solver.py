@@ -25,15 +25,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
 
 from .. import geometry
 from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
 from ..spec import Spec
 from ..validation import check_float, check_int, fail
 from .losses import LossParams, adjusted_logits, params_from_spec
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 #: Bias options: no bias, a free (unpenalized) bias, a bias decayed like ``W``.
 BIASES = ("none", "free", "ridge")
@@ -262,6 +265,8 @@ def _lbfgs(
     ``target_gap``, every ``CHECK_EVERY`` iterations the relative duality gap of
     :func:`dual_bound` is computed and the run stops once it is below ``target_gap``.
     """
+    from scipy.optimize import minimize
+
     k, r = W.shape
     m = V.shape[1]
     lam = reg.lam

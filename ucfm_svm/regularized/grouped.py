@@ -19,9 +19,11 @@ an orthogonal decomposition, so ``||M||_* = ||T||_* + sum_g (k_g - 1) |alpha_g|`
 distinct logits with multiplicities (``k_h``, ``k_g - 1`` for its own group, 1 for the true
 class). The reduced program (``m^2 + 2m`` numbers) is solved by L-BFGS on balanced factors
 ``T = W V``, ``alpha_g = x_g y_g / (k_g - 1)`` (the factorized penalty ``lambda/2 (||W||^2 +
-||V||^2 + ||x||^2 + ||y||^2)`` is the full-space one), then by accelerated proximal-gradient
-steps in the full-space metric (singular-value thresholding of ``T``, soft thresholding of
-``alpha``), which set singular values exactly to zero; both stop on the reduced duality gap.
+||V||^2 + ||x||^2 + ||y||^2)`` is the full-space one), then by trust-region Newton
+(``trust-krylov``) on the same factors, dropping vanishing and adding escape directions between
+rounds; accelerated proximal-gradient steps in the full-space metric (singular-value
+thresholding of ``T``, soft thresholding of ``alpha``) are the last resort. Every stage stops on
+the reduced duality gap.
 
 The reduction is not trusted: the point is expanded to ``k x k`` and certified by the
 full-size dual bound of :func:`ucfm_svm.regularized.solver.dual_bound`.

@@ -43,8 +43,10 @@ def regularization_from_args(args: argparse.Namespace) -> Regularization | None:
     lam, lw, lh = args.lam, args.lambda_w, args.lambda_h
     bias = getattr(args, "bias", None)
     if lam is None and lw is None and lh is None:
-        for flag, value in (("--bias", bias if bias == "ridge" else None),
-                            ("--gtol", args.reg_gtol), ("--maxiter", args.reg_maxiter)):
+        if bias == "ridge":
+            raise fail("--bias", "none or free in the SVM limit (ridge, a penalized bias, needs "
+                       "--lambda or --lambda-w and --lambda-h)", bias)
+        for flag, value in (("--gtol", args.reg_gtol), ("--maxiter", args.reg_maxiter)):
             if value is not None:
                 raise fail(flag, "given only with --lambda (or --lambda-w and --lambda-h)", value)
         return None

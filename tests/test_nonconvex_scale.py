@@ -160,3 +160,34 @@ def test_k100_certified_with_geometry(counts):
     assert res.status == OPTIMAL, res.message
     error, where = geometry_error(res, solve(spec, "theory"))
     assert error <= 1e-6, where
+
+
+def test_large_refinement_advances_a_progress_bar(monkeypatch):
+    """Above OWN_LBFGS_VARIABLES the refinement runs for seconds to minutes: it opens one bar,
+    advances it once per L-BFGS iteration, shows the round's state and closes it."""
+    import ucfm_svm.solvers.nonconvex as nonconvex
+    from ucfm_svm.progress import NoBar
+
+    calls: dict[str, int] = {"open": 0, "update": 0, "postfix": 0, "closed": 0}
+
+    class Recorder(NoBar):
+        def update(self, n: float = 1) -> None:
+            calls["update"] += 1
+
+        def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            calls["postfix"] += 1
+
+        def __exit__(self, *exc: object) -> None:
+            calls["closed"] += 1
+
+    def fake_progress(*args, enabled=True, **kwargs):
+        calls["open"] += 1
+        assert enabled
+        return Recorder()
+
+    monkeypatch.setattr(nonconvex, "progress", fake_progress)
+    spec = Spec.from_loss((10, 10, 1, 1), "ce", dim=1500)  # (k + k) d = 12,000 variables
+    result = nonconvex.solve_nonconvex(spec)
+    assert result.certified
+    assert calls["open"] == calls["closed"] >= 1
+    assert calls["update"] >= 1 and calls["postfix"] >= 1

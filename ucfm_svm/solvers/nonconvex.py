@@ -81,12 +81,14 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import geometry
 from ..errors import SolverError, SpecError
+from ..progress import progress
 from ..result import CERTIFY_RTOL, Result
 from ..spec import Spec
 from ..validation import check_int, fail
@@ -390,8 +392,10 @@ def _lbfgs(
     maxiter: int,
     gtol: float,
     memory: int,
+    bar: Any = None,
 ) -> _Minimized:
-    """Unconstrained L-BFGS (two-loop recursion) with a strong-Wolfe line search.
+    """Unconstrained L-BFGS (two-loop recursion) with a strong-Wolfe line search; ``bar`` (a
+    :func:`ucfm_svm.progress.progress` bar) is advanced once per iteration.
 
     Used instead of scipy's L-BFGS-B above :data:`OWN_LBFGS_VARIABLES` variables: L-BFGS-B's
     Fortran step (``setulb``, bound handling and its compact update, with no bounds here) took
@@ -446,6 +450,8 @@ def _lbfgs(
         x_new = x + step * direction
         value_new, grad_new = evaluate(x_new)
         nit += 1
+        if bar is not None:
+            bar.update(1)
         s_vec, y_vec = x_new - x, grad_new - grad
         curvature = float(s_vec @ y_vec)
         if curvature > 1e-16 * float(y_vec @ y_vec):
@@ -496,7 +502,20 @@ def _alternate(
 
 
 def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _Run:
-    """Augmented-Lagrangian refinement of ``(W, G)`` jointly (module docstring, stage 3)."""
+    """Augmented-Lagrangian refinement of ``(W, G)`` jointly (module docstring, stage 3), with a
+    progress bar of its L-BFGS iterations above :data:`OWN_LBFGS_VARIABLES` variables (seconds
+    to minutes of work; the bar shows only on a terminal, :mod:`ucfm_svm.progress`)."""
+    large = (cols.spec.k + cols.m) * cols.spec.dim > OWN_LBFGS_VARIABLES
+    with progress(desc=f"non-convex refinement (k={cols.spec.k})", unit="it",
+                  enabled=large) as bar:
+        return _refine_rounds(cols, W, G, iterations, bar)
+
+
+def _refine_rounds(
+    cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int, bar: Any
+) -> _Run:
+    """The rounds of :func:`_refine`; ``bar`` counts the inner iterations and shows each
+    round's violation and cost."""
     spec = cols.spec
     x = np.concatenate([W.ravel(), G.ravel()])
     scale = max(0.5 * float(x @ x), 1.0)
@@ -512,7 +531,7 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
         if x.size > OWN_LBFGS_VARIABLES:
             res = _lbfgs(
-                cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20
+                cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20, bar
             )
         else:
             res = minimize(
@@ -540,6 +559,7 @@ def _refine(cols: _Columns, W: np.ndarray, G: np.ndarray, iterations: int) -> _R
             best.W, best.G = point
             best.objective = cost
         best.iterations, best.outer = iterations, outer
+        bar.set_postfix_str(f"round {outer}, violation {violation:.1e}, cost {cost:.7g}")
         if violation <= FEASIBILITY_TOL and _closed(best):
             best.stopped = "gap closed"
             # A closed gap pins the objective, not the light classes' geometry: at gap 1e-9 the

@@ -143,3 +143,19 @@ def test_k1000_long_tail_is_certified(name):
     for frac in (0.5, 0.1, 1e-3):
         result = solve_regularized(spec, Regularization.from_lambda(frac * lam0))
         assert result.solver.startswith("grouped") and result.certified, result.message
+
+
+def test_grouped_route_pins_a_collapsed_optimum_above_200_classes():
+    """k = 300 (150 x 100, 149 x 1, 1 x 2), LDAM, free bias, lambda = 1e-3: the minimizer is
+    M = 0 (||Q S^-1||_2 / lambda = 0.66 < 1 at M = 0). A stop at the reduced gap (the old
+    behaviour above 200 classes) returned a certified gap of 1e-7 with trace(W W^T) = 4.6e-6
+    and the n = 2 class's bias 0.09 off; run to gtol it matches the factored route."""
+    spec = Spec.from_loss([100] * 150 + [1] * 149 + [2], "ldam")
+    reg = Regularization.from_lambda(1e-3, "free")
+    grouped = solve_regularized(spec, reg)
+    factored, _ = solve_factors(spec, reg)
+    assert grouped.solver.startswith("grouped") and grouped.certified and factored.certified
+    assert np.trace(grouped.classifier_gram) <= 1e-10
+    b_grouped = grouped.regularization["b"]
+    b_factored = factored.regularization["b"]
+    assert np.max(np.abs((b_grouped - b_grouped.mean()) - (b_factored - b_factored.mean()))) < 1e-6

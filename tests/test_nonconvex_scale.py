@@ -191,3 +191,16 @@ def test_large_refinement_advances_a_progress_bar(monkeypatch):
     assert result.certified
     assert calls["open"] == calls["closed"] >= 1
     assert calls["update"] >= 1 and calls["postfix"] >= 1
+
+
+def test_variable_projection_takes_the_class_level_block_steps():
+    """The projection solves the class-level program, so it takes that level's default block
+    steps: without them (LDT gamma = -1, counts 1000 x 3, 1 x 3, d = 7) the gap closed at 2e-9
+    with embedding cosines 4.1e-3 off the optimum ("objective certified, geometry not")."""
+    from ucfm_svm.solvers.nonconvex import _projects, solve_nonconvex
+
+    spec = Spec.from_loss((1000, 1000, 1000, 1, 1, 1), "ldt", gamma=-1, dim=7)
+    assert _projects(spec)
+    result = solve_nonconvex(spec, level="example")
+    assert result.status == OPTIMAL, result.message
+    assert result.rel_gap <= 1e-6

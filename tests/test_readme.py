@@ -31,5 +31,5 @@ def test_the_readme_has_examples():
 @pytest.mark.parametrize("command", _examples())
 def test_readme_example_runs(cli, command, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(*shlex.split(command))
+    code, _, err = cli(*shlex.split(command))
     assert code == 0, err

@@ -236,3 +236,48 @@ def test_bad_loss_inputs():
         step_hyperparameters(4, 2, 0.5, "cdt")
     with pytest.raises(SpecError, match="'loss' parameter must be one of"):
         step_hyperparameters(4, 2, 0.5, "focal", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("k", "R", "rho", "loss", "gamma"),
+    [
+        (10, 10, 0.5, "cdt", 17.0),
+        (10, 10, 0.5, "cdt", 30.0),
+        (12, 100, 0.25, "ldt", 30.0),
+        (4, 1000, 0.75, "vs", 15.0),
+        (4, 1000, 0.75, "vs", -5.0),
+    ],
+)
+def test_step_scalars_stay_exact_when_the_scales_spread(k, R, rho, loss, gamma):
+    """The diagonal of the 2 x 2 matrix, alpha_g (1 - K_g t_g), cancelled when the scales spread
+    over many decades (CDT gamma >= 17 at R = 10: norms 10% off; VS 4,1000,0.75 gamma -5: 98%).
+    Checked against the structured route (its own certificate, docs/theory.md §14), and with
+    the structured --full Grams for the cosines, with no numerical warning."""
+    import warnings
+
+    from ucfm_svm.api import solve
+
+    sg = step_geometry_for_loss(k, R, rho, loss, gamma)
+    spec = Spec.from_loss(step_counts(k, R, rho), loss, gamma=gamma)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ref = solve(spec, "structured", full=True)
+    assert ref.certified
+    for got, want in (
+        (sg.classifier_norms, (ref.classifier_norms[0], ref.classifier_norms[-1])),
+        (sg.embedding_norms, (ref.embedding_norms[0], ref.embedding_norms[-1])),
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+    C = ref.classifier_gram
+    cos = C[0, -1] / math.sqrt(C[0, 0] * C[-1, -1])
+    assert sg.classifier_cosines["maj-min"] == pytest.approx(cos, abs=1e-9)
+
+
+def test_theory_escalates_when_40_digits_do_not_resolve_the_singular_values():
+    """CDT gamma = 30 on STEP 10,10,0.5: A^T A squares cond(A), so its smallest eigenvalue came
+    out at zero in 40 digits and the exact evaluation divided by it (ZeroDivisionError, a
+    traceback from ``solve --method theory``); it now repeats at 80 digits and certifies."""
+    from ucfm_svm.solvers.theory import solve_theory
+
+    result = solve_theory(Spec.from_loss(step_counts(10, 10, 0.5), "cdt", gamma=30.0))
+    assert result.certified

@@ -76,19 +76,21 @@ class ExactClosedForm:
         return self.signs_decided and self.min_multiplier > 0
 
 
-def exact_closed_form(spec: Spec, dps: int = DPS) -> ExactClosedForm:
+def exact_closed_form(spec: Spec, dps: int = DPS) -> ExactClosedForm | None:
     """Evaluate the closed form and its multipliers with ``dps`` digits (see the module text).
 
-    If some multiplier is within the error level of zero, the evaluation is repeated once
-    with ``2 * dps`` digits.
+    If some multiplier is within the error level of zero, or the smallest of the ``k - 1``
+    singular values is not resolved (``A^T A``'s eigenvalue at or below zero: the condition
+    number of ``A`` squared beyond ``10^dps``), the evaluation is repeated once with
+    ``2 * dps`` digits. ``None`` when even that does not resolve the singular values.
     """
     result = _evaluate(spec, dps)
-    if not result.signs_decided:
+    if result is None or not result.signs_decided:
         result = _evaluate(spec, 2 * dps)
     return result
 
 
-def _evaluate(spec: Spec, dps: int) -> ExactClosedForm:
+def _evaluate(spec: Spec, dps: int) -> ExactClosedForm | None:
     import mpmath
 
     ctx = mpmath.MPContext()
@@ -110,6 +112,8 @@ def _evaluate(spec: Spec, dps: int) -> ExactClosedForm:
     M = A.T * A
     mu, V = ctx.eigsy(M)
     order = sorted(range(k), key=lambda j: mu[j], reverse=True)[: k - 1]
+    if not mu[order[-1]] > 0:  # unresolved at this precision (CDT gamma = 17, STEP 10,10,0.5)
+        return None
     s = [ctx.sqrt(mu[j]) for j in order]
     Vk = ctx.matrix(k, k - 1)
     for col, j in enumerate(order):

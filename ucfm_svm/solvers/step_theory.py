@@ -113,9 +113,14 @@ def step_geometry(
     n = np.array([R * n_min, n_min])
     s = delta * np.sqrt(n)
     alpha = s / Delta
-    t = Delta**-2.0 / float(np.sum(K * Delta**-2.0))
+    weights = K * Delta**-2.0
+    t = Delta**-2.0 / float(np.sum(weights))
     root_k = np.sqrt(K)
-    B = np.diag(alpha) - np.outer(root_k / Delta, t * s * root_k)
+    B = -np.outer(root_k / Delta, t * s * root_k)
+    # B_gg = alpha_g (1 - K_g t_g), with 1 - K_g t_g = K_h Delta_h^-2 / sum_j K_j Delta_j^-2 for
+    # the other group h, formed without the subtraction (it cancels when the scales spread:
+    # CDT gamma >= 17 at R = 10 lost every digit of the norms)
+    B[np.diag_indices(2)] = alpha * weights[::-1] / float(np.sum(weights))
     b = float(np.linalg.norm(B))
     M_w = B @ B.T / b
     M_h = B.T @ B / b

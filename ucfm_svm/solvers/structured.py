@@ -675,7 +675,7 @@ def _root_sums(
         s = sigma[block]
         s_up += (s / norm_x) @ inv2
         s_down += (s / norm_y) @ inv2
-        s_uv += (1.0 / np.sqrt(norm_x * norm_y)) @ inv2
+        s_uv += (1.0 / (np.sqrt(norm_x) * np.sqrt(norm_y))) @ inv2  # the product underflows
         pair = inv[:, :-1] * inv[:, 1:]
         neighbour += (1.0 / (s * norm_x)) @ pair
         neighbour_abs += (1.0 / (s * norm_x)) @ np.abs(pair)

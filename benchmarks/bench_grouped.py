@@ -21,37 +21,17 @@ import multiprocessing
 import sys
 import time
 
-import numpy as np
+from bench_regularized import baseline, lambda_zero  # run as a script: benchmarks/ is on the path
 
 from ucfm_svm.regularized.grouped import class_groups
 from ucfm_svm.regularized.losses import params_from_spec
 from ucfm_svm.regularized.solver import (
     Regularization,
-    _Columns,
-    _primal,
-    _spectral_norm,
     solve_regularized,
 )
 from ucfm_svm.spec import Spec, longtail_counts
 
 GAMMA = {"ldt": 0.5}
-
-
-def baseline() -> float:
-    rng = np.random.default_rng(0)
-    A, B = rng.standard_normal((1000, 1000)), rng.standard_normal((1000, 64))
-    C = rng.standard_normal((400, 400))
-    t = time.perf_counter()
-    for _ in range(10):
-        A @ B
-    np.linalg.svd(C)
-    return time.perf_counter() - t
-
-
-def lambda_zero(spec: Spec) -> float:
-    params, cols = params_from_spec(spec), _Columns(spec, "class")
-    _, _, Q = _primal(params, cols, np.zeros((spec.k, spec.k)))
-    return _spectral_norm(Q / cols.root[None, :])
 
 
 def timed(spec: Spec, lam: float, route: str) -> tuple[float, object]:

@@ -593,6 +593,14 @@ class Spec:
         return dataclasses.replace(self, dim=dim)
 
     @property
+    def loss_label(self) -> str:
+        """Short name of the loss and its exponents, e.g. ``cdt (gamma=0.5)``."""
+        extra = [
+            f"{n}={getattr(self, n):g}" for n in ("gamma", "tau") if getattr(self, n) is not None
+        ]
+        return self.loss + (f" ({', '.join(extra)})" if extra else "")
+
+    @property
     def variant(self) -> bool:
         """Whether the model differs from the paper's (a free bias or non-negative features)."""
         return self.bias != "none" or self.features != "free"

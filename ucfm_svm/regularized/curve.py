@@ -69,13 +69,8 @@ class LambdaCurve:
     svm: Result
 
     def label(self) -> str:
-        """Short name of the loss, e.g. ``cdt (gamma=0.5)``."""
-        extra = [
-            f"{n}={getattr(self.spec, n):g}"
-            for n in ("gamma", "tau")
-            if getattr(self.spec, n) is not None
-        ]
-        return self.spec.loss + (f" ({', '.join(extra)})" if extra else "")
+        """Short name of the loss, e.g. ``cdt (gamma=0.5)`` (:attr:`Spec.loss_label`)."""
+        return self.spec.loss_label
 
 
 def cosine_summary(spec: Spec, result: Result) -> dict[str, float]:

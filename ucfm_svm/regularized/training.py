@@ -225,13 +225,8 @@ class Trajectory:
         return bool(np.all(self.converged) and np.all(self.certificate <= 1 + CERTIFICATE_TOL))
 
     def label(self) -> str:
-        """Short name of the loss, e.g. ``cdt (gamma=0.5)``."""
-        extra = [
-            f"{n}={getattr(self.spec, n):g}"
-            for n in ("gamma", "tau")
-            if getattr(self.spec, n) is not None
-        ]
-        return self.spec.loss + (f" ({', '.join(extra)})" if extra else "")
+        """Short name of the loss, e.g. ``cdt (gamma=0.5)`` (:attr:`Spec.loss_label`)."""
+        return self.spec.loss_label
 
     def distances_to(self, reference: Result) -> np.ndarray:
         """Classifier-Gram distance of every recorded point to another reference geometry."""

@@ -57,50 +57,34 @@ def sweep(
                     except SolverError:  # no feasible point (recorded as not certified)
                         result = None
                     seconds = time.perf_counter() - start
+                    record = {
+                        "case": case,
+                        "k": spec.k,
+                        "loss": loss,
+                        "model": name,
+                        "method": method,
+                        "reference_closed_form": closed,
+                        "reference_certified": ref.certified,
+                        "seconds": seconds,
+                        "reference_seconds": ref_seconds,
+                        "delta_spread": float(spec.delta.max() / spec.delta.min()),
+                    }
                     if result is None:
-                        records.append(
-                            {
-                                "case": case,
-                                "k": spec.k,
-                                "loss": loss,
-                                "model": name,
-                                "method": method,
-                                "reference_closed_form": closed,
-                                "reference_certified": ref.certified,
-                                "certified": False,
-                                "objective_error": math.inf,
-                                "classifier_gram_error": math.inf,
-                                "embedding_gram_error": math.inf,
-                                "tolerance": 1e-6,
-                                "seconds": seconds,
-                                "reference_seconds": ref_seconds,
-                                "delta_spread": float(spec.delta.max() / spec.delta.min()),
-                            }
-                        )
-                        continue
-                    gap = max(result.rel_gap, 0.0)
-                    records.append(
-                        {
-                            "case": case,
-                            "k": spec.k,
-                            "loss": loss,
-                            "model": name,
-                            "method": method,
-                            "reference_closed_form": closed,
-                            "reference_certified": ref.certified,
-                            "certified": result.certified,
-                            "objective_error": abs(result.objective - ref.objective)
-                            / ref.objective,
-                            "classifier_gram_error": _rel(
+                        record.update(certified=False, objective_error=math.inf,
+                                      classifier_gram_error=math.inf,
+                                      embedding_gram_error=math.inf, tolerance=1e-6)
+                    else:
+                        gap = max(result.rel_gap, 0.0)
+                        record.update(
+                            certified=result.certified,
+                            objective_error=abs(result.objective - ref.objective) / ref.objective,
+                            classifier_gram_error=_rel(
                                 result.classifier_gram, ref.classifier_gram
                             ),
-                            "embedding_gram_error": _rel(result.embedding_gram, ref.embedding_gram),
-                            "tolerance": max(1e-6, 2 * math.sqrt(gap)),
-                            "seconds": seconds,
-                            "reference_seconds": ref_seconds,
-                            "delta_spread": float(spec.delta.max() / spec.delta.min()),
-                        }
-                    )
+                            embedding_gram_error=_rel(result.embedding_gram, ref.embedding_gram),
+                            tolerance=max(1e-6, 2 * math.sqrt(gap)),
+                        )
+                    records.append(record)
     return records
 
 

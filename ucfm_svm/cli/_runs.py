@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from ..runs.backends import BACKENDS, max_local_jobs
@@ -68,16 +68,28 @@ def backend_kwargs(args: argparse.Namespace) -> dict:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[Callable[[], None]]:
     """Within this context SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, so that a
-    terminated run stops the same clean way (records kept, workers stopped, exit 130)."""
+    terminated run stops the same clean way (records kept, workers stopped, exit 130).
+
+    Yields a check that raises ``KeyboardInterrupt`` if a SIGTERM has arrived: call it between
+    units of work. A handler's exception is lost when it runs inside a finalizer (``__del__``,
+    a garbage-collection callback), whose errors Python only prints, and during a convex solve
+    stderr itself is redirected, so a sweep could ignore the signal and run to the end.
+    """
+    received: list[int] = []
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
         raise KeyboardInterrupt
+
+    def check() -> None:
+        if received:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield check
     finally:
         signal.signal(signal.SIGTERM, previous)
 

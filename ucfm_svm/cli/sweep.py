@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         raise fail("out", "a path other than the sweep file itself (give --out)", str(out))
     sweep = load_sweep(args.file)
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt() as stop_if_terminated:
             summary = run_sweep(
                 sweep,
                 out,
                 retry_failed=args.retry_failed,
                 progress=not args.quiet,
+                on_record=lambda _record: stop_if_terminated(),
                 **backend_kwargs(args),
             )
     except KeyboardInterrupt:

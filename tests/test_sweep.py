@@ -372,18 +372,24 @@ def test_sigterm_exits_130_and_keeps_records(tmp_path, command):
     assert keys and len(keys) == len(set(keys))
 
 
-def test_sigterm_lost_in_library_code_still_stops_the_sweep(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("command", ["sweep", "reproduce"])
+def test_sigterm_lost_in_library_code_still_stops_the_run(cli, tmp_path, monkeypatch, command):
     """A SIGTERM whose KeyboardInterrupt is swallowed where it is raised (a finalizer, whose
-    errors Python only prints, while a convex solve redirects stderr) stops the sweep at the
-    next record: exit 130, the finished points kept. Before, such a sweep ran to its end and
-    exited 0 (seen once in CI)."""
+    errors Python only prints, while a convex solve redirects stderr) stops the sweep (or
+    ``reproduce``'s grid) at the next record: exit 130, the finished points kept. Before, such
+    a sweep ran to its end and exited 0 (seen once in CI)."""
     import ucfm_svm.runs.backends as backends
 
-    text = (
-        'methods = ["theory"]\nlosses = ["ce"]\n'
-        "[counts.step]\nk = [4]\nR = [2, 3, 4, 5]\nrho = 0.5\n"
-    )
-    out = tmp_path / "t.jsonl"
+    if command == "sweep":
+        text = (
+            'methods = ["theory"]\nlosses = ["ce"]\n'
+            "[counts.step]\nk = [4]\nR = [2, 3, 4, 5]\nrho = 0.5\n"
+        )
+        out = tmp_path / "t.jsonl"
+        args = ["sweep", str(_write(tmp_path, text)), "--out", str(out)]
+    else:
+        out = tmp_path / "verification.jsonl"
+        args = ["reproduce", "--quick", "--out", str(tmp_path)]
     real = backends.run_point
     calls = []
 
@@ -398,6 +404,6 @@ def test_sigterm_lost_in_library_code_still_stops_the_sweep(cli, tmp_path, monke
         return real(point)
 
     monkeypatch.setattr(backends, "run_point", swallowing)
-    code, stdout, _ = cli("sweep", str(_write(tmp_path, text)), "--out", str(out), "--quiet")
+    code, stdout, _ = cli(*args, "--quiet")
     assert code == 130 and stdout.startswith("interrupted: ")
     assert len(calls) == 1 and len(_lines(out)) == 1

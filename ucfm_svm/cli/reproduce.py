@@ -34,12 +34,19 @@ def run(args: argparse.Namespace) -> int:
     """Run the job; exit 0 iff every grid specification passed, else 3."""
     config = ReproduceConfig.quick() if args.quick else ReproduceConfig()
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt() as stop_if_terminated:
+
+            def step(text: str) -> None:
+                stop_if_terminated()
+                if not args.quiet:
+                    print(f"- {text}", flush=True)
+
             outcome = reproduce(
                 args.out,
                 config,
                 progress=not args.quiet,
-                on_step=None if args.quiet else (lambda text: print(f"- {text}", flush=True)),
+                on_step=step,
+                on_record=lambda _record: stop_if_terminated(),
                 **backend_kwargs(args),
             )
     except KeyboardInterrupt:

@@ -471,14 +471,17 @@ def reproduce(
     address: str | None = None,
     progress: bool = True,
     on_step: Callable[[str], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ) -> ReproduceOutcome:
     """Run the main job and write its files to ``out_dir`` (see the module docstring).
 
     Files: ``verification.jsonl`` (one record per grid point; a rerun keeps the finished
     points and runs the missing and failed ones),
     ``report.md``, and each figure as ``NAME.png`` and ``NAME.pdf``. ``on_step`` is called
-    with a short description before each stage (the CLI prints it). ``jobs``, ``backend``
-    and ``address`` say where the grid points run (:func:`ucfm_svm.runs.sweep.run_sweep`).
+    with a short description before each stage (the CLI prints it), and ``on_record`` with
+    each grid record as it is saved (the CLI checks there for a SIGTERM that library code
+    swallowed). ``jobs``, ``backend`` and ``address`` say where the grid points run
+    (:func:`ucfm_svm.runs.sweep.run_sweep`).
     """
     start = time.perf_counter()
     config = ReproduceConfig() if config is None else config
@@ -502,6 +505,7 @@ def reproduce(
         address=backend_config.address,
         progress=progress,
         retry_failed=True,
+        on_record=on_record,
     )
     rows = grid_rows(sweep, read_records(out / "verification.jsonl"))
 

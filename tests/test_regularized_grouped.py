@@ -152,10 +152,12 @@ def test_grouped_route_pins_a_collapsed_optimum_above_200_classes():
     and the n = 2 class's bias 0.09 off; run to gtol it matches the factored route."""
     spec = Spec.from_loss([100] * 150 + [1] * 149 + [2], "ldam")
     reg = Regularization.from_lambda(1e-3, "free")
-    grouped = solve_regularized(spec, reg)
+    grouped = solve_regularized(spec, reg, route="grouped")
     factored, _ = solve_factors(spec, reg)
+    zero = solve_regularized(spec, reg)  # auto: the closed form M = 0 (docs/theory.md §13.8)
     assert grouped.solver.startswith("grouped") and grouped.certified and factored.certified
+    assert zero.solver.startswith("M = 0") and zero.certified
     assert np.trace(grouped.classifier_gram) <= 1e-10
-    b_grouped = grouped.regularization["b"]
-    b_factored = factored.regularization["b"]
-    assert np.max(np.abs((b_grouped - b_grouped.mean()) - (b_factored - b_factored.mean()))) < 1e-6
+    centred = [b - b.mean() for b in (r.regularization["b"] for r in (grouped, factored, zero))]
+    assert np.max(np.abs(centred[0] - centred[1])) < 1e-6
+    assert np.max(np.abs(centred[2] - centred[1])) < 1e-6

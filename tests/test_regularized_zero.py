@@ -15,6 +15,7 @@ import pytest
 from ucfm_svm.regularized.grouped import solve_grouped
 from ucfm_svm.regularized.losses import params_from_spec
 from ucfm_svm.regularized.solver import (
+    BIAS_STEPS,
     Regularization,
     _Columns,
     _primal,
@@ -73,13 +74,27 @@ def test_zero_is_the_minimizer_exactly_above_lambda_zero(name, bias):
     assert below.certified and value > below.objective + ROUND * abs(value)
 
 
-def test_free_bias_of_ce_is_the_log_prior():
-    spec = Spec.from_loss(COUNTS, "ce")
+@pytest.mark.parametrize("counts", [COUNTS, (100, 100, 1, 1)])
+def test_free_bias_of_ce_is_the_log_prior(counts):
+    spec = Spec.from_loss(counts, "ce")
     b, steps = bias_at_zero(params_from_spec(spec), _Columns(spec, "class"),
                             Regularization.from_lambda(1.0, "free"))
     log_prior = np.log(spec.n_vec / spec.n)
-    assert steps >= 1
+    assert 1 <= steps < BIAS_STEPS
     assert np.max(np.abs(b - (log_prior - log_prior.mean()))) <= 1e-12
+
+
+@pytest.mark.parametrize("bias", ["free", "ridge"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_newton_on_the_bias_stops_at_a_stationary_point(name, bias):
+    """Counts 100,100,1,1 put the decrements' rounding floor near 1e-19 (the stop rule of
+    ``bias_at_zero`` once ran all ``BIAS_STEPS`` there)."""
+    spec = Spec.from_loss((100, 100, 1, 1), name, gamma=GAMMA.get(name))
+    params, cols = params_from_spec(spec), _Columns(spec, "class")
+    b, steps = bias_at_zero(params, cols, Regularization.from_lambda(1.0, bias))
+    _, _, Q = _primal(params, cols, np.repeat(b[:, None], spec.k, axis=1))
+    grad = Q.sum(axis=1) + (b if bias == "ridge" else 0.0)
+    assert steps < BIAS_STEPS and np.max(np.abs(grad)) <= 1e-14
 
 
 def test_auto_takes_the_closed_form_only_above_the_threshold():

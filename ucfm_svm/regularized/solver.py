@@ -61,8 +61,10 @@ CHECK_EVERY = 40
 ROUTES = ("auto", "grouped", "factors")
 #: Largest memory of a regularized solve, and the number of ``k x m`` arrays it is counted in.
 CLASS_MAX_BYTES, ARRAYS = 6 * 2**30, 16
-#: Newton steps at most of :func:`bias_at_zero` (quadratic convergence: about 10 are taken).
-BIAS_STEPS = 60
+#: Newton steps at most of :func:`bias_at_zero` (quadratic convergence: about 10 are taken),
+#: and the relative Newton decrement below which it takes one last full step and stops
+#: (measured: the decrements' rounding floor is near 1e-19 at counts 100,100,1,1).
+BIAS_STEPS, BIAS_DECREMENT = 60, 1e-16
 
 
 @dataclass(frozen=True)
@@ -372,8 +374,10 @@ def bias_at_zero(params: LossParams, cols: _Columns, reg: Regularization) -> tup
     Delta^{-1} 1`` (a common shift of the adjusted logits), which is orthogonal to every
     gradient; ``H + (tr H / k) v v^T / |v|^2`` is then definite and its Newton steps stay
     orthogonal to ``v`` (the gauge of the other routes' reports), so ``b*`` is the minimizer
-    with ``<b*, v> = 0``. Armijo backtracking; stops when the Newton decrement is at rounding
-    level. ``b* = 0`` without a bias.
+    with ``<b*, v> = 0``. Armijo backtracking; once the Newton decrement ``g^T H^{-1} g`` is at
+    most ``BIAS_DECREMENT`` relative, one full step is taken without a line search (where
+    ``f`` no longer resolves the decrease; quadratic convergence puts it at rounding level)
+    and the iteration stops. ``b* = 0`` without a bias.
 
     Returns
     -------
@@ -404,7 +408,10 @@ def bias_at_zero(params: LossParams, cols: _Columns, reg: Regularization) -> tup
             H += (np.trace(H) / k) * np.outer(v, v)
         step = -np.linalg.solve(H, grad)
         decrement = -float(grad @ step)
-        if not decrement > 1e-30 * max(abs(value), 1.0):
+        if not decrement > 0.0:
+            break
+        if decrement <= BIAS_DECREMENT * max(abs(value), 1.0):
+            b = b + step  # the last step: f cannot tell such points apart (rounding level)
             break
         t = 1.0
         while True:

@@ -61,6 +61,9 @@ CHECK_EVERY = 40
 ROUTES = ("auto", "grouped", "factors")
 #: Largest memory of a regularized solve, and the number of ``k x m`` arrays it is counted in.
 CLASS_MAX_BYTES, ARRAYS = 6 * 2**30, 16
+#: :func:`solve_zero` declines without the Newton steps on a bias when the column/row-norm
+#: bound of the gradient at ``b = 0`` exceeds this many ``lambda``.
+ZERO_SKIP = 2.0
 #: Newton steps at most of :func:`bias_at_zero` (quadratic convergence: about 10 are taken),
 #: and the relative Newton decrement below which it takes one last full step and stops
 #: (measured: the decrements' rounding floor is near 1e-19 at counts 100,100,1,1).
@@ -426,6 +429,12 @@ def bias_at_zero(params: LossParams, cols: _Columns, reg: Regularization) -> tup
     return b, steps
 
 
+def _norm_floor(X: np.ndarray) -> float:
+    """A lower bound on ``||X||_2``: the largest column or row norm (``O(k^2)``)."""
+    squares = X * X
+    return math.sqrt(max(float(squares.sum(axis=0).max()), float(squares.sum(axis=1).max())))
+
+
 def solve_zero(spec: Spec, reg: Regularization, *, rtol: float = CERTIFY_RTOL) -> Result | None:
     """The certified minimizer ``(M, b) = (0, b*)`` when ``lambda >= lambda_0``, else ``None``.
 
@@ -436,15 +445,26 @@ def solve_zero(spec: Spec, reg: Regularization, *, rtol: float = CERTIFY_RTOL) -
     ||M||_*``), so the Grams (all zero) are exact. The check costs one ``k x k`` spectral norm
     (with a bias, a few Newton steps on ``b`` more); the point is certified by the same
     full-size dual bound as every route (:func:`_assemble`). Class level, ``d >= 1``.
+
+    Declining is always safe (the caller solves), so it is cheap where it can be: when the
+    largest column or row norm of ``grad_M f S^{-1}`` (a lower bound on its spectral norm)
+    already reaches ``lambda``, and, with a bias, before the Newton steps when that bound at
+    ``b = 0`` exceeds ``ZERO_SKIP lambda`` (a heuristic: ``b*`` moves the gradient, so the
+    factor leaves room).
     """
     t0 = time.perf_counter()
     params = params_from_spec(spec)
     cols = _Columns(spec, "class")
+    k = spec.k
+    if reg.bias != "none":  # far below lambda_0 at b = 0: skip the Newton steps on b
+        _, _, Q = _primal(params, cols, np.zeros((k, cols.m)))
+        if _norm_floor(Q / cols.root[None, :]) >= ZERO_SKIP * reg.lam:
+            return None
     b, steps = bias_at_zero(params, cols, reg)
     _, _, Q = _primal(params, cols, np.repeat(b[:, None], cols.m, axis=1))
-    if _spectral_norm(Q / cols.root[None, :]) >= reg.lam:
+    X = Q / cols.root[None, :]
+    if _norm_floor(X) >= reg.lam or _spectral_norm(X) >= reg.lam:
         return None
-    k = spec.k
     return _assemble(spec, reg, "class", params, cols, np.zeros((k, 0)), np.zeros((0, k)), b,
                      steps, t0, rtol, "M = 0 (lambda >= lambda_0)")[0]
 

@@ -11,13 +11,17 @@ Rows, each certified at full size (``k x k`` dual, relative gap <= 1e-6) or mark
 - k = 1000 long tails with many tied counts (``--longtail 1000,50`` at the default n_max 50;
   ``--longtail 1000,100 --n-max 100``), CE and LDT, at ``lambda_0/2``, ``lambda_0/10``, ``5e-4``
   (when below ``lambda_0``) and ``1e-3 lambda_0``; ``lambda_0 = ||grad_M f(0)||_2``.
-- ``--distinct S``: ``--longtail 1000,100 --n-max 5000`` (848 groups: mostly distinct counts)
-  at ``lambda_0/2`` by the grouped route in a subprocess stopped after S seconds.
+- ``--distinct S``: mostly distinct counts at k = 1000, ``--longtail 1000,100 --n-max 5000``
+  (848 groups) and the ImageNet-LT-like ``--longtail 1000,256 --n-max 1280`` (529 groups),
+  CE and LDT, at the paper's weight decay ``5e-4`` (above ``lambda_0`` for both: the closed
+  form ``M = 0``), ``lambda_0/2`` and ``lambda_0/10``, each by ``auto`` in a subprocess
+  stopped after S seconds; the child reports its own peak RSS.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import sys
 import time
 
@@ -51,10 +55,46 @@ def lambdas(lam0: float) -> list[tuple[str, float]]:
     return [*out, ("1e-3 lambda_0", 1e-3 * lam0)]
 
 
-def _distinct(queue: multiprocessing.Queue) -> None:
-    spec = Spec.from_loss(longtail_counts(1000, 100, 5000), "ce")
-    seconds, r = timed(spec, lambda_zero(spec) / 2, "grouped")
-    queue.put(f"{seconds:.1f} s, {describe(r)}")
+#: Mostly distinct counts at k = 1000: (imbalance factor, n_max).
+DISTINCT = ((100, 5000), (256, 1280))
+
+
+def _distinct(queue: multiprocessing.Queue, imbalance: int, n_max: int, loss: str,
+              frac: float | None) -> None:
+    spec = Spec.from_loss(longtail_counts(1000, imbalance, n_max), loss, gamma=GAMMA.get(loss))
+    lam = 5e-4 if frac is None else lambda_zero(spec) * frac
+    base = baseline()
+    seconds, r = timed(spec, lam, "auto")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(f"{seconds:.2f} | {seconds / base:.1f} | {peak:.0f} | {describe(r)}; baseline "
+              f"{base:.3f} s")
+
+
+def distinct_rows(limit: float) -> None:
+    """One subprocess per row, stopped after ``limit`` seconds."""
+    print("| counts | loss | lambda | seconds | / baseline | peak RSS MiB | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for imbalance, n_max in DISTINCT:
+        for loss in ("ce", "ldt"):
+            spec = Spec.from_loss(longtail_counts(1000, imbalance, n_max), loss,
+                                  gamma=GAMMA.get(loss))
+            m = class_groups(params_from_spec(spec), spec.n_vec).m
+            lam0 = lambda_zero(spec)
+            for name, frac in (("5e-4", None), ("lambda_0/2", 0.5), ("lambda_0/10", 0.1)):
+                lam = 5e-4 if frac is None else lam0 * frac
+                queue: multiprocessing.Queue = multiprocessing.Queue()
+                proc = multiprocessing.Process(target=_distinct,
+                                               args=(queue, imbalance, n_max, loss, frac))
+                proc.start()
+                proc.join(limit)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
+                    note = f"- | - | - | not finished in {limit:.0f} s (stopped)"
+                else:
+                    note = queue.get()
+                print(f"| 1000,{imbalance} n_max {n_max} ({m} groups) | {loss} | {name} = "
+                      f"{lam:.3g} (lambda_0 = {lam0:.3g}) | {note} |", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -85,18 +125,7 @@ def main(argv: list[str]) -> None:
                       f"{seconds / base:.1f} | {describe(r)}; baseline {base:.3f} s |",
                       flush=True)
     if "--distinct" in argv:
-        limit = float(argv[argv.index("--distinct") + 1])
-        queue: multiprocessing.Queue = multiprocessing.Queue()
-        proc = multiprocessing.Process(target=_distinct, args=(queue,))
-        proc.start()
-        proc.join(limit)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join()
-            note = f"not finished in {limit:.0f} s (stopped)"
-        else:
-            note = queue.get()
-        print(f"| 1000,100 n_max 5000 (848 groups) | ce | lambda_0/2 | - | - | grouped: {note} |")
+        distinct_rows(float(argv[argv.index("--distinct") + 1]))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,32 @@ def test_grouped_route_agrees_with_the_factored_route(name, counts):
         assert np.linalg.norm(A / np.linalg.norm(A) - B / np.linalg.norm(B)) < GRAM_TOL
 
 
+@pytest.mark.parametrize(("name", "rank"), [("ce", None), ("ldt", None), ("ce", 1), ("ldam", 1)])
+def test_a_reduced_start_rank_reaches_the_factored_optimum(name, rank, monkeypatch):
+    """Above ``RANK_FROM`` groups the factors start at an estimated rank (docs/theory.md
+    §13.8); here that path runs at k = 12 (distinct counts) with the estimate (``None``) and with
+    a start of rank 1, below the optimum's, which the escape rounds must repair."""
+    from ucfm_svm.regularized import grouped
+
+    monkeypatch.setattr(grouped, "RANK_FROM", 0)
+    monkeypatch.setattr(grouped, "RANK_EXTRA", 0)
+    if rank is not None:
+        monkeypatch.setattr(grouped, "start_rank", lambda red: rank)
+    spec = _spec(name, longtail_counts(12, 10, 200))
+    reg = Regularization.from_lambda(6e-3)
+    assert grouped.start_rank(Reduced(spec, params_from_spec(spec), class_groups(
+        params_from_spec(spec), spec.n_vec), reg.lam, "none", reg.lam)) < 12
+    reduced, _ = solve_grouped(spec, reg)
+    factored, _ = solve_factors(spec, reg)
+    for r in (reduced, factored):
+        assert r.certified and r.rel_gap <= 1e-6, r.message
+    gaps = max(reduced.objective - reduced.lower_bound, factored.objective - factored.lower_bound)
+    assert abs(reduced.objective - factored.objective) <= gaps
+    for gram in ("classifier_gram", "embedding_gram"):
+        A, B = getattr(reduced, gram), getattr(factored, gram)
+        assert np.linalg.norm(A / np.linalg.norm(A) - B / np.linalg.norm(B)) < GRAM_TOL
+
+
 @pytest.mark.parametrize("bias", ["none", "free", "ridge"])
 def test_expanded_point_is_certified_at_full_size(bias):
     spec = _spec("ldt", longtail_counts(50, 20, 25))
@@ -152,10 +178,12 @@ def test_grouped_route_pins_a_collapsed_optimum_above_200_classes():
     and the n = 2 class's bias 0.09 off; run to gtol it matches the factored route."""
     spec = Spec.from_loss([100] * 150 + [1] * 149 + [2], "ldam")
     reg = Regularization.from_lambda(1e-3, "free")
-    grouped = solve_regularized(spec, reg)
+    grouped = solve_regularized(spec, reg, route="grouped")
     factored, _ = solve_factors(spec, reg)
+    zero = solve_regularized(spec, reg)  # auto: the closed form M = 0 (docs/theory.md §13.8)
     assert grouped.solver.startswith("grouped") and grouped.certified and factored.certified
+    assert zero.solver.startswith("M = 0") and zero.certified
     assert np.trace(grouped.classifier_gram) <= 1e-10
-    b_grouped = grouped.regularization["b"]
-    b_factored = factored.regularization["b"]
-    assert np.max(np.abs((b_grouped - b_grouped.mean()) - (b_factored - b_factored.mean()))) < 1e-6
+    centred = [b - b.mean() for b in (r.regularization["b"] for r in (grouped, factored, zero))]
+    assert np.max(np.abs(centred[0] - centred[1])) < 1e-6
+    assert np.max(np.abs(centred[2] - centred[1])) < 1e-6

@@ -58,6 +58,9 @@ TRUST_STEPS = 200
 ROUNDS = 8
 #: Relative size below which a singular value of ``T`` or an ``alpha_g`` is dropped.
 DROP_RTOL = 1e-4
+#: Above this many groups the factors start at the estimated rank of :func:`start_rank`
+#: (times ``RANK_MARGIN``, plus ``RANK_EXTRA``) instead of ``m``.
+RANK_FROM, RANK_MARGIN, RANK_EXTRA = 200, 1.25, 8
 #: Escape test and size of the added directions (as in :mod:`ucfm_svm.regularized.solver`).
 ESCAPE_RTOL, ESCAPE_SCALE = 1e-9, 1e-2
 
@@ -438,6 +441,26 @@ def _prox_stage(red: Reduced, params: LossParams, T: np.ndarray, alpha: np.ndarr
     return (*x, done)
 
 
+def start_rank(red: Reduced) -> int:
+    """The factor rank to start from: all ``m`` up to ``RANK_FROM`` groups, else
+    ``RANK_MARGIN`` times the number of singular values of ``-df/dT`` at ``(T, alpha, b) = 0``
+    above ``lambda`` (the directions along which ``M = 0`` is left, docs/theory.md §13.8), plus
+    ``RANK_EXTRA``, at most ``m``.
+
+    An estimate, not a bound: measured against the optimum's rank (singular values above
+    ``1e-6`` of the largest) at ``lambda_0 / 2``, CE, ``--longtail 200,100 --n-max 1000``:
+    60 for 59, ``--longtail 400,100 --n-max 2000``: 120 for 120. A start below the optimum's
+    rank shows as a gap and the escape rounds of :func:`solve_grouped` add the missing
+    directions.
+    """
+    m = red.m
+    if m <= RANK_FROM:
+        return m
+    _, p = red.softmax(red.logits(np.zeros((m, m)), np.zeros(m), np.zeros(m)))
+    sig = np.linalg.svd(red.gradient(p)[0], compute_uv=False)
+    return min(m, math.ceil(RANK_MARGIN * int(np.sum(sig > red.lam))) + RANK_EXTRA)
+
+
 def solve_grouped(
     spec: Spec,
     reg: object,
@@ -464,7 +487,8 @@ def solve_grouped(
     certify = rtol / 10
     m = groups.m
     rng = np.random.default_rng(seed)
-    start = (0.1 * rng.standard_normal((m, m)), 0.1 * rng.standard_normal((m, m)),
+    r = start_rank(red)
+    start = (0.1 * rng.standard_normal((m, r)), 0.1 * rng.standard_normal((r, m)),
              0.1 * rng.standard_normal(m), 0.1 * rng.standard_normal(m), np.zeros(m))
     mask = red.has_alpha
     nit = 0

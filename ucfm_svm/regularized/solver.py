@@ -59,11 +59,15 @@ EARLY_STOP_K = 200
 CHECK_EVERY = 40
 #: Routes of :func:`solve_regularized`.
 ROUTES = ("auto", "grouped", "factors")
-#: ``auto`` takes the grouped route up to this many groups of tied classes (its Newton steps
-#: cost ``O(m^3)``).
-GROUPED_MAX_GROUPS = 400
 #: Largest memory of a regularized solve, and the number of ``k x m`` arrays it is counted in.
 CLASS_MAX_BYTES, ARRAYS = 6 * 2**30, 16
+#: :func:`solve_zero` declines without the Newton steps on a bias when the column/row-norm
+#: bound of the gradient at ``b = 0`` exceeds this many ``lambda``.
+ZERO_SKIP = 2.0
+#: Newton steps at most of :func:`bias_at_zero` (quadratic convergence: about 10 are taken),
+#: and the relative Newton decrement below which it takes one last full step and stops
+#: (measured: the decrements' rounding floor is near 1e-19 at counts 100,100,1,1).
+BIAS_STEPS, BIAS_DECREMENT = 60, 1e-16
 
 
 @dataclass(frozen=True)
@@ -327,8 +331,13 @@ def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
 
     ``route``: ``"grouped"`` (:func:`ucfm_svm.regularized.grouped.solve_grouped`, the program
     reduced by the symmetry of tied classes, docs/theory.md §13.6), ``"factors"``
-    (:func:`solve_factors`) or ``"auto"``: grouped at the class level (``d >= k``, no ``rank``
-    or ``start``) when there are at most ``GROUPED_MAX_GROUPS`` groups, else factors. Both are
+    (:func:`solve_factors`) or ``"auto"``: at the class level (no ``rank``, ``start`` or
+    ``target_gap``) first the closed-form check of :func:`solve_zero` (``M = 0`` is the
+    minimizer iff ``lambda >= lambda_0``, docs/theory.md §13.8), then grouped when ``d >= k``
+    (whatever the number of groups: with ``m`` groups its products are ``m x r x m``, never
+    more than the factored route's ``k x r x k``, and it starts at the estimated rank; at k =
+    1000 with 529 distinct-count groups the factored route's first rank-32 round alone ran
+    past 200 s where the grouped route finished, docs/theory.md §13.8), else factors. All are
     certified by the same full-size dual bound. Refuses (``level``) a class level whose ``k x
     k`` arrays would not fit in ``CLASS_MAX_BYTES``.
     """
@@ -338,13 +347,13 @@ def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
         raise fail("spec", "a Spec", type(spec).__name__)
     level = options.get("level", "class")
     check_memory(spec, level)
+    plain = level == "class" and not ({"rank", "start", "target_gap"} & set(options))
+    if route == "auto" and plain:
+        zero = solve_zero(spec, reg, rtol=options.get("rtol", CERTIFY_RTOL))
+        if zero is not None:
+            return zero
     if route == "auto":
-        from .grouped import class_groups
-
-        simple = level == "class" and spec.dim >= spec.k and not (
-            {"rank", "start", "target_gap"} & set(options))
-        few = class_groups(params_from_spec(spec), spec.n_vec).m <= GROUPED_MAX_GROUPS
-        route = "grouped" if simple and few else "factors"
+        route = "grouped" if plain and spec.dim >= spec.k else "factors"
     if route == "grouped":
         from .grouped import solve_grouped
 
@@ -357,6 +366,107 @@ def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
         options.pop("level", None)
         return solve_grouped(spec, reg, **options)[0]
     return solve_factors(spec, reg, **options)[0]
+
+
+def bias_at_zero(params: LossParams, cols: _Columns, reg: Regularization) -> tuple[np.ndarray, int]:
+    """The minimizer ``b*`` of ``g(b) = f(0, b) (+ lambda_W/2 ||b||^2)`` by Newton's method.
+
+    At ``M = 0`` every column has the logits ``b``; with ``beta_j = a_j w_j / delta_j^2`` the
+    Hessian is ``H = Delta [diag(P beta) - P diag(beta) P^T] Delta (+ lambda_W I)`` (the softmax
+    Hessian ``diag(p) - p p^T`` of each column). For a free bias ``H`` is singular along ``v =
+    Delta^{-1} 1`` (a common shift of the adjusted logits), which is orthogonal to every
+    gradient; ``H + (tr H / k) v v^T / |v|^2`` is then definite and its Newton steps stay
+    orthogonal to ``v`` (the gauge of the other routes' reports), so ``b*`` is the minimizer
+    with ``<b*, v> = 0``. Armijo backtracking; once the Newton decrement ``g^T H^{-1} g`` is at
+    most ``BIAS_DECREMENT`` relative, one full step is taken without a line search (where
+    ``f`` no longer resolves the decrease; quadratic convergence puts it at rounding level)
+    and the iteration stops. ``b* = 0`` without a bias.
+
+    Returns
+    -------
+    b : (k,) array
+    steps : Newton steps taken
+    """
+    k = params.k
+    b = np.zeros(k)
+    if reg.bias == "none":
+        return b, 0
+    ridge = reg.lambda_w if reg.bias == "ridge" else 0.0
+    beta = cols.a * params.weights[cols.labels] / params.temperatures[cols.labels] ** 2
+    v = 1.0 / params.scales
+    v /= np.linalg.norm(v)
+    scale = np.outer(params.scales, params.scales)
+
+    def state(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        value, P, Q = _primal(params, cols, np.repeat(x[:, None], cols.m, axis=1))
+        return value + 0.5 * ridge * float(x @ x), Q.sum(axis=1) + ridge * x, P
+
+    value, grad, P = state(b)
+    steps = 0
+    for steps in range(1, BIAS_STEPS + 1):  # noqa: B007 - the count is reported
+        R = P * np.sqrt(beta)[None, :]
+        H = (np.diag(P @ beta) - R @ R.T) * scale
+        H[np.diag_indices(k)] += ridge
+        if reg.bias == "free":
+            H += (np.trace(H) / k) * np.outer(v, v)
+        step = -np.linalg.solve(H, grad)
+        decrement = -float(grad @ step)
+        if not decrement > 0.0:
+            break
+        if decrement <= BIAS_DECREMENT * max(abs(value), 1.0):
+            b = b + step  # the last step: f cannot tell such points apart (rounding level)
+            break
+        t = 1.0
+        while True:
+            new = state(b + t * step)
+            if new[0] <= value - 1e-4 * t * decrement or t < 1e-12:
+                break
+            t *= 0.5
+        if new[0] > value:
+            break
+        b = b + t * step
+        value, grad, P = new
+    return b, steps
+
+
+def _norm_floor(X: np.ndarray) -> float:
+    """A lower bound on ``||X||_2``: the largest column or row norm (``O(k^2)``)."""
+    squares = X * X
+    return math.sqrt(max(float(squares.sum(axis=0).max()), float(squares.sum(axis=1).max())))
+
+
+def solve_zero(spec: Spec, reg: Regularization, *, rtol: float = CERTIFY_RTOL) -> Result | None:
+    """The certified minimizer ``(M, b) = (0, b*)`` when ``lambda >= lambda_0``, else ``None``.
+
+    ``lambda_0 = ||grad_M f(0, b*)||_2`` (:func:`bias_at_zero`; docs/theory.md §13.8): the
+    point ``(0, b*)`` satisfies ``grad_b = 0`` and ``-grad_M f in lambda d||0||_*`` iff
+    ``||grad_M f(0, b*) S^{-1}||_2 <= lambda``, and with a strict inequality ``M = 0`` is the
+    only minimizer (every ``M != 0`` raises the objective by at least ``(lambda - lambda_0)
+    ||M||_*``), so the Grams (all zero) are exact. The check costs one ``k x k`` spectral norm
+    (with a bias, a few Newton steps on ``b`` more); the point is certified by the same
+    full-size dual bound as every route (:func:`_assemble`). Class level, ``d >= 1``.
+
+    Declining is always safe (the caller solves), so it is cheap where it can be: when the
+    largest column or row norm of ``grad_M f S^{-1}`` (a lower bound on its spectral norm)
+    already reaches ``lambda``, and, with a bias, before the Newton steps when that bound at
+    ``b = 0`` exceeds ``ZERO_SKIP lambda`` (a heuristic: ``b*`` moves the gradient, so the
+    factor leaves room).
+    """
+    t0 = time.perf_counter()
+    params = params_from_spec(spec)
+    cols = _Columns(spec, "class")
+    k = spec.k
+    if reg.bias != "none":  # far below lambda_0 at b = 0: skip the Newton steps on b
+        _, _, Q = _primal(params, cols, np.zeros((k, cols.m)))
+        if _norm_floor(Q / cols.root[None, :]) >= ZERO_SKIP * reg.lam:
+            return None
+    b, steps = bias_at_zero(params, cols, reg)
+    _, _, Q = _primal(params, cols, np.repeat(b[:, None], cols.m, axis=1))
+    X = Q / cols.root[None, :]
+    if _norm_floor(X) >= reg.lam or _spectral_norm(X) >= reg.lam:
+        return None
+    return _assemble(spec, reg, "class", params, cols, np.zeros((k, 0)), np.zeros((0, k)), b,
+                     steps, t0, rtol, "M = 0 (lambda >= lambda_0)")[0]
 
 
 def memory_estimate(spec: Spec, level: str = "class") -> int:

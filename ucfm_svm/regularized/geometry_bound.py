@@ -200,8 +200,9 @@ def geometry_bound(
     total = float(root @ root)
     best = None
     ranks = sorted({int(np.sum(s > t * s[0])) if s.size and s[0] > 0 else 0
-                    for t in TRUNCATIONS} | {0}, reverse=True)
-    for r in ranks:
+                    for t in TRUNCATIONS}, reverse=True)
+    while ranks:
+        r = ranks.pop(0)
         dropped = float(np.sqrt(np.sum(s[r:] ** 2)))
         Ur, sr, Vr = U[:, :r], s[:r], Vt[:r]
         Mr = (Ur * sr[None, :]) @ Vr
@@ -237,6 +238,8 @@ def geometry_bound(
         bound += dropped
         if best is None or bound < best[0]:
             best = (bound, r, res_m, modulus)
+        if not ranks and r and best[0] >= s[0]:  # M itself is not pinned: try X' = 0
+            ranks = [0]
     bound, r, res_m, modulus = best
     rounding = 10.0 * k * EPS * float(s[0]) if s.size else 0.0
     e_m = math.sqrt(2.0) * bound + rounding if bound > 0 else 0.0
@@ -249,11 +252,14 @@ def geometry_bound(
     # || G/||G|| - G*/||G*|| ||_F <= 2 ||G - G*||_F / ||G||_F; ||C^T D C||_F <= ||D||_F / min n
     dist = 0.0
     if e_m > 0:
-        with np.errstate(divide="ignore"):
-            dist = max(2.0 * scale**2 * e_m / float(np.linalg.norm(cg)),
-                       2.0 * e_m / (scale**2 * float(counts.min()) * float(np.linalg.norm(eg))))
+        sizes = float(np.linalg.norm(cg)), float(np.linalg.norm(eg))
+        dist = 2.0
+        if min(sizes) > 0:
+            dist = min(dist, max(2.0 * scale**2 * e_m / sizes[0],
+                                 2.0 * e_m / (scale**2 * float(counts.min()) * sizes[1])))
     reason = ""
     if max(n_w, n_h, c_w, c_h) > 0 and not math.isfinite(max(n_w, n_h, c_w, c_h)):
-        reason = (f"||M - M*||_F <= {bound:.1e} is not below the smallest squared norm: the "
-                  "minimizer may be M = 0 (lambda at or above the vanishing point)")
+        reason = (f"the squared norm of a class is within the bound ({e_m:.1e}) of zero "
+                  "(a vanishing class, or M = 0 at or above the vanishing point): its norm and "
+                  "cosines are not pinned")
     return GeometryBound(bound, max(n_w, n_h), max(c_w, c_h), dist, r, res_m, modulus, reason)

@@ -209,16 +209,25 @@ def geometry_bound(
         shift = np.linalg.norm(M - Mr, axis=0) / root  # ||z'_j - z_j||
         _, _, Q = _primal(params, cols, Mr / root[None, :] + b[:, None])
         G0 = Q / root[None, :]
+        # the residual of G = grad_M f + lambda (U V^T + W_perp) in the four blocks of
+        # (U, U_perp) x (V, V_perp); a complement of dimension 0 contributes nothing
         A1 = Ur.T @ G0
-        B1 = G0 @ Vr.T
         R1 = A1 @ Vr.T + lam * np.eye(r)
-        R2 = A1 - (A1 @ Vr.T) @ Vr
-        R3 = B1 - Ur @ (Ur.T @ B1)
-        Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
-        top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
-        top *= 1.0 + 10.0 * Gm.shape[0] * EPS
-        rest = math.sqrt(max(min(k, m) - r, 0)) * max(top - lam, 0.0)
-        res_m = math.sqrt(float(np.sum(R1 * R1) + np.sum(R2 * R2) + np.sum(R3 * R3)) + rest**2)
+        squares = float(np.sum(R1 * R1))
+        if r < m:
+            R2 = A1 - (A1 @ Vr.T) @ Vr
+            squares += float(np.sum(R2 * R2))
+        if r < k:
+            B1 = G0 @ Vr.T
+            R3 = B1 - Ur @ (Ur.T @ B1)
+            squares += float(np.sum(R3 * R3))
+        rest = 0.0
+        if r < min(k, m):  # ||W_perp||_2 <= 1 fails only by (||P G0 P||_2 - lambda)_+ <= ...
+            Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
+            top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
+            top *= 1.0 + 10.0 * Gm.shape[0] * EPS
+            rest = math.sqrt(min(k, m) - r) * max(top - lam, 0.0)
+        res_m = math.sqrt(squares + rest**2)
         if r:  # rounding of the products that formed R1, R2, R3
             res_m += 10.0 * k * EPS * (float(np.linalg.norm(G0)) + lam * math.sqrt(r))
         mu = mu0 * np.exp(-kappa * (rho + shift))
@@ -236,14 +245,25 @@ def geometry_bound(
             modulus = min(nu, sharp, lambda_w)
             bound = (total + 2.0) ** 0.5 * (res_m * (total + 2.0) ** 0.5 + gb) / modulus
         bound += dropped
-        if best is None or bound < best[0]:
-            best = (bound, r, res_m, modulus)
-        if not ranks and r and best[0] >= s[0]:  # M itself is not pinned: try X' = 0
+        rounding = 10.0 * k * EPS * float(s[0]) if s.size else 0.0
+        e_m = math.sqrt(2.0) * bound + rounding if bound > 0 else 0.0
+        result = _carry(grams, counts, scale, e_m, bound, r, res_m, modulus)
+        if best is None or (result.error, result.matrix) < (best.error, best.matrix):
+            best = result
+        if best.error <= GEOMETRY_RTOL:  # a truncation that certifies: no need for others
+            break
+        if not ranks and r and best.matrix >= s[0]:  # M itself is not pinned: try X' = 0
             ranks = [0]
-    bound, r, res_m, modulus = best
-    rounding = 10.0 * k * EPS * float(s[0]) if s.size else 0.0
-    e_m = math.sqrt(2.0) * bound + rounding if bound > 0 else 0.0
+    return best
+
+
+def _carry(grams: tuple[np.ndarray, np.ndarray], counts: np.ndarray, scale: float, e_m: float,
+           bound: float, r: int, res_m: float, modulus: float) -> GeometryBound:
+    """Step 3: ``|| |M^T| - |M*^T| ||_F <= e_m`` carried to both reported Grams, their norms,
+    cosines and normalized forms (the embedding Gram is ``C^T |M| C / c^2`` with ``||C e_i||
+    = 1 / sqrt(n_i)``)."""
     cg, eg = grams
+    k = cg.shape[0]
     E_w = np.full((k, k), scale**2 * e_m)
     inv = 1.0 / np.sqrt(counts)
     E_h = np.outer(inv, inv) * e_m / scale**2
@@ -258,7 +278,7 @@ def geometry_bound(
             dist = min(dist, max(2.0 * scale**2 * e_m / sizes[0],
                                  2.0 * e_m / (scale**2 * float(counts.min()) * sizes[1])))
     reason = ""
-    if max(n_w, n_h, c_w, c_h) > 0 and not math.isfinite(max(n_w, n_h, c_w, c_h)):
+    if not math.isfinite(max(n_w, n_h, c_w, c_h)):
         reason = (f"the squared norm of a class is within the bound ({e_m:.1e}) of zero "
                   "(a vanishing class, or M = 0 at or above the vanishing point): its norm and "
                   "cosines are not pinned")

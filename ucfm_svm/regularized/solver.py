@@ -557,11 +557,16 @@ def _assemble(
     from .geometry_bound import geometry_bound, thin_svd
 
     k, lam = spec.k, reg.lam
-    svd = None
     if grams is None:
         svd = thin_svd(W, V)
         root_s = np.sqrt(svd[1])
         W, V = svd[0] * root_s[None, :], root_s[:, None] * svd[2]
+    else:  # the grouped route's factors: orthogonal balanced columns by construction
+        sizes = np.sqrt(np.sum(W * W, axis=0))
+        safe = np.where(sizes > 0, sizes, 1.0)
+        svd = W / safe[None, :], sizes * sizes, V / safe[:, None]
+        order = np.argsort(-svd[1], kind="stable")
+        svd = svd[0][:, order], svd[1][order], svd[2][order]
     r = W.shape[1]
     Z = (W @ V) / cols.root[None, :] + b[:, None]
     value, P, _ = _primal(params, cols, Z)

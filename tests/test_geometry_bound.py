@@ -113,10 +113,13 @@ def test_optimal_results_agree_with_a_tight_solve_to_the_tolerance():
             assert np.all(np.abs(a[live] - b[live]) <= 2 * GEOMETRY_RTOL * b[live] + 1e-12)
 
 
-def test_zero_minimizer_is_reported_exactly():
-    """Above lambda_0 (no bias) 0 is in dF(0): the result is M = 0 exactly, and optimal."""
+@pytest.mark.parametrize("bias", ["none", "free", "ridge"])
+def test_zero_minimizer_is_reported_exactly(bias):
+    """Above lambda_0, M* = 0 is certified (no bias: 0 is in dF(0); with one, the sharpness of
+    ||M||_* beats the bias's bounded error): the result is M = 0 exactly, and optimal."""
     spec = Spec.from_loss((5, 5), "ce")
-    result = solve_regularized(spec, Regularization.from_lambda(2 * LAMBDA_0), route="factors")
+    result = solve_regularized(spec, Regularization.from_lambda(2 * LAMBDA_0, bias),
+                               route="factors")
     assert result.status == OPTIMAL, result.message
     assert not np.any(result.classifier_gram) and not np.any(result.embedding_gram)
     assert result.regularization["geometry_bound"]["matrix"] == 0.0

@@ -68,6 +68,8 @@ class GeometryBound:
         The monotonicity modulus used.
     reason : str
         Why the bound is large, or ``""``.
+    zero : bool
+        Whether ``M* = 0`` exactly is certified (then ``matrix`` is ``||M||_F``).
     """
 
     matrix: float
@@ -78,6 +80,7 @@ class GeometryBound:
     residual: float
     modulus: float
     reason: str
+    zero: bool = False
 
     @property
     def error(self) -> float:
@@ -89,7 +92,7 @@ class GeometryBound:
         return {
             "matrix": self.matrix, "norms": self.norms, "cosines": self.cosines,
             "normalized_grams": self.normalized_grams, "rank": self.rank,
-            "residual": self.residual, "modulus": self.modulus,
+            "residual": self.residual, "modulus": self.modulus, "zero": self.zero,
         }
 
 
@@ -221,7 +224,7 @@ def geometry_bound(
             B1 = G0 @ Vr.T
             R3 = B1 - Ur @ (Ur.T @ B1)
             squares += float(np.sum(R3 * R3))
-        rest = 0.0
+        rest, top = 0.0, math.inf
         if r < min(k, m):  # ||W_perp||_2 <= 1 fails only by (||P G0 P||_2 - lambda)_+ <= ...
             Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
             top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
@@ -244,10 +247,11 @@ def geometry_bound(
             gb = float(np.linalg.norm(Q.sum(axis=1) + lambda_w * b))
             modulus = min(nu, sharp, lambda_w)
             bound = (total + 2.0) ** 0.5 * (res_m * (total + 2.0) ** 0.5 + gb) / modulus
-        bound += dropped
+        zero = r == 0 and _zero_is_optimal(params, cols, bias, lam, top, res_m, bound, total)
+        bound = dropped if zero else bound + dropped  # zero: M* = 0 exactly, the error is M
         rounding = 10.0 * k * EPS * float(s[0]) if s.size else 0.0
         e_m = math.sqrt(2.0) * bound + rounding if bound > 0 else 0.0
-        result = _carry(grams, counts, scale, e_m, bound, r, res_m, modulus)
+        result = _carry(grams, counts, scale, e_m, bound, r, res_m, modulus, zero)
         if best is None or (result.error, result.matrix) < (best.error, best.matrix):
             best = result
         if best.error <= GEOMETRY_RTOL:  # a truncation that certifies: no need for others
@@ -257,8 +261,27 @@ def geometry_bound(
     return best
 
 
+def _zero_is_optimal(params: LossParams, cols: object, bias: str, lam: float, top: float,
+                     res_m: float, bound: float, total: float) -> bool:
+    """Whether ``M* = 0`` exactly, from the candidate ``X' = (0, b)`` (docs/theory.md §13.7).
+
+    Without a bias: iff the residual is zero (``||grad_M f(0)||_2 <= lambda``). With one,
+    ``F(M, b*) >= F(0, b*) + (lambda - ||grad_M f(0, b*)||_2) ||M||_*`` gives ``M* = 0`` when
+    ``||grad_M f(0, b)||_2 + L ||P_a (b - b*)|| < lambda``, with the bound on ``b - b*`` of step
+    2 and ``L = (sum_j (a_j w_j (max Delta / delta_j)^2 / (2 s_j))^2)^{1/2}`` (the softmax
+    Hessian is at most 1/2)."""
+    if bias == "none":
+        return res_m == 0.0
+    labels = cols.labels
+    lip = cols.a * params.weights[labels] * (params.scales.max()
+                                              / params.temperatures[labels]) ** 2 / 2.0
+    L = float(np.linalg.norm(lip / cols.root))
+    shift = 2.0 * bound / math.sqrt(total) if bias == "free" else bound / math.sqrt(total + 2.0)
+    return top + L * shift < lam
+
+
 def _carry(grams: tuple[np.ndarray, np.ndarray], counts: np.ndarray, scale: float, e_m: float,
-           bound: float, r: int, res_m: float, modulus: float) -> GeometryBound:
+           bound: float, r: int, res_m: float, modulus: float, zero: bool) -> GeometryBound:
     """Step 3: ``|| |M^T| - |M*^T| ||_F <= e_m`` carried to both reported Grams, their norms,
     cosines and normalized forms (the embedding Gram is ``C^T |M| C / c^2`` with ``||C e_i||
     = 1 / sqrt(n_i)``)."""
@@ -282,4 +305,5 @@ def _carry(grams: tuple[np.ndarray, np.ndarray], counts: np.ndarray, scale: floa
         reason = (f"the squared norm of a class is within the bound ({e_m:.1e}) of zero "
                   "(a vanishing class, or M = 0 at or above the vanishing point): its norm and "
                   "cosines are not pinned")
-    return GeometryBound(bound, max(n_w, n_h), max(c_w, c_h), dist, r, res_m, modulus, reason)
+    return GeometryBound(bound, max(n_w, n_h), max(c_w, c_h), dist, r, res_m, modulus, reason,
+                         zero)

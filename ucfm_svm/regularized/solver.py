@@ -608,8 +608,7 @@ def _assemble(
         bound = geometry_bound(params, cols, W, V, b, lam=lam, bias=reg.bias,
                                lambda_w=reg.lambda_w, gap=gap, objective=objective,
                                lower=lower, scale=c, grams=(cg, eg), svd=svd)
-        if r and bound.rank == 0 and bound.residual == 0.0 and reg.bias == "none":
-            # 0 is in dF(0): M = 0 is the exact (unique) minimizer; report it (§13.7)
+        if r and bound.zero:  # M* = 0 exactly (§13.7): report it
             zero = np.zeros((k, k))
             return _assemble(spec, reg, level, params, cols, np.zeros((k, 0)),
                              np.zeros((0, cols.m)), b, nit, t0, rtol, solver, (zero, zero))

@@ -619,7 +619,7 @@ def _assemble(
     if status == OPTIMAL:
         message = "certified global optimum: " + text
     elif status == GEOMETRY_NOT_CERTIFIED:
-        message = ("objective certified, geometry not: " + text + "\n"
+        message = ("certified objective: " + text + "\n"
                    + _geometry_advice(params, cols, reg, bound, float(np.linalg.norm(W @ V))))
     else:
         message = "not certified: " + text + "; try a smaller --gtol or a larger --maxiter"

@@ -136,6 +136,12 @@ class Result:
         """Whether global optimality is certified (:data:`OPTIMAL`)."""
         return self.status == OPTIMAL
 
+    @property
+    def objective_certified(self) -> bool:
+        """Whether the objective is certified (:data:`OPTIMAL` or
+        :data:`GEOMETRY_NOT_CERTIFIED`), whatever is known of the geometry."""
+        return self.status in (OPTIMAL, GEOMETRY_NOT_CERTIFIED)
+
     @classmethod
     def from_point(
         cls,

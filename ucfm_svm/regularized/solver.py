@@ -24,13 +24,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import geometry
-from ..result import CERTIFY_RTOL, NOT_CERTIFIED, OPTIMAL, Result
+from ..result import (
+    CERTIFY_RTOL,
+    GEOMETRY_NOT_CERTIFIED,
+    GEOMETRY_RTOL,
+    NOT_CERTIFIED,
+    OPTIMAL,
+    Result,
+)
 from ..spec import Spec
 from ..validation import check_float, check_int, fail
 from .losses import LossParams, adjusted_logits, params_from_spec
@@ -59,6 +66,9 @@ EARLY_STOP_K = 200
 CHECK_EVERY = 40
 #: Routes of :func:`solve_regularized`.
 ROUTES = ("auto", "grouped", "factors")
+#: Up to this many classes, a class-level result whose gap is certified but whose geometry bound
+#: is not (docs/theory.md §13.7) is refined by :func:`polish` (dense SVDs: ``O(k^3)`` a step).
+POLISH_MAX_K = 32
 #: Largest memory of a regularized solve, and the number of ``k x m`` arrays it is counted in.
 CLASS_MAX_BYTES, ARRAYS = 6 * 2**30, 16
 #: :func:`solve_zero` declines without the Newton steps on a bias when the column/row-norm
@@ -341,6 +351,7 @@ def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
     certified by the same full-size dual bound. Refuses (``level``) a class level whose ``k x
     k`` arrays would not fit in ``CLASS_MAX_BYTES``.
     """
+    t0 = time.perf_counter()
     if route not in ROUTES:
         raise fail("route", "one of " + ", ".join(ROUTES), route)
     if not isinstance(spec, Spec):
@@ -364,8 +375,22 @@ def solve_regularized(spec: Spec, reg: Regularization, *, route: str = "auto",
         if extra:
             raise fail("route", "'factors' with " + ", ".join(sorted(extra)), route)
         options.pop("level", None)
-        return solve_grouped(spec, reg, **options)[0]
-    return solve_factors(spec, reg, **options)[0]
+        result, factors = solve_grouped(spec, reg, **options)
+    else:
+        result, factors = solve_factors(spec, reg, **options)
+    if (result.status == GEOMETRY_NOT_CERTIFIED and level == "class" and spec.k <= POLISH_MAX_K
+            and spec.dim >= spec.k and not {"rank", "start"} & set(options)):
+        # the point is only as accurate as the solver's stopping rule; exact thresholding
+        # steps bring the first-order residual to rounding, which the bound needs (§13.7)
+        polished, _ = polish(spec, reg, factors, rtol=options.get("rtol", CERTIFY_RTOL))
+        bound = polished.regularization.get("geometry_bound")
+        if bound is not None and bound["norms"] <= result.regularization["geometry_bound"][
+                "norms"] and bound["cosines"] <= result.regularization["geometry_bound"][
+                "cosines"]:
+            result = replace(polished, solver=f"{result.solver}, then SVT polish",
+                             iterations=result.iterations + polished.iterations,
+                             seconds=time.perf_counter() - t0)
+    return result
 
 
 def bias_at_zero(params: LossParams, cols: _Columns, reg: Regularization) -> tuple[np.ndarray, int]:
@@ -630,9 +655,28 @@ def _assemble(
 ) -> tuple[Result, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The certified :class:`Result` of the balanced factors ``(W, V, b)``, and the factors.
 
-    ``grams``: ``(W W^T, V^T V)`` when the caller has them cheaper than the products.
+    ``grams``: ``(W W^T, V^T V)`` when the caller has them cheaper than the products (the
+    grouped route, whose factors are balanced by construction); otherwise the factors are
+    first rebalanced from the SVD of ``M = W V`` (``W = U S^{1/2}``, ``V = S^{1/2} V^T``: the
+    reported Grams are then ``(M M^T)^{1/2}`` and ``(M^T M)^{1/2}``, and the penalty is
+    ``lambda ||M||_*``). The status is :data:`OPTIMAL` iff the relative gap is ``<= rtol`` and
+    the geometry bound of :func:`~ucfm_svm.regularized.geometry_bound.geometry_bound`
+    (docs/theory.md §13.7) is ``<= GEOMETRY_RTOL``; :data:`GEOMETRY_NOT_CERTIFIED` when only
+    the gap is.
     """
+    from .geometry_bound import geometry_bound, thin_svd
+
     k, lam = spec.k, reg.lam
+    if grams is None:
+        svd = thin_svd(W, V)
+        root_s = np.sqrt(svd[1])
+        W, V = svd[0] * root_s[None, :], root_s[:, None] * svd[2]
+    else:  # the grouped route's factors: orthogonal balanced columns by construction
+        sizes = np.sqrt(np.sum(W * W, axis=0))
+        safe = np.where(sizes > 0, sizes, 1.0)
+        svd = W / safe[None, :], sizes * sizes, V / safe[:, None]
+        order = np.argsort(-svd[1], kind="stable")
+        svd = svd[0][:, order], svd[1][order], svd[2][order]
     r = W.shape[1]
     Z = (W @ V) / cols.root[None, :] + b[:, None]
     value, P, _ = _primal(params, cols, Z)
@@ -659,20 +703,36 @@ def _assemble(
     H_out = np.zeros((d, k))
     H_out[:r] = Hbar
     gap = objective - lower
-    status = OPTIMAL if gap <= rtol * abs(objective) else NOT_CERTIFIED
-    text = (
-        f"objective {objective:.10g}, dual bound {lower:.10g}, gap {gap:.2e}; "
-        f"{nit} {solver} iterations at rank {r}, ||Q S^-1||_2 / lambda = "
-        f"{info['spectral_ratio']:.8f}"
-    )
-    message = ("certified global optimum: " if status == OPTIMAL else "not certified: ") + text
-    if status != OPTIMAL:
-        message += "; try a smaller --gtol or a larger --maxiter"
     if grams is None:
         cg, eg = W_out @ W_out.T, H_out.T @ H_out
     else:
         cg = c * c * grams[0]
         eg = grams[1] / (c * c * np.outer(cols.root, cols.root))
+    text = (
+        f"objective {objective:.10g}, dual bound {lower:.10g}, gap {gap:.2e}; "
+        f"{nit} {solver} iterations at rank {r}, ||Q S^-1||_2 / lambda = "
+        f"{info['spectral_ratio']:.8f}"
+    )
+    bound = None
+    if gap <= rtol * abs(objective):
+        bound = geometry_bound(params, cols, W, V, b, lam=lam, bias=reg.bias,
+                               lambda_w=reg.lambda_w, gap=gap, objective=objective,
+                               lower=lower, scale=c, grams=(cg, eg), svd=svd)
+        if r and bound.zero:  # M* = 0 exactly (§13.7): report it
+            zero = np.zeros((k, k))
+            return _assemble(spec, reg, level, params, cols, np.zeros((k, 0)),
+                             np.zeros((0, cols.m)), b, nit, t0, rtol, solver, (zero, zero))
+        status = OPTIMAL if bound.error <= GEOMETRY_RTOL else GEOMETRY_NOT_CERTIFIED
+        text += f"; geometry error <= {bound.error:.1e} (docs/theory.md §13.7)"
+    else:
+        status = NOT_CERTIFIED
+    if status == OPTIMAL:
+        message = "certified global optimum: " + text
+    elif status == GEOMETRY_NOT_CERTIFIED:
+        message = ("certified objective: " + text + "\n"
+                   + _geometry_advice(params, cols, reg, bound, float(np.linalg.norm(W @ V))))
+    else:
+        message = "not certified: " + text + "; try a smaller --gtol or a larger --maxiter"
     return Result(
         spec=spec,
         method="regularized",
@@ -698,8 +758,26 @@ def _assemble(
             "loss_value": value,
             "rank": r,
             **info,
+            **({"geometry_bound": bound.to_dict()} if bound is not None else {}),
         },
     ), (W, V, b.copy())
+
+
+def _geometry_advice(params: LossParams, cols: _Columns, reg: Regularization, bound: object,
+                     size: float) -> str:
+    """The message line of a result whose gap is certified but whose geometry bound is not."""
+    head = (f"geometry error bound {bound.error:.1e} > {GEOMETRY_RTOL:g}: ||M - M*||_F <= "
+            f"{bound.matrix:.1e} against ||M||_F = {size:.1e}")
+    if reg.bias == "none":
+        _, _, Q = _primal(params, cols, np.zeros((params.k, cols.m)))
+        lam0 = _spectral_norm(Q / cols.root[None, :])
+        if reg.lam >= 0.9 * lam0:
+            return (head + f"; lambda = {reg.lam:.6g} is too close to (or above) the vanishing "
+                    f"point lambda_0 = {lam0:.6g} (lambda / lambda_0 = {reg.lam / lam0:.8f}): "
+                    "the gap does not pin the geometry")
+    if bound.reason:
+        return head + "; " + bound.reason
+    return head + "; the point is not accurate enough to pin the geometry: try a smaller --gtol"
 
 
 def polish(

@@ -108,3 +108,21 @@ def test_auto_takes_the_closed_form_only_above_the_threshold():
     forced = solve_regularized(spec, Regularization.from_lambda(2 * lam0, "free"),
                                route="factors")
     assert forced.solver == "L-BFGS"
+
+
+@pytest.mark.parametrize("bias", ["none", "free"])
+def test_the_zero_minimizer_is_reported_without_norms_cosines_or_warnings(cli, tmp_path, bias):
+    """Past ``lambda_0`` the summary says ``W = H = 0`` instead of printing zero norms, empty
+    cosines and ``r2 nan`` (before: plus a divide-by-zero note on stderr); the JSON's group
+    statistics have no cosines and no ratio to a zero head class."""
+    import json
+
+    out = tmp_path / "zero.json"
+    code, stdout, stderr = cli("solve", "--longtail", "20,10", "--lambda", "5", "--bias", bias,
+                               "--json", str(out))
+    assert code == 0 and stderr == ""
+    assert "W = 0 and H = 0" in stdout and "nan" not in stdout
+    assert "\nnorms" not in stdout and "\ncosines" not in stdout
+    groups = json.loads(out.read_text())["groups"]
+    assert groups["classifier_cos"] is None and groups["embedding_cos"] is None
+    assert groups["classifier_norms"]["many"]["sq_ratio_to_head"] is None

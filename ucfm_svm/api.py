@@ -160,21 +160,27 @@ def group_statistics(
     thresholds (:func:`ucfm_svm.groups.class_groups`). The cosine sums come from the factors
     ``W``, ``H_mean`` when the result has them (``O(k d)``), else, for ``method="structured"``
     without ``--full``, from the structured closed form (``O(k q + m^2 q)``, no ``k x k`` array).
+    There are none when a classifier is zero (the regularized minimizer past its vanishing
+    point).
     """
     spec = result.spec
     grp = _groups.class_groups(spec.n_vec, many_above, few_below)
     cpairs = epairs = None
-    if result.W is not None and result.H_mean is not None:
-        cpairs = _groups.factor_pair_sums(result.W, grp)
-        epairs = _groups.factor_pair_sums(result.H_mean.T, grp)
-    elif result.classifier_gram is not None and result.embedding_gram is not None:
-        cpairs = _groups.gram_pair_sums(result.classifier_gram, grp)
-        epairs = _groups.gram_pair_sums(result.embedding_gram, grp)
-    elif result.method == "structured" and result.classifier_norms is not None:
-        indicator = grp.indicator(spec.k)
-        left = indicator / result.classifier_norms[:, None]
-        right = indicator / (np.sqrt(spec.n_vec) * result.embedding_norms)[:, None]
-        cpairs, epairs = quadratic_forms(spec, left, right)
+    zero = result.classifier_norms is not None and not (
+        np.all(result.classifier_norms > 0) and np.all(result.embedding_norms > 0)
+    )
+    if not zero:  # a zero vector (W = H = 0 past the vanishing point) has no cosines
+        if result.W is not None and result.H_mean is not None:
+            cpairs = _groups.factor_pair_sums(result.W, grp)
+            epairs = _groups.factor_pair_sums(result.H_mean.T, grp)
+        elif result.classifier_gram is not None and result.embedding_gram is not None:
+            cpairs = _groups.gram_pair_sums(result.classifier_gram, grp)
+            epairs = _groups.gram_pair_sums(result.embedding_gram, grp)
+        elif result.method == "structured" and result.classifier_norms is not None:
+            indicator = grp.indicator(spec.k)
+            left = indicator / result.classifier_norms[:, None]
+            right = indicator / (np.sqrt(spec.n_vec) * result.embedding_norms)[:, None]
+            cpairs, epairs = quadratic_forms(spec, left, right)
     return _groups.group_statistics(
         grp, spec.n_vec, result.classifier_norms, result.embedding_norms, cpairs, epairs
     )

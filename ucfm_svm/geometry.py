@@ -79,9 +79,13 @@ def norms_from_gram(G: np.ndarray) -> np.ndarray:
 
 
 def cosines_from_gram(G: np.ndarray) -> np.ndarray:
-    """Cosine matrix ``G_ij / (||x_i|| ||x_j||)``."""
+    """Cosine matrix ``G_ij / (||x_i|| ||x_j||)``; ``nan`` where a vector is zero (a cosine with
+    the zero vector is undefined: the regularized minimizer is ``W = H = 0`` past its vanishing
+    point)."""
     norms = norms_from_gram(G)
-    return G / np.outer(norms, norms)
+    outer = np.outer(norms, norms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(outer > 0, G / np.where(outer > 0, outer, 1.0), np.nan)
 
 
 def grouped_cosines(G: np.ndarray, majority: np.ndarray, minority: np.ndarray) -> dict[str, float]:

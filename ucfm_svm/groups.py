@@ -14,6 +14,7 @@ a``), from factors (``O(k d)``), or from the structured solver (no ``k x k`` arr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,7 +145,8 @@ def mean_cosines(pair_sums: np.ndarray, groups: Groups) -> dict[str, float]:
 
 def norm_statistics(norms: np.ndarray, counts: np.ndarray, groups: Groups) -> dict[str, dict]:
     """Per group: mean, min and max norm, and the mean squared norm ratio
-    ``||x_c||^2 / ||x_head||^2`` to the class with the most examples (the first such class)."""
+    ``||x_c||^2 / ||x_head||^2`` to the class with the most examples (the first such class;
+    ``nan`` when its vector is zero)."""
     head = norms[int(np.argmax(counts))] ** 2
     out = {}
     for name, idx in zip(groups.names, groups.members, strict=True):
@@ -153,7 +155,7 @@ def norm_statistics(norms: np.ndarray, counts: np.ndarray, groups: Groups) -> di
             "mean": float(values.mean()),
             "min": float(values.min()),
             "max": float(values.max()),
-            "sq_ratio_to_head": float(np.mean(values**2) / head),
+            "sq_ratio_to_head": float(np.mean(values**2)) / head if head > 0 else math.nan,
         }
     return out
 

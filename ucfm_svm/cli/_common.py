@@ -315,12 +315,20 @@ def summary(result: Result, stats: GroupStatistics | None = None) -> str:
         lines.append("lower bound  none (no certificate)")
     if result.nc1 is not None:
         lines.append(f"NC1          {result.nc1:.3e}")
-    if result.classifier_norms is not None:
+    vanished = (  # the regularized minimizer past its vanishing point
+        result.classifier_gram is not None
+        and not np.any(result.classifier_gram)
+        and not np.any(result.embedding_gram)
+    )
+    if result.classifier_norms is not None and not vanished:
         lines.append("norms")
         lines.append(f"  {'classifiers':<12}{_fmt_vector(result.classifier_norms)}")
         lines.append(f"  {'embeddings':<12}{_fmt_vector(result.embedding_norms)}")
     if result.b is not None:
         lines.append(f"bias b       {_fmt_vector(result.b)}  (gauge: orthogonal to Delta^-1 1)")
+    if vanished:
+        lines.append("geometry     W = 0 and H = 0: no norms or cosines (every class vanishes)")
+        return "\n".join(lines)
     if result.classifier_gram is not None:
         groups = spec.step_groups()
         label = "cosines (majority / minority groups)" if groups is not None else "cosines"

@@ -708,10 +708,11 @@ def _assemble(
     else:
         cg = c * c * grams[0]
         eg = grams[1] / (c * c * np.outer(cols.root, cols.root))
+    steps = (f"{nit} {solver} iterations at rank {r}" if r else
+             "the minimizer M = 0" + (f" ({nit} Newton steps on the bias)" if nit else ""))
     text = (
         f"objective {objective:.10g}, dual bound {lower:.10g}, gap {gap:.2e}; "
-        f"{nit} {solver} iterations at rank {r}, ||Q S^-1||_2 / lambda = "
-        f"{info['spectral_ratio']:.8f}"
+        f"{steps}, ||Q S^-1||_2 / lambda = {info['spectral_ratio']:.8f}"
     )
     bound = None
     if gap <= rtol * abs(objective):

@@ -131,7 +131,8 @@ def _gram_errors(G: np.ndarray, E: np.ndarray) -> tuple[float, float]:
     x, e = np.diag(G).copy(), np.diag(E).copy()
     if not np.any(e):
         return 0.0, 0.0
-    top = float(np.sqrt(x.max()))
+    # the largest exact norm is at least sqrt(x_max - e_max) (x_max: the reported largest)
+    top = float(np.sqrt(max(float(x.max()) - float(e[int(np.argmax(x))]), 0.0)))
     vanishing = (x == 0) & (np.sqrt(e) <= GEOMETRY_RTOL * top)
     # a vanishing vector's exact norm is at most sqrt(e_ii): its error relative to the largest
     zero = float(np.max(np.sqrt(e[vanishing]), initial=0.0)) / top if top > 0 else 0.0
@@ -201,6 +202,10 @@ def geometry_bound(
                              "the gap does not pin a region around the point (a softmax "
                              "probability underflows or the gap is too large)")
     total = float(root @ root)
+    # rounding of the gradient itself: Q_yj = a_j w_j Delta_y (p_yj - 1) / delta_j loses the
+    # absolute eps a_j w_j Delta_y / delta_j to the subtraction, however small 1 - p_yj is
+    grad_round = 10.0 * k * EPS * math.sqrt(float(np.sum(
+        (cols.a * params.weights[labels] * params.scales.max() / (delta * root)) ** 2)))
     best = None
     ranks = sorted({int(np.sum(s > t * s[0])) if s.size and s[0] > 0 else 0
                     for t in TRUNCATIONS}, reverse=True)
@@ -228,11 +233,11 @@ def geometry_bound(
         if r < min(k, m):  # ||W_perp||_2 <= 1 fails only by (||P G0 P||_2 - lambda)_+ <= ...
             Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
             top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
-            top *= 1.0 + 10.0 * Gm.shape[0] * EPS
+            top = top * (1.0 + 10.0 * Gm.shape[0] * EPS) + grad_round
             rest = math.sqrt(min(k, m) - r) * max(top - lam, 0.0)
         res_m = math.sqrt(squares + rest**2)
-        if r:  # rounding of the products that formed R1, R2, R3
-            res_m += 10.0 * k * EPS * (float(np.linalg.norm(G0)) + lam * math.sqrt(r))
+        if r:  # rounding of the gradient (projected into the blocks) and of the products
+            res_m += grad_round + 10.0 * k * EPS * (float(np.linalg.norm(G0)) + lam * math.sqrt(r))
         mu = mu0 * np.exp(-kappa * (rho + shift))
         nu = float(np.min(cols.a * mu / root**2))
         sharp = lam / (2.0 * float(sr[0])) if r else math.inf

@@ -77,6 +77,7 @@ returned point is rescaled to exact feasibility (the margins are homogeneous of 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -128,11 +129,25 @@ STALL_RTOL = 1e-13
 MAX_INNER = 5000
 #: L-BFGS iterations per outer round above :data:`OWN_LBFGS_VARIABLES` variables, where each
 #: round that runs out of them tries the Newton polish: the point nears Newton's basin long
-#: before the multipliers converge (k = 100 long tail: one round of 1000 iterations and a
-#: polish, against 15,000 iterations of refinement alone).
-LARGE_INNER = 1000
+#: before the multipliers converge (long tail k = 100 to 300, ratio 256, with
+#: :data:`LARGE_PENALTY`: one or two rounds and a polish; docs/theory.md §15).
+LARGE_INNER = 500
 #: Largest violation at which an inner solve that ran out of iterations triggers a polish.
 POLISH_VIOLATION = 1e-2
+#: The same above :data:`OWN_LBFGS_VARIABLES` variables, where the penalty starts low
+#: (:data:`LARGE_PENALTY`) and the first rounds end with violations ~1e-2 to 1e-1 that Newton's
+#: basin already contains (measured: long tail k = 100, ratio 256, violation 8e-2 polished).
+LARGE_POLISH_VIOLATION = 1e-1
+#: Initial penalty ``mu`` relative to ``scale = max(1, ||x0||^2 / 2)`` above
+#: :data:`OWN_LBFGS_VARIABLES` variables (1 below). The inner problems' conditioning grows
+#: with ``mu``; with ``mu = scale`` (``~k d / 2``) and rounds of 1000 iterations L-BFGS crawls
+#: (long tail k = 200: cost 1% above the optimum after 12,000 iterations) and the tenfold
+#: raises froze the point; ``mu = 1e-3 scale`` reaches Newton's basin in 1 to 2 rounds of 500
+#: (docs/theory.md §15).
+LARGE_PENALTY = 1e-3
+#: Terms ``k m d`` of the matrix products above which the solve keeps the environment's BLAS
+#: threads (below it one thread: the products are too small to gain from more).
+THREADED_TERMS = 10**8
 #: Spread ``max/min`` of the Jacobi scaling (:meth:`_Columns.jacobi`) at the start above which
 #: the refinement runs L-BFGS in Jacobi-scaled variables. Below it plain variables are kept
 #: (the issue's grid has spreads below ~50); above it (LDT gamma=-1, R=1000: 2.4e4) L-BFGS-B
@@ -519,7 +534,8 @@ def _refine_rounds(
     spec = cols.spec
     x = np.concatenate([W.ravel(), G.ravel()])
     scale = max(0.5 * float(x @ x), 1.0)
-    mu = scale
+    large = x.size > OWN_LBFGS_VARIABLES
+    mu = scale * (LARGE_PENALTY if large else 1.0)
     lam = np.zeros((spec.k, cols.m))
     previous_violation = np.inf
     previous_cost = np.inf
@@ -529,7 +545,7 @@ def _refine_rounds(
     from scipy.optimize import minimize
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
-        if x.size > OWN_LBFGS_VARIABLES:
+        if large:
             res = _lbfgs(
                 cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20, bar
             )
@@ -570,15 +586,22 @@ def _refine_rounds(
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
-        inner = LARGE_INNER if x.size > OWN_LBFGS_VARIABLES else MAX_INNER
-        polish = res.nit >= inner and violation <= POLISH_VIOLATION
+        inner = LARGE_INNER if large else MAX_INNER
+        truncated = res.nit >= inner
+        polish = truncated and violation <= (LARGE_POLISH_VIOLATION if large else POLISH_VIOLATION)
         if polish and _try_polish(cols, best, W, G, lam):
             best.stopped = "gap closed after Newton polish"
             return best
         if violation <= FEASIBILITY_TOL and abs(previous_cost - cost) <= STALL_RTOL * cost:
             best.stopped = "KKT point (cost stationary)"
             break
-        if violation > 0.25 * previous_violation:
+        if large and res.nit == 0:
+            # no step at all: the next rounds would only inflate lam and mu
+            best.stopped = "L-BFGS made no step"
+            break
+        # Above OWN_LBFGS_VARIABLES an inner solve cut at LARGE_INNER iterations says nothing
+        # about the penalty being too weak: raising mu then only worsens the conditioning.
+        if violation > 0.25 * previous_violation and not (large and truncated):
             mu *= 10.0
         previous_violation, previous_cost = violation, cost
     else:
@@ -1013,9 +1036,10 @@ def solve_nonconvex(
     steps = BlockSteps(spec, cols.labels) if rounds > 0 else None
     runs: list[_Run] = []
     notes: list[str] = []
-    # The matrices are small: threaded BLAS only adds synchronization (25x slower L-BFGS-B
-    # steps measured on a shared 2-core machine).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # Small matrices: threaded BLAS only adds synchronization (25x slower L-BFGS-B steps
+    # measured on a shared 2-core machine); from THREADED_TERMS on the environment decides.
+    small = spec.k * cols.m * spec.dim < THREADED_TERMS
+    with threadpool_limits(limits=1, user_api="blas") if small else contextlib.nullcontext():
         for index in range(restarts):
             W, G = _random_start(cols, rng)
             if index == 0 and given is not None:

@@ -138,12 +138,12 @@ POLISH_VIOLATION = 1e-2
 #: (:data:`LARGE_PENALTY`) and the first rounds end with violations ~1e-2 to 1e-1 that Newton's
 #: basin already contains (measured: long tail k = 100, ratio 256, violation 8e-2 polished).
 LARGE_POLISH_VIOLATION = 1e-1
-#: Initial penalty ``mu`` relative to ``scale = max(1, ||x0||^2 / 2)`` above
-#: :data:`OWN_LBFGS_VARIABLES` variables (1 below). The inner problems' conditioning grows
-#: with ``mu``; with ``mu = scale`` (``~k d / 2``) and rounds of 1000 iterations L-BFGS crawls
-#: (long tail k = 200: cost 1% above the optimum after 12,000 iterations) and the tenfold
-#: raises froze the point; ``mu = 1e-3 scale`` reaches Newton's basin in 1 to 2 rounds of 500
-#: (docs/theory.md §15).
+#: Initial penalty ``mu`` above :data:`OWN_LBFGS_VARIABLES` variables, relative to ``d m / 2``
+#: (a random start's ``E ||G||^2 / 2``; below, ``mu = max(1, ||x0||^2 / 2)``). The inner
+#: problems' conditioning grows with ``mu``: with ``mu ~ d m / 2`` and rounds of 1000
+#: iterations L-BFGS crawls (long tail k = 200: cost 1% above the optimum after 12,000
+#: iterations) and the tenfold raises froze the point; ``1e-3 d m / 2`` reaches Newton's basin
+#: in 1 to 4 rounds of 500 (docs/theory.md §15).
 LARGE_PENALTY = 1e-3
 #: Terms ``k m d`` of the matrix products above which the solve keeps the environment's BLAS
 #: threads (below it one thread: the products are too small to gain from more).
@@ -535,7 +535,10 @@ def _refine_rounds(
     x = np.concatenate([W.ravel(), G.ravel()])
     scale = max(0.5 * float(x @ x), 1.0)
     large = x.size > OWN_LBFGS_VARIABLES
-    mu = scale * (LARGE_PENALTY if large else 1.0)
+    # above OWN_LBFGS_VARIABLES: a fraction of a random start's 1/2 E||G||^2 = d m / 2, whatever
+    # the start (a start near the optimum, ||x||^2 ~ the cost, would give a penalty too weak to
+    # hold the margins)
+    mu = LARGE_PENALTY * 0.5 * spec.dim * cols.m if large else scale
     lam = np.zeros((spec.k, cols.m))
     previous_violation = np.inf
     previous_cost = np.inf
@@ -595,10 +598,6 @@ def _refine_rounds(
         if violation <= FEASIBILITY_TOL and abs(previous_cost - cost) <= STALL_RTOL * cost:
             best.stopped = "KKT point (cost stationary)"
             break
-        if large and res.nit == 0:
-            # no step at all: the next rounds would only inflate lam and mu
-            best.stopped = "L-BFGS made no step"
-            break
         # Above OWN_LBFGS_VARIABLES an inner solve cut at LARGE_INNER iterations says nothing
         # about the penalty being too weak: raising mu then only worsens the conditioning.
         if violation > 0.25 * previous_violation and not (large and truncated):
@@ -643,6 +642,10 @@ def _try_polish(
         (everything, lam),
     ]
     if cols.level == "class" and cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
+        # Every margin is tight at every optimum seen (docs/theory.md §15): by MINRES the
+        # all-margins guess goes first (at k = 200 the near-active one spent 227 products
+        # before failing where the all-margins one then converged).
+        guesses.reverse()
         # The refinement's multipliers lag its point (they move once per outer round); the
         # polar-factor multipliers of the point itself (docs/theory.md §15), in the normalized
         # constraints (lam_j = delta_j x the class multiplier), are one more start for Newton.

@@ -28,12 +28,15 @@ One run has three stages:
        L_mu(W, G; lam) = 1/2 (||W||^2 + ||G||^2) + 1/(2 mu) sum_j max(0, lam_j + mu r_j)^2
 
    minimized over ``(W, G)`` jointly by L-BFGS, with ``lam <- max(0, lam + mu r)`` and ``mu``
-   raised tenfold when the violation does not fall fourfold. It stops when the point is
-   feasible (``max r <= 1e-10``) and either the gap to the certified bound is below a tenth of
-   :data:`~ucfm_svm.result.CERTIFY_RTOL` or the cost stopped changing (a KKT point).
+   raised tenfold when the violation does not fall fourfold. Above :data:`OWN_LBFGS_VARIABLES`
+   variables ``mu`` starts weak (:data:`LARGE_PENALTY`) and is not raised after a round that ran
+   out of its :data:`LARGE_INNER` iterations (docs/theory.md §15: the raises froze k = 200).
+   It stops when the point is feasible (``max r <= 1e-10``) and either the gap to the
+   certified bound is below a tenth of :data:`~ucfm_svm.result.CERTIFY_RTOL` or the cost
+   stopped changing (a KKT point).
 4. **Newton polish** (when the gap is still open at the end, as soon as an inner L-BFGS solve
-   runs out of iterations within violation 1e-2, and on Jacobi-scaled problems also once the
-   gap closed): Newton steps on the KKT system
+   runs out of iterations within violation 1e-2 (1e-1 at scale), and on Jacobi-scaled
+   problems also once the gap closed): Newton steps on the KKT system
    ``x + sum_{j in A} lam_j grad r_j(x) = 0``, ``r_A(x) = 0`` for two guesses of the active
    set ``A`` (the near-active constraints, and all of them). With a large spread of class
    weights (STEP R = 1000, CDT gamma = 1) the multipliers of the lightest constraints are

@@ -634,10 +634,10 @@ def _try_polish(
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
     cost and certified bound. At the class level above :data:`_MAX_POLISH_UNKNOWNS`
-    constraints a third guess starts from all margins with the point's polar-factor
-    multipliers. With ``force`` the guesses are tried even when the gap is already closed (a
-    better point may still be reached), until one reaches the KKT point to rounding
-    (:data:`KKT_ROUNDING`).
+    constraints (MINRES) the all-margins guess goes first and a third guess starts from all
+    margins with the point's polar-factor multipliers. With ``force`` the guesses are tried
+    even when the gap is already closed (a better point may still be reached), until one
+    reaches the KKT point to rounding (:data:`KKT_ROUNDING`).
     """
     everything = cols.mask > 0
     guesses = [

@@ -28,12 +28,15 @@ One run has three stages:
        L_mu(W, G; lam) = 1/2 (||W||^2 + ||G||^2) + 1/(2 mu) sum_j max(0, lam_j + mu r_j)^2
 
    minimized over ``(W, G)`` jointly by L-BFGS, with ``lam <- max(0, lam + mu r)`` and ``mu``
-   raised tenfold when the violation does not fall fourfold. It stops when the point is
-   feasible (``max r <= 1e-10``) and either the gap to the certified bound is below a tenth of
-   :data:`~ucfm_svm.result.CERTIFY_RTOL` or the cost stopped changing (a KKT point).
+   raised tenfold when the violation does not fall fourfold. Above :data:`OWN_LBFGS_VARIABLES`
+   variables ``mu`` starts weak (:data:`LARGE_PENALTY`) and is not raised after a round that ran
+   out of its :data:`LARGE_INNER` iterations (docs/theory.md §15: the raises froze k = 200).
+   It stops when the point is feasible (``max r <= 1e-10``) and either the gap to the
+   certified bound is below a tenth of :data:`~ucfm_svm.result.CERTIFY_RTOL` or the cost
+   stopped changing (a KKT point).
 4. **Newton polish** (when the gap is still open at the end, as soon as an inner L-BFGS solve
-   runs out of iterations within violation 1e-2, and on Jacobi-scaled problems also once the
-   gap closed): Newton steps on the KKT system
+   runs out of iterations within violation 1e-2 (1e-1 at scale), and on Jacobi-scaled
+   problems also once the gap closed): Newton steps on the KKT system
    ``x + sum_{j in A} lam_j grad r_j(x) = 0``, ``r_A(x) = 0`` for two guesses of the active
    set ``A`` (the near-active constraints, and all of them). With a large spread of class
    weights (STEP R = 1000, CDT gamma = 1) the multipliers of the lightest constraints are
@@ -77,6 +80,7 @@ returned point is rescaled to exact feasibility (the margins are homogeneous of 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -128,11 +132,25 @@ STALL_RTOL = 1e-13
 MAX_INNER = 5000
 #: L-BFGS iterations per outer round above :data:`OWN_LBFGS_VARIABLES` variables, where each
 #: round that runs out of them tries the Newton polish: the point nears Newton's basin long
-#: before the multipliers converge (k = 100 long tail: one round of 1000 iterations and a
-#: polish, against 15,000 iterations of refinement alone).
-LARGE_INNER = 1000
+#: before the multipliers converge (long tail k = 100 to 300, ratio 256, with
+#: :data:`LARGE_PENALTY`: one or two rounds and a polish; docs/theory.md §15).
+LARGE_INNER = 500
 #: Largest violation at which an inner solve that ran out of iterations triggers a polish.
 POLISH_VIOLATION = 1e-2
+#: The same above :data:`OWN_LBFGS_VARIABLES` variables, where the penalty starts low
+#: (:data:`LARGE_PENALTY`) and the first rounds end with violations ~1e-2 to 1e-1 that Newton's
+#: basin already contains (measured: long tail k = 100, ratio 256, violation 8e-2 polished).
+LARGE_POLISH_VIOLATION = 1e-1
+#: Initial penalty ``mu`` above :data:`OWN_LBFGS_VARIABLES` variables, relative to ``d m / 2``
+#: (a random start's ``E ||G||^2 / 2``; below, ``mu = max(1, ||x0||^2 / 2)``). The inner
+#: problems' conditioning grows with ``mu``: with ``mu ~ d m / 2`` and rounds of 1000
+#: iterations L-BFGS crawls (long tail k = 200: cost 1% above the optimum after 12,000
+#: iterations) and the tenfold raises froze the point; ``1e-3 d m / 2`` reaches Newton's basin
+#: in 1 to 4 rounds of 500 (docs/theory.md §15).
+LARGE_PENALTY = 1e-3
+#: Terms ``k m d`` of the matrix products above which the solve keeps the environment's BLAS
+#: threads (below it one thread: the products are too small to gain from more).
+THREADED_TERMS = 10**8
 #: Spread ``max/min`` of the Jacobi scaling (:meth:`_Columns.jacobi`) at the start above which
 #: the refinement runs L-BFGS in Jacobi-scaled variables. Below it plain variables are kept
 #: (the issue's grid has spreads below ~50); above it (LDT gamma=-1, R=1000: 2.4e4) L-BFGS-B
@@ -519,7 +537,11 @@ def _refine_rounds(
     spec = cols.spec
     x = np.concatenate([W.ravel(), G.ravel()])
     scale = max(0.5 * float(x @ x), 1.0)
-    mu = scale
+    large = x.size > OWN_LBFGS_VARIABLES
+    # above OWN_LBFGS_VARIABLES: a fraction of a random start's 1/2 E||G||^2 = d m / 2, whatever
+    # the start (a start near the optimum, ||x||^2 ~ the cost, would give a penalty too weak to
+    # hold the margins)
+    mu = LARGE_PENALTY * 0.5 * spec.dim * cols.m if large else scale
     lam = np.zeros((spec.k, cols.m))
     previous_violation = np.inf
     previous_cost = np.inf
@@ -529,7 +551,7 @@ def _refine_rounds(
     from scipy.optimize import minimize
     for outer in range(1, MAX_OUTER + 1):
         D = cols.jacobi(x, mu) if precondition else np.ones_like(x)
-        if x.size > OWN_LBFGS_VARIABLES:
+        if large:
             res = _lbfgs(
                 cols.scaled_lagrangian, x / D, (lam, mu, D), LARGE_INNER, 1e-11 * scale, 20, bar
             )
@@ -570,15 +592,18 @@ def _refine_rounds(
             return best
         # An inner solve that ran out of iterations near feasibility signals the ill-conditioning
         # the polish is for: try it before spending more rounds.
-        inner = LARGE_INNER if x.size > OWN_LBFGS_VARIABLES else MAX_INNER
-        polish = res.nit >= inner and violation <= POLISH_VIOLATION
+        inner = LARGE_INNER if large else MAX_INNER
+        truncated = res.nit >= inner
+        polish = truncated and violation <= (LARGE_POLISH_VIOLATION if large else POLISH_VIOLATION)
         if polish and _try_polish(cols, best, W, G, lam):
             best.stopped = "gap closed after Newton polish"
             return best
         if violation <= FEASIBILITY_TOL and abs(previous_cost - cost) <= STALL_RTOL * cost:
             best.stopped = "KKT point (cost stationary)"
             break
-        if violation > 0.25 * previous_violation:
+        # Above OWN_LBFGS_VARIABLES an inner solve cut at LARGE_INNER iterations says nothing
+        # about the penalty being too weak: raising mu then only worsens the conditioning.
+        if violation > 0.25 * previous_violation and not (large and truncated):
             mu *= 10.0
         previous_violation, previous_cost = violation, cost
     else:
@@ -609,10 +634,10 @@ def _try_polish(
     the lightest classes can be 1e-5 of the largest, too small for the refinement to make their
     margins tight: k=10, R=1000, CDT gamma=1). A polished point counts only through its own
     cost and certified bound. At the class level above :data:`_MAX_POLISH_UNKNOWNS`
-    constraints a third guess starts from all margins with the point's polar-factor
-    multipliers. With ``force`` the guesses are tried even when the gap is already closed (a
-    better point may still be reached), until one reaches the KKT point to rounding
-    (:data:`KKT_ROUNDING`).
+    constraints (MINRES) the all-margins guess goes first and a third guess starts from all
+    margins with the point's polar-factor multipliers. With ``force`` the guesses are tried
+    even when the gap is already closed (a better point may still be reached), until one
+    reaches the KKT point to rounding (:data:`KKT_ROUNDING`).
     """
     everything = cols.mask > 0
     guesses = [
@@ -620,6 +645,10 @@ def _try_polish(
         (everything, lam),
     ]
     if cols.level == "class" and cols.spec.k * cols.m > _MAX_POLISH_UNKNOWNS:
+        # Every margin is tight at every optimum seen (docs/theory.md §15): by MINRES the
+        # all-margins guess goes first (at k = 200 the near-active one spent 227 products
+        # before failing where the all-margins one then converged).
+        guesses.reverse()
         # The refinement's multipliers lag its point (they move once per outer round); the
         # polar-factor multipliers of the point itself (docs/theory.md §15), in the normalized
         # constraints (lam_j = delta_j x the class multiplier), are one more start for Newton.
@@ -1013,9 +1042,10 @@ def solve_nonconvex(
     steps = BlockSteps(spec, cols.labels) if rounds > 0 else None
     runs: list[_Run] = []
     notes: list[str] = []
-    # The matrices are small: threaded BLAS only adds synchronization (25x slower L-BFGS-B
-    # steps measured on a shared 2-core machine).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # Small matrices: threaded BLAS only adds synchronization (25x slower L-BFGS-B steps
+    # measured on a shared 2-core machine); from THREADED_TERMS on the environment decides.
+    small = spec.k * cols.m * spec.dim < THREADED_TERMS
+    with threadpool_limits(limits=1, user_api="blas") if small else contextlib.nullcontext():
         for index in range(restarts):
             W, G = _random_start(cols, rng)
             if index == 0 and given is not None:

@@ -636,8 +636,11 @@ def _try_polish(
     cost and certified bound. At the class level above :data:`_MAX_POLISH_UNKNOWNS`
     constraints (MINRES) the all-margins guess goes first and a third guess starts from all
     margins with the point's polar-factor multipliers. With ``force`` the guesses are tried
-    even when the gap is already closed (a better point may still be reached), until one
-    reaches the KKT point to rounding (:data:`KKT_ROUNDING`).
+    even when the gap is already closed (a better point may still be reached), until the
+    all-margins guess reaches the KKT point to rounding (:data:`KKT_ROUNDING`). A near-active
+    guess that reaches a KKT point does not stop the search: with the lightest classes'
+    margins left slack it can close the gap to 3e-10 with cosines 1.3e-3 off (LDT gamma=-1,
+    STEP k=10 R=1000, seed 1).
     """
     everything = cols.mask > 0
     guesses = [
@@ -668,10 +671,12 @@ def _try_polish(
                 best.objective = cost
         best.lower_bound = max(best.lower_bound, cols.bound(*polished))
         best.polished += 1
+        if not np.array_equal(active, everything):
+            continue  # a KKT point of fewer margins can hold slack ones the optimum has tight
         residual = _kkt_residual(cols, *polished[:2], polished[2][active], active)
         size = float(np.sqrt(np.sum(polished[0] ** 2) + np.sum(polished[1] ** 2)))
         if float(np.linalg.norm(residual)) <= KKT_ROUNDING * max(1.0, size):
-            break  # a KKT point to rounding: no other guess can do better
+            break  # the all-margins KKT point to rounding: no other guess can do better
     return _closed(best)
 
 

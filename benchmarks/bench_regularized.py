@@ -25,13 +25,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ucfm_svm.regularized.losses import params_from_spec
-from ucfm_svm.regularized.solver import (
-    Regularization,
-    _Columns,
-    _primal,
-    _spectral_norm,
-    solve_regularized,
-)
+from ucfm_svm.regularized.solver import Regularization, solve_regularized, vanishing_point
 from ucfm_svm.regularized.training import (
     _Model,
     gradient_descent,
@@ -53,9 +47,8 @@ def baseline() -> float:
 
 
 def lambda_zero(spec: Spec) -> float:
-    params, cols = params_from_spec(spec), _Columns(spec, "class")
-    _, _, Q = _primal(params, cols, np.zeros((spec.k, spec.k)))
-    return _spectral_norm(Q / cols.root[None, :])
+    """``lambda_0`` without a bias (:func:`ucfm_svm.regularized.solver.vanishing_point`)."""
+    return vanishing_point(spec, Regularization.from_lambda(1.0))
 
 
 def old_path(spec: Spec, lambdas: list[float]) -> tuple[float, int]:

@@ -460,6 +460,20 @@ def _norm_floor(X: np.ndarray) -> float:
     return math.sqrt(max(float(squares.sum(axis=0).max()), float(squares.sum(axis=1).max())))
 
 
+def _gradient_at_zero(params: LossParams, cols: _Columns, b: np.ndarray) -> np.ndarray:
+    """``grad_M f(0, b) S^{-1}``: at ``b = b*`` its spectral norm is ``lambda_0``."""
+    _, _, Q = _primal(params, cols, np.repeat(b[:, None], cols.m, axis=1))
+    return Q / cols.root[None, :]
+
+
+def vanishing_point(spec: Spec, reg: Regularization) -> float:
+    """``lambda_0 = ||grad_M f(0, b*) S^{-1}||_2`` at the class level (:func:`bias_at_zero`;
+    docs/theory.md §13.8): ``M = 0`` is the minimizer iff ``lambda >= lambda_0``. With a ridge
+    bias ``b*``, hence ``lambda_0``, depends on ``reg.lambda_w``; ``reg.lam`` is not used."""
+    params, cols = params_from_spec(spec), _Columns(spec, "class")
+    return _spectral_norm(_gradient_at_zero(params, cols, bias_at_zero(params, cols, reg)[0]))
+
+
 def solve_zero(spec: Spec, reg: Regularization, *, rtol: float = CERTIFY_RTOL) -> Result | None:
     """The certified minimizer ``(M, b) = (0, b*)`` when ``lambda >= lambda_0``, else ``None``.
 
@@ -481,13 +495,11 @@ def solve_zero(spec: Spec, reg: Regularization, *, rtol: float = CERTIFY_RTOL) -
     params = params_from_spec(spec)
     cols = _Columns(spec, "class")
     k = spec.k
-    if reg.bias != "none":  # far below lambda_0 at b = 0: skip the Newton steps on b
-        _, _, Q = _primal(params, cols, np.zeros((k, cols.m)))
-        if _norm_floor(Q / cols.root[None, :]) >= ZERO_SKIP * reg.lam:
-            return None
+    if reg.bias != "none" and (  # far below lambda_0 at b = 0: skip the Newton steps on b
+            _norm_floor(_gradient_at_zero(params, cols, np.zeros(k))) >= ZERO_SKIP * reg.lam):
+        return None
     b, steps = bias_at_zero(params, cols, reg)
-    _, _, Q = _primal(params, cols, np.repeat(b[:, None], cols.m, axis=1))
-    X = Q / cols.root[None, :]
+    X = _gradient_at_zero(params, cols, b)
     if _norm_floor(X) >= reg.lam or _spectral_norm(X) >= reg.lam:
         return None
     return _assemble(spec, reg, "class", params, cols, np.zeros((k, 0)), np.zeros((0, k)), b,
@@ -770,8 +782,7 @@ def _geometry_advice(params: LossParams, cols: _Columns, reg: Regularization, bo
     head = (f"geometry error bound {bound.error:.1e} > {GEOMETRY_RTOL:g}: ||M - M*||_F <= "
             f"{bound.matrix:.1e} against ||M||_F = {size:.1e}")
     if reg.bias == "none":
-        _, _, Q = _primal(params, cols, np.zeros((params.k, cols.m)))
-        lam0 = _spectral_norm(Q / cols.root[None, :])
+        lam0 = _spectral_norm(_gradient_at_zero(params, cols, np.zeros(params.k)))
         if reg.lam >= 0.9 * lam0:
             return (head + f"; lambda = {reg.lam:.6g} is too close to (or above) the vanishing "
                     f"point lambda_0 = {lam0:.6g} (lambda / lambda_0 = {reg.lam / lam0:.8f}): "

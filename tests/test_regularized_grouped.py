@@ -78,22 +78,27 @@ def test_reduced_program_equals_the_full_one_at_expanded_points(name, bias):
         assert np.allclose((gp - gm) / (2 * eps), hv, atol=1e-8)
 
 
+def _assert_grouped_meets_factored(spec: Spec, reg: Regularization) -> None:
+    """The grouped and factored routes, each with a certified gap, reach the same optimum: both
+    objectives lie in [optimum, optimum + own gap], and the normalized Grams agree."""
+    grouped, _ = solve_grouped(spec, reg)
+    factored, _ = solve_factors(spec, reg)
+    for r in (grouped, factored):
+        assert r.objective_certified and r.rel_gap <= 1e-6, r.message
+    gaps = max(grouped.objective - grouped.lower_bound, factored.objective - factored.lower_bound)
+    assert abs(grouped.objective - factored.objective) <= gaps
+    for gram in ("classifier_gram", "embedding_gram"):
+        A, B = getattr(grouped, gram), getattr(factored, gram)
+        assert np.linalg.norm(A / np.linalg.norm(A) - B / np.linalg.norm(B)) < GRAM_TOL
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("counts", [longtail_counts(40, 10, 20), longtail_counts(12, 10, 200)],
                          ids=["tied-k40", "distinct-k12"])
 def test_grouped_route_agrees_with_the_factored_route(name, counts):
     spec = _spec(name, counts)
     reg = Regularization.from_lambda(2e-3)
-    grouped, _ = solve_grouped(spec, reg)
-    factored, _ = solve_factors(spec, reg)
-    for r in (grouped, factored):
-        assert r.objective_certified and r.rel_gap <= 1e-6, r.message
-    # both objectives lie in [optimum, optimum + own gap]
-    gaps = max(grouped.objective - grouped.lower_bound, factored.objective - factored.lower_bound)
-    assert abs(grouped.objective - factored.objective) <= gaps
-    for gram in ("classifier_gram", "embedding_gram"):
-        A, B = getattr(grouped, gram), getattr(factored, gram)
-        assert np.linalg.norm(A / np.linalg.norm(A) - B / np.linalg.norm(B)) < GRAM_TOL
+    _assert_grouped_meets_factored(spec, reg)
 
 
 @pytest.mark.parametrize(("name", "rank"), [("ce", None), ("ldt", None), ("ce", 1), ("ldam", 1)])
@@ -111,15 +116,7 @@ def test_a_reduced_start_rank_reaches_the_factored_optimum(name, rank, monkeypat
     reg = Regularization.from_lambda(6e-3)
     assert grouped.start_rank(Reduced(spec, params_from_spec(spec), class_groups(
         params_from_spec(spec), spec.n_vec), reg.lam, "none", reg.lam)) < 12
-    reduced, _ = solve_grouped(spec, reg)
-    factored, _ = solve_factors(spec, reg)
-    for r in (reduced, factored):
-        assert r.objective_certified and r.rel_gap <= 1e-6, r.message
-    gaps = max(reduced.objective - reduced.lower_bound, factored.objective - factored.lower_bound)
-    assert abs(reduced.objective - factored.objective) <= gaps
-    for gram in ("classifier_gram", "embedding_gram"):
-        A, B = getattr(reduced, gram), getattr(factored, gram)
-        assert np.linalg.norm(A / np.linalg.norm(A) - B / np.linalg.norm(B)) < GRAM_TOL
+    _assert_grouped_meets_factored(spec, reg)
 
 
 @pytest.mark.parametrize("bias", ["none", "free", "ridge"])

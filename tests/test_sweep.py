@@ -342,18 +342,21 @@ def test_toml_datetime_option_is_a_one_line_error(cli, tmp_path):
     assert "'options.convex.level' parameter" in err and "TOML datetime" in err
 
 
+def _run_args(tmp_path: Path, command: str, grid: str) -> tuple[Path, list[str]]:
+    """The records file and the arguments of a ``sweep`` of ``grid`` or of ``reproduce
+    --quick`` (whose grid records go to ``verification.jsonl``)."""
+    if command == "sweep":
+        out = tmp_path / "t.jsonl"
+        return out, ["sweep", str(_write(tmp_path, grid)), "--out", str(out)]
+    return tmp_path / "verification.jsonl", ["reproduce", "--quick", "--out", str(tmp_path)]
+
+
 @pytest.mark.parametrize("command", ["sweep", "reproduce"])
 def test_sigterm_exits_130_and_keeps_records(tmp_path, command):
-    if command == "sweep":
-        text = (
-            'methods = ["convex"]\nlosses = ["ce", "ldt", "cdt", "vs"]\ngamma = [0.25, 0.5, 1.0]\n'
-            "[counts.step]\nk = [12]\nR = [10, 20, 30, 40]\nrho = 0.5\n"
-        )
-        out = tmp_path / "t.jsonl"
-        args = ["sweep", str(_write(tmp_path, text)), "--out", str(out)]
-    else:
-        out = tmp_path / "verification.jsonl"
-        args = ["reproduce", "--quick", "--out", str(tmp_path)]
+    out, args = _run_args(tmp_path, command, (
+        'methods = ["convex"]\nlosses = ["ce", "ldt", "cdt", "vs"]\ngamma = [0.25, 0.5, 1.0]\n'
+        "[counts.step]\nk = [12]\nR = [10, 20, 30, 40]\nrho = 0.5\n"
+    ))
     cmd = [sys.executable, "-m", "ucfm_svm", *args, "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -380,16 +383,10 @@ def test_sigterm_lost_in_library_code_still_stops_the_run(cli, tmp_path, monkeyp
     a sweep ran to its end and exited 0 (seen once in CI)."""
     import ucfm_svm.runs.backends as backends
 
-    if command == "sweep":
-        text = (
-            'methods = ["theory"]\nlosses = ["ce"]\n'
-            "[counts.step]\nk = [4]\nR = [2, 3, 4, 5]\nrho = 0.5\n"
-        )
-        out = tmp_path / "t.jsonl"
-        args = ["sweep", str(_write(tmp_path, text)), "--out", str(out)]
-    else:
-        out = tmp_path / "verification.jsonl"
-        args = ["reproduce", "--quick", "--out", str(tmp_path)]
+    out, args = _run_args(tmp_path, command, (
+        'methods = ["theory"]\nlosses = ["ce"]\n'
+        "[counts.step]\nk = [4]\nR = [2, 3, 4, 5]\nrho = 0.5\n"
+    ))
     real = backends.run_point
     calls = []
 

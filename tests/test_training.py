@@ -53,6 +53,22 @@ def test_family_geometries_are_distinct(family_svms):
             assert gram_distance(G_a, G_b) > 0.2, (a, b)
 
 
+def test_path_refines_an_inaccurate_point_before_escaping(monkeypatch):
+    """At a loose gtol the certificate misses 1 + 1e-6 by a little (k = 20 long tail: 1 +
+    1.3e-5 at gtol 1e-4); the path goes on at a smaller gtol instead of escaping a saddle that
+    is not there. Without the refinement the same run is not certified."""
+    from ucfm_svm.regularized import training
+    from ucfm_svm.spec import longtail_counts
+
+    spec = Spec.from_loss(longtail_counts(20, 50, 500), "ce")
+    svm = solve(spec, "auto", full=True)
+    traj = regularization_path(spec, [1e-1, 1e-3], gtol=1e-4, svm=svm)
+    assert traj.ok and np.all(traj.certificate <= 1 + CERTIFICATE_TOL), traj.certificate
+    monkeypatch.setattr(training, "REFINE_FLOOR", 1.0)
+    unrefined = regularization_path(spec, [1e-1, 1e-3], gtol=1e-4, svm=svm)
+    assert not unrefined.ok and np.max(unrefined.certificate) > 1 + CERTIFICATE_TOL
+
+
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_path_heads_to_its_own_svm_geometry(name, family_svms):
     """docs/theory.md §1: wCE, LA, LDAM go to CE's SVM; CDT, LDT, VS to their own."""

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             "not all solves converged with a global certificate (<= 1 + 1e-6) for: "
             + ", ".join(bad)
-            + "; try a larger --maxiter or --gtol",
+            + "; try a larger --maxiter or a smaller --gtol",
             file=sys.stderr if args.json == STDOUT else sys.stdout,
         )
         return EXIT_NOT_CERTIFIED

@@ -67,3 +67,23 @@ def test_minimizes_a_quadratic_to_gtol() -> None:
     # ||x - x*|| <= ||grad|| / lambda_min(A) <= sqrt(n) max|grad| / lambda_min(A)
     tol = np.sqrt(n) * 1e-6 / np.linalg.eigvalsh(A)[0]
     assert np.linalg.norm(res.x - x_star) <= tol
+
+
+def test_past_rounding_reaches_gtol_where_the_value_cannot_see_a_decrease() -> None:
+    """A quadratic on top of a large constant: decreases fall below the value's rounding (1e-15
+    relative) while the gradient is still 1e-6 or more; the derivative-based steps go on."""
+    rng = np.random.default_rng(1)
+    n = 50
+    A = rng.standard_normal((n, n))
+    A = A @ A.T / n + np.diag(np.linspace(0.01, 1.0, n))
+    b = rng.standard_normal(n)
+
+    def fun(x):
+        return 1e6 + 0.5 * x @ A @ x - b @ x, A @ x - b
+
+    plain = minimize_lbfgs(fun, np.zeros(n), gtol=1e-9, maxiter=5000, memory=8)
+    assert plain.message != "gradient below gtol" and np.max(np.abs(plain.grad)) > 1e-8
+    res = minimize_lbfgs(fun, np.zeros(n), gtol=1e-9, maxiter=5000, memory=8, past_rounding=True)
+    assert res.message == "gradient below gtol"
+    tol = np.sqrt(n) * 1e-9 / np.linalg.eigvalsh(A)[0]
+    assert np.linalg.norm(res.x - np.linalg.solve(A, b)) <= tol

@@ -24,6 +24,10 @@ ARMIJO, BACKTRACK = 1e-4, 0.5
 FTOL = 1e-15
 #: Line-search trials before the run stops (no decrease found: at rounding level).
 MAX_TRIALS = 40
+#: Past the value's rounding (``past_rounding``): the slack on ``phi(t) <= phi(0)`` (relative;
+#: a sum of ``n`` terms is computed to about ``eps sqrt(n)``, 2e-13 at ``n = 10^6``), the
+#: approximate Wolfe constant, and the iterations without a smaller ``max |g|`` that end a run.
+ROUNDING, WOLFE_DELTA, PATIENCE = 1e-12, 0.1, 50
 
 
 @dataclass(frozen=True)
@@ -132,23 +136,39 @@ def minimize_lbfgs(
     maxiter: int,
     memory: int = 10,
     callback: Callable[[np.ndarray, float], bool] | None = None,
+    past_rounding: bool = False,
 ) -> LbfgsResult:
     """Minimize a smooth ``fun`` (returning value and gradient) from ``x0``.
 
     The search direction is ``-H g`` with ``H`` the L-BFGS inverse-Hessian estimate from the
     last ``memory`` pairs ``(s, y)`` (:class:`PairMemory`; initial scaling ``s^T y / y^T y``;
     pairs with ``s^T y <= 0`` are skipped); the step halves from 1 until the Armijo condition
-    holds. Stops when ``max |g| <= gtol``, after ``maxiter`` iterations, when a step lowers
-    ``fun`` by at most ``FTOL`` relative or no step lowers it, or when ``callback(x, f)`` returns
-    ``True``.
+    ``phi(t) <= phi(0) + 1e-4 t phi'(0)`` holds (``phi(t) = fun(x + t d)``). Stops when ``max |g|
+    <= gtol``, after ``maxiter`` iterations, when a step lowers ``fun`` by at most ``FTOL``
+    relative or no step lowers it, or when ``callback(x, f)`` returns ``True``.
+
+    With ``past_rounding``, a stall of the value (the last two tests) does not stop the run:
+    where decreases of ``fun`` are below its rounding, the steps are taken by Hager and Zhang's
+    approximate Wolfe test (2005), ``phi'(t) <= (2 delta - 1) phi'(0)`` (``delta = 0.1``: the
+    directional derivative, computed to full relative accuracy, has not overshot; on a convex
+    quadratic this is ``t <= 1.8 t*``, where ``phi(t) <= phi(0)``) with ``phi(t) <= phi(0) +
+    ROUNDING |phi(0)|``, until ``max |g| <= gtol``, no step passes, or ``max |g|`` has not fallen
+    for ``PATIENCE`` iterations.
     """
     x = np.array(x0, dtype=float)
     f, g = fun(x)
     pairs = PairMemory(x.size, memory)
     nit = 0
+    approximate = False  # past the value's rounding: the approximate Wolfe test
+    best, since = float(np.max(np.abs(g))), 0
     while True:
-        if float(np.max(np.abs(g))) <= gtol:
+        size = float(np.max(np.abs(g)))
+        if size <= gtol:
             return LbfgsResult(x, f, g, nit, True, "gradient below gtol")
+        if approximate:
+            best, since = (size, 0) if size < best else (best, since + 1)
+            if since >= PATIENCE:
+                return LbfgsResult(x, f, g, nit, True, "gradient stalled at rounding level")
         if nit >= maxiter:
             break
         direction = -pairs.apply(g)
@@ -157,14 +177,23 @@ def minimize_lbfgs(
             pairs.clear()
             direction = -g / max(float(np.linalg.norm(g)), 1.0)
             slope = float(g @ direction)
-        step = 1.0
+        step, accepted = 1.0, False
         for _ in range(MAX_TRIALS):
             x_new = x + step * direction
             f_new, g_new = fun(x_new)
-            if np.isfinite(f_new) and f_new <= f + ARMIJO * step * slope:
+            if np.isfinite(f_new):
+                if approximate:
+                    accepted = (f_new <= f + ROUNDING * abs(f)
+                                and float(g_new @ direction) <= (2 * WOLFE_DELTA - 1) * slope)
+                else:
+                    accepted = f_new <= f + ARMIJO * step * slope
+            if accepted:
                 break
             step *= BACKTRACK
-        else:  # like L-BFGS-B's ftol test at ftol ~ 0: stalled where rounding dominates
+        if not accepted:
+            if past_rounding and not approximate:
+                approximate = True  # the value cannot see a decrease: go by the derivative
+                continue
             return LbfgsResult(x, f, g, nit, True, "no decrease at rounding level")
         s, y = x_new - x, g_new - g
         sy = float(s @ y)
@@ -173,8 +202,10 @@ def minimize_lbfgs(
         stalled = f - f_new <= FTOL * max(abs(f), abs(f_new), 1.0)
         x, f, g = x_new, f_new, g_new
         nit += 1
-        if stalled:  # L-BFGS-B's ftol test: the relative decrease is at rounding level
-            return LbfgsResult(x, f, g, nit, True, "relative decrease below ftol")
+        if stalled and not approximate:
+            if not past_rounding:  # L-BFGS-B's ftol test: the decrease is at rounding level
+                return LbfgsResult(x, f, g, nit, True, "relative decrease below ftol")
+            approximate = True
         if callback is not None and callback(x, f):
             return LbfgsResult(x, f, g, nit, True, "stopped by the callback")
     return LbfgsResult(x, f, g, nit, False, "maximum number of iterations reached")

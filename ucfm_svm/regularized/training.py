@@ -540,7 +540,8 @@ def regularization_path(
 
         nit, escapes, tol = 0, 0, gtol
         while True:
-            res = minimize_lbfgs(fun, x, gtol=tol, maxiter=maxiter, memory=LBFGS_MEMORY)
+            res = minimize_lbfgs(fun, x, gtol=tol, maxiter=maxiter, memory=LBFGS_MEMORY,
+                                 past_rounding=True)
             x, nit = res.x, nit + res.nit
             value, grad, G = model.loss_and_grad(x)
             grad_M = G / model.root[None, :]

@@ -157,3 +157,24 @@ def test_path_and_train_json_carry_group_statistics(cli, tmp_path, command):
                 assert record[f"{side}_norms"][name]["mean"] == pytest.approx(
                     norms[idx].mean(), rel=1e-12
                 )
+
+
+@pytest.mark.parametrize("command", ["path", "train"])
+def test_path_and_train_json_leave_out_the_k_by_k_arrays_above_the_limit(cli, tmp_path,
+                                                                          monkeypatch, command):
+    # Above JSON_MATRICES_MAX_K classes (patched to 4 here) the JSON keeps the group statistics,
+    # norm ratios and distances but not the Grams or cosines (961 MB at k = 1000); --full
+    # writes them.
+    from ucfm_svm.cli import path as path_cli
+
+    monkeypatch.setattr(path_cli, "JSON_MATRICES_MAX_K", 4)
+    argv = {"path": ["--lambdas", "1e-2"], "train": ["--steps", "50", "--records", "2"]}[command]
+    arrays = {"classifier_grams", "embedding_grams", "classifier_cosines", "embedding_cosines"}
+    for extra, full in (([], False), (["--full"], True)):
+        out = tmp_path / f"{command}{len(extra)}.json"
+        code, _, err = cli(command, "--counts", "20,10,5,2,1", *argv, "--json", str(out), *extra)
+        assert code in (0, 3), err
+        data = json.loads(out.read_text())
+        assert (arrays <= set(data)) == full and (not arrays & set(data)) == (not full)
+        assert ("classifier_gram" in data["svm"]) == full and ("matrices" in data) != full
+        assert data["record_groups"] and data["svm"]["groups"] and data["distance_to_svm"]

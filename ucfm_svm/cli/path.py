@@ -32,6 +32,10 @@ from ._common import (
     write_json,
 )
 
+#: Above this many classes the JSON of ``path`` and ``train`` leaves out the ``k x k`` arrays
+#: unless ``--full`` (group statistics, norm ratios and distances are always written).
+JSON_MATRICES_MAX_K = 100
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``path`` and ``train``: level, comparison losses, seed, outputs."""
@@ -57,6 +61,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="save the figure (.png, .pdf, .svg, .eps, .ps; another or no suffix gets .png)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help=f"with --json: the k x k Grams and cosines of every record at any k (by default "
+        f"only up to k = {JSON_MATRICES_MAX_K}: at k = 1000 the default path's are 961 MB)",
     )
     add_group_arguments(parser)
 
@@ -160,18 +170,20 @@ def check_outputs(args: argparse.Namespace) -> None:
     group_options(args)
 
 
-def trajectory_dict(traj: Trajectory, many_above: float, few_below: float) -> dict:
+def trajectory_dict(traj: Trajectory, many_above: float, few_below: float,
+                    matrices: bool = True) -> dict:
     """:meth:`Trajectory.to_dict` with the group statistics (docs/theory.md §17) in the shape
     ``solve --json`` writes: ``groups`` for the last record, ``svm.groups`` for the SVM
     reference, and ``record_groups``, one :meth:`GroupStatistics.values` per record (norms of
-    the recorded Grams, which are divided by their Frobenius norms; cosines scale-free)."""
+    the recorded Grams, which are divided by their Frobenius norms; cosines scale-free); the
+    ``k x k`` arrays only with ``matrices``."""
     grp = _groups.class_groups(traj.spec.n_vec, many_above, few_below)
     counts = traj.spec.n_vec
     records = [
         _groups.gram_group_statistics(grp, counts, cg, eg)
         for cg, eg in zip(traj.classifier_grams, traj.embedding_grams, strict=True)
     ]
-    data = traj.to_dict()
+    data = traj.to_dict(matrices)
     data["groups"] = jsonable(records[-1].to_dict()) if records else None
     data["svm"]["groups"] = jsonable(group_statistics(traj.svm, many_above, few_below).to_dict())
     data["record_groups"] = [jsonable(r.values()) for r in records]
@@ -182,8 +194,13 @@ def write_outputs(args: argparse.Namespace, runs: list[Trajectory]) -> None:
     """Write ``--json`` (first run at the top, the others under ``compared``) and ``--plot``."""
     if args.json:
         thresholds = group_options(args)
-        data = trajectory_dict(runs[0], **thresholds)
-        data["compared"] = [trajectory_dict(t, **thresholds) for t in runs[1:]]
+        matrices = args.full or runs[0].spec.k <= JSON_MATRICES_MAX_K
+        data = trajectory_dict(runs[0], **thresholds, matrices=matrices)
+        data["compared"] = [trajectory_dict(t, **thresholds, matrices=matrices)
+                            for t in runs[1:]]
+        if not matrices:
+            data["matrices"] = (f"left out above k = {JSON_MATRICES_MAX_K}; --full writes "
+                                "them")
         write_json("json", args.json, data)
     if args.plot:
         from ..plots.training import trajectory_figure

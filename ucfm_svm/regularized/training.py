@@ -34,6 +34,7 @@ import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -217,6 +218,9 @@ class Trajectory:
     seconds: float
     message: str
 
+    #: The ``k x k`` fields (one array per record), left out by ``to_dict(matrices=False)``.
+    MATRICES: ClassVar[tuple[str, ...]] = ("classifier_grams", "embedding_grams")
+
     @property
     def ok(self) -> bool:
         """Path: every solve converged and is certified (``certificate <= 1 + 1e-6``)."""
@@ -234,35 +238,49 @@ class Trajectory:
             [geometry.gram_distance(G, reference.classifier_gram) for G in self.classifier_grams]
         )
 
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary: every field, the cosines, and the SVM's reference values."""
+    def _svm_dict(self, matrices: bool) -> dict:
+        """The SVM reference: method, status, objective, bound, norm ratios (and Grams)."""
+        svm = self.svm
+        out = {
+            "method": svm.method,
+            "status": svm.status,
+            "objective": svm.objective,
+            "lower_bound": svm.lower_bound,
+            "classifier_norm_ratio": norm_ratio(self.spec, svm.classifier_gram),
+            "embedding_norm_ratio": norm_ratio(self.spec, svm.embedding_gram),
+        }
+        if matrices:
+            out["classifier_gram"] = _normalized(svm.classifier_gram).tolist()
+            out["embedding_gram"] = _normalized(svm.embedding_gram).tolist()
+        return out
+
+    def to_dict(self, matrices: bool = True) -> dict:
+        """JSON-ready dictionary: every field, the cosines, and the SVM's reference values.
+
+        Without ``matrices`` the ``k x k`` arrays (the recorded Grams and their cosines, the
+        SVM's Grams) are left out: at k = 1000 the eight records of the default path make 961
+        MB of JSON."""
         out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in self.MATRICES and not matrices:
+                continue
             if f.name == "spec":
                 value = value.to_dict()
             elif f.name == "params":
                 value = {g.name: jsonable(getattr(value, g.name)) for g in fields(value)}
             elif f.name == "svm":
-                value = {
-                    "method": value.method,
-                    "status": value.status,
-                    "objective": value.objective,
-                    "lower_bound": value.lower_bound,
-                    "classifier_gram": _normalized(value.classifier_gram).tolist(),
-                    "embedding_gram": _normalized(value.embedding_gram).tolist(),
-                    "classifier_norm_ratio": norm_ratio(self.spec, value.classifier_gram),
-                    "embedding_norm_ratio": norm_ratio(self.spec, value.embedding_gram),
-                }
+                value = self._svm_dict(matrices)
             elif f.name == "fits":
                 value = [fit.to_dict() for fit in value]
             out[f.name] = jsonable(value)
-        out["classifier_cosines"] = [
-            geometry.cosines_from_gram(G).tolist() for G in self.classifier_grams
-        ]
-        out["embedding_cosines"] = [
-            geometry.cosines_from_gram(G).tolist() for G in self.embedding_grams
-        ]
+        if matrices:
+            out["classifier_cosines"] = [
+                geometry.cosines_from_gram(G).tolist() for G in self.classifier_grams
+            ]
+            out["embedding_cosines"] = [
+                geometry.cosines_from_gram(G).tolist() for G in self.embedding_grams
+            ]
         out["norm_ratio_definition"] = NORM_RATIO_DEFINITION
         return out
 

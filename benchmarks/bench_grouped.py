@@ -20,6 +20,7 @@ Rows, each certified at full size (``k x k`` dual, relative gap <= 1e-6) or mark
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import resource
 import sys
@@ -39,13 +40,23 @@ GAMMA = {"ldt": 0.5}
 
 
 def timed(spec: Spec, lam: float, route: str) -> tuple[float, object]:
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = solve_regularized(spec, Regularization.from_lambda(lam), route=route)
+    CPU[0] = time.process_time() - cpu
     return time.perf_counter() - t, result
 
 
+#: CPU seconds of the last :func:`timed` call.
+CPU = [0.0]
+
+
 def describe(r: object) -> str:
-    return f"{r.status}, rel gap {r.rel_gap:.1e}, {r.iterations} its, {r.solver}"
+    bound = (r.regularization or {}).get("geometry_bound")
+    geometry = "" if bound is None else (
+        f", geometry <= {max(bound['norms'] or math.inf, bound['cosines'] or math.inf):.1e} "
+        f"(||M - M*||_F <= {bound['matrix'] or math.inf:.1e}, residual "
+        f"{bound['residual'] or math.inf:.1e}, modulus {bound['modulus']:.1e})")
+    return f"{r.status}, rel gap {r.rel_gap:.1e}{geometry}, {r.iterations} its, {r.solver}"
 
 
 def lambdas(lam0: float) -> list[tuple[str, float]]:
@@ -121,7 +132,8 @@ def main(argv: list[str]) -> None:
             for name, lam in lambdas(lam0):
                 base = baseline()
                 seconds, r = timed(spec, lam, "auto")
-                print(f"| {label} | {loss} | {name} = {lam:.3g} | {seconds:.2f} | "
+                print(f"| {label} | {loss} | {name} = {lam:.3g} | {seconds:.2f} "
+                      f"(CPU {CPU[0]:.2f}) | "
                       f"{seconds / base:.1f} | {describe(r)}; baseline {base:.3f} s |",
                       flush=True)
     if "--distinct" in argv:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
+import numpy as np
 import pytest
 
 from ucfm_svm.files import atomic_write, atomic_writer
@@ -154,3 +155,27 @@ def test_font_tools_warnings_do_not_reach_stderr(cli, tmp_path, monkeypatch):
     assert code == 0, err
     assert levels and min(levels) >= logging.ERROR
     assert logging.getLogger("fontTools").level < logging.ERROR  # restored afterwards
+
+
+def test_json_text_writes_arrays_compactly_with_the_same_value():
+    """Large numeric lists go through the C encoder one row a line (docs: files.json_text);
+    the parsed value is exactly what an indented dump gives, non-finite values stay refused."""
+    import json
+    import math
+
+    from ucfm_svm.files import COMPACT_FROM, json_text
+    from ucfm_svm.result import jsonable
+
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((30, 40))
+    matrix[3, 4] = math.inf  # jsonable: None
+    data = {"a": jsonable(matrix), "b": {"c": jsonable(rng.standard_normal(200)),
+            "d": [1, 2, 3], "e": [{"f": 1.5}] * (COMPACT_FROM + 1)}, "g": "text",
+            "h": jsonable(np.arange(100))}
+    text = json_text(data)
+    assert text.startswith('{\n "written_by"')
+    assert json.loads(text) == json.loads(json.dumps({"written_by": "ucfm-svm", **data}))
+    assert json.loads(text)["a"][3][4] is None
+    assert text.count("\n") < 400  # rows (and the dicts of "e"), not 1500 lines of numbers
+    with pytest.raises(ValueError):
+        json_text({"x": [math.nan] * (COMPACT_FROM + 1)})

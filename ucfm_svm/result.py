@@ -270,6 +270,15 @@ def jsonable(value: object) -> object:
     scalars, and non-finite floats ``None`` (JSON has no NaN or infinity); dicts and lists are
     converted recursively."""
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biu":
+            return value.tolist()
+        if value.dtype.kind == "f":  # whole arrays at once (k = 1000: 5e6 entries)
+            finite = np.isfinite(value)
+            if finite.all():
+                return value.tolist()
+            out = value.astype(object)
+            out[~finite] = None
+            return out.tolist()
         value = value.tolist()
     if isinstance(value, (float, np.floating)):
         value = float(value)

@@ -202,10 +202,6 @@ def geometry_bound(
                              "the gap does not pin a region around the point (a softmax "
                              "probability underflows or the gap is too large)")
     total = float(root @ root)
-    # rounding of the gradient itself: Q_yj = a_j w_j Delta_y (p_yj - 1) / delta_j loses the
-    # absolute eps a_j w_j Delta_y / delta_j to the subtraction, however small 1 - p_yj is
-    grad_round = 10.0 * k * EPS * math.sqrt(float(np.sum(
-        (cols.a * params.weights[labels] * params.scales.max() / (delta * root)) ** 2)))
     best = None
     ranks = sorted({int(np.sum(s > t * s[0])) if s.size and s[0] > 0 else 0
                     for t in TRUNCATIONS}, reverse=True)
@@ -215,8 +211,10 @@ def geometry_bound(
         Ur, sr, Vr = U[:, :r], s[:r], Vt[:r]
         Mr = (Ur * sr[None, :]) @ Vr
         shift = np.linalg.norm(M - Mr, axis=0) / root  # ||z'_j - z_j||
-        _, _, Q = _primal(params, cols, Mr / root[None, :] + b[:, None])
+        Zr = Mr / root[None, :] + b[:, None]
+        _, _, Q = _primal(params, cols, Zr)
         G0 = Q / root[None, :]
+        grad_round = _gradient_rounding(params, cols, Zr, G0)
         # the residual of G = grad_M f + lambda (U V^T + W_perp) in the four blocks of
         # (U, U_perp) x (V, V_perp); a complement of dimension 0 contributes nothing
         A1 = Ur.T @ G0
@@ -234,12 +232,14 @@ def geometry_bound(
             Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
             top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
             top = top * (1.0 + 10.0 * Gm.shape[0] * EPS) + grad_round
-            rest = math.sqrt(min(k, m) - r) * max(top - lam, 0.0)
+            rest = math.sqrt(min(k, m) - r) * max(min(top, _complement_norm(
+                G0, Ur, Vr, A1, grad_round) if r and top > lam else top) - lam, 0.0)
         res_m = math.sqrt(squares + rest**2)
         if r:  # rounding of the gradient (projected into the blocks) and of the products
             res_m += grad_round + 10.0 * k * EPS * (float(np.linalg.norm(G0)) + lam * math.sqrt(r))
         mu = mu0 * np.exp(-kappa * (rho + shift))
-        nu = float(np.min(cols.a * mu / root**2))
+        nus = cols.a * mu / root**2
+        nu = float(np.min(nus))
         sharp = lam / (2.0 * float(sr[0])) if r else math.inf
         if bias == "none":
             modulus = min(nu, sharp)
@@ -264,6 +264,45 @@ def geometry_bound(
         if not ranks and r and best.matrix >= s[0]:  # M itself is not pinned: try X' = 0
             ranks = [0]
     return best
+
+
+def _gradient_rounding(params: LossParams, cols: object, Z: np.ndarray, G0: np.ndarray) -> float:
+    """An allowance for the rounding of the gradient ``G0 = Q S^{-1}`` computed at logits ``Z``
+    by :func:`~ucfm_svm.regularized.solver._primal` (docs/theory.md §13.7).
+
+    Every entry is computed with a relative error ``theta <= (2 k + 8 + 8 u_max) eps`` to first
+    order: the adjusted logit ``u`` and its difference to the column's largest carry an absolute
+    error ``<= 8 eps u_max`` (``u_max = max |u|``), which is a relative error of the exponential
+    (itself correctly rounded to an ulp); the column sum of ``k`` positive terms adds ``(k - 1)
+    eps``, the division one more; the true-class entry ``-sum_{c != y} p_c`` is a sum of ``k - 1``
+    positive terms (no cancellation: ``k - 2`` more) and the scalings three. Hence ``||dG0||_F
+    <= theta ||G0||_F``, doubled for the higher orders."""
+    from .losses import adjusted_logits
+
+    k = G0.shape[0]
+    u_max = float(np.max(np.abs(adjusted_logits(params, Z, cols.labels)), initial=0.0))
+    theta = (2.0 * k + 8.0 + 8.0 * u_max) * EPS
+    return 2.0 * theta * float(np.linalg.norm(G0))
+
+
+def _complement_norm(G0: np.ndarray, Ur: np.ndarray, Vr: np.ndarray, A1: np.ndarray,
+                     grad_round: float) -> float:
+    """An upper bound on ``||R_4||_2``, ``R_4 = P_U^perp G0 P_V^perp`` (docs/theory.md §13.7),
+    formed explicitly: ``C = G0 - U (U^T G0)``, ``R_4 = C - (C V^T) V``, its spectral norm from
+    the eigenvalues of the smaller Gram, inflated by ``10 n eps`` and by ``10 k eps ||G0||_F``
+    for the products that form it and ``grad_round`` for the gradient's own rounding.
+
+    At the optimum the complement carries ``lambda W_perp`` with ``||W_perp||_2 <= 1``, and often
+    strictly less (a collapsed direction), while ``||G0||_2 = lambda`` on the kept singular
+    pairs: ``||G0||_2 - lambda`` is rounding times ``sqrt(min(k, m) - r)`` and was the largest
+    term of the residual (``--longtail 1000,50`` at ``lambda_0/2``: 5e-13 of 6e-13)."""
+    C = G0 - Ur @ A1
+    R4 = C - (C @ Vr.T) @ Vr
+    Rm = R4 if R4.shape[0] <= R4.shape[1] else R4.T
+    top = math.sqrt(max(float(np.linalg.eigvalsh(Rm @ Rm.T)[-1]), 0.0))
+    k = G0.shape[0]
+    return (top * (1.0 + 10.0 * Rm.shape[0] * EPS)
+            + 10.0 * k * EPS * float(np.linalg.norm(G0)) + grad_round)
 
 
 def _zero_is_optimal(params: LossParams, cols: object, bias: str, lam: float, top: float,

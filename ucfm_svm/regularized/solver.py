@@ -149,8 +149,9 @@ def _primal(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """``f = sum_j a_j l(y_j, z_j)``, the softmax ``P`` of the adjusted logits, the gradient ``Q``.
 
-    ``Q_j = a_j w_{y_j} / delta_{y_j} * Delta * (p_j - e_{y_j})`` is ``df/dz_j``. One
-    exponential per entry (the cost at k = 1000 is in these k x m passes).
+    ``Q_j = a_j w_{y_j} / delta_{y_j} * Delta * (p_j - e_{y_j})`` is ``df/dz_j``, its true-class
+    entry ``p_yj - 1 = -sum_{c != y_j} p_cj`` summed without cancellation. One exponential per
+    entry (the cost at k = 1000 is in these k x m passes).
     """
     idx = np.arange(cols.m)
     u = adjusted_logits(params, Z, cols.labels)
@@ -163,7 +164,10 @@ def _primal(
     coef = cols.a * params.weights[cols.labels]
     value = float(np.sum(coef * (np.log(total) - true)))
     Q = u.copy()
-    Q[cols.labels, idx] -= 1.0
+    # 1 - p_y as the sum of the other probabilities: every entry of Q then has a relative
+    # rounding error (p_y - 1 would lose eps absolute however small 1 - p_y is, §13.7)
+    Q[cols.labels, idx] = 0.0
+    Q[cols.labels, idx] = -Q.sum(axis=0)
     Q *= params.scales[:, None]
     Q *= (coef / params.temperatures[cols.labels])[None, :]
     return value, u, Q

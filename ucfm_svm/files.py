@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -125,11 +126,15 @@ def json_text(data: dict) -> str:
         return value
 
     text = json.dumps({"written_by": WRITER, **swap(data)}, indent=1, allow_nan=False)
-    for key, value in rows.items():
-        body = ("[" + ",\n".join(json.dumps(row, allow_nan=False) for row in value) + "]"
-                if isinstance(value[0], list) else json.dumps(value, allow_nan=False))
-        text = text.replace(json.dumps(key), body, 1)
-    return text + "\n"
+
+    def body(match: re.Match) -> str:
+        value = rows[match.group(1)]
+        if isinstance(value[0], list):
+            return "[" + ",\n".join(json.dumps(row, allow_nan=False) for row in value) + "]"
+        return json.dumps(value, allow_nan=False)
+
+    # one pass over the text (a replace per array would be quadratic in the number of arrays)
+    return re.sub('"(' + re.escape(tag) + r'\d+)"', body, text) + "\n"
 
 
 def _numeric_rows(value: list) -> bool:

@@ -66,7 +66,11 @@ def test_bound_covers_the_error_near_the_vanishing_point(eps, route):
     # the table of docs/regularized.md: where the error is large the status says so
     if norm_error > GEOMETRY_RTOL:
         assert result.status == GEOMETRY_NOT_CERTIFIED
-    if route != "auto" and eps <= 1e-6:  # the solvers' own points: errors 1e-3 and 100%
+    # the solvers' own points: the factored route's errors are 6e-4 and 12%; the grouped
+    # route's final Newton polish pins eps = 1e-6 or not depending on where its L-BFGS stage
+    # stops (pinned after the compact L-BFGS matrix: true error 4.7e-8, bound 1.5e-7; not after
+    # the two-loop recursion's rounding), and neither pins eps = 1e-8 (errors 12-17%)
+    if (route == "factors" and eps <= 1e-6) or (route == "grouped" and eps <= 1e-8):
         assert result.status == GEOMETRY_NOT_CERTIFIED
         assert "vanishing point lambda_0 = 0.223607" in result.message
     if route == "auto":  # polished to rounding: pinned except at eps = 1e-8

@@ -245,6 +245,10 @@ def test_penalty_at_scale_is_weak_and_not_raised_after_truncated_rounds(monkeypa
         return out
 
     monkeypatch.setattr(nonconvex, "_lbfgs", recording)
+    # the polish rule of the measured trajectory (a step must halve |F|): with the damped
+    # polish (POLISH_CONTRACTION = 0.9) the fourth round's polish certifies and no truncated
+    # round is followed by another, so the penalty rule would go unchecked
+    monkeypatch.setattr(nonconvex, "POLISH_CONTRACTION", 0.5)
     # (k + k) d = 12,800 variables; measured rounds (iterations, mu): (333, 3.2), (131, 3.2),
     # (218, 3.2), (500, 32), (500, 32), then the polish
     spec = Spec.from_loss(longtail_counts(80, 256, 1280), "cdt", gamma=0.5)

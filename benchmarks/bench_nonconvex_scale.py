@@ -1,10 +1,12 @@
 """The non-convex route at field sizes (issue 19): certified, geometry against the closed form.
 
 Cases: long tail k = 100 (IF 100, n_max 500, CE, class level), STEP ``100,10,0.5`` (CE, class
-level) and CIFAR-10-LT counts at the example level (n = 12,406, variable projection,
-docs/theory.md §15). For each: CPU and wall seconds, status, relative gap, the largest norm or
-cosine error against the closed form (``solvers.coverage.geometry_error``) and the L-BFGS
-iterations. With ``--baseline FILE`` (an older ``nonconvex.py``, e.g.
+level), CIFAR-10-LT counts at the example level (n = 12,406, variable projection,
+docs/theory.md §15) and long tail k = 300 (ratio 256, n_max 1280, CE, class level; the case
+of the globalized polish, about a minute, two with ``--baseline``). For each: CPU and wall
+seconds, status, relative gap, the largest norm or cosine error against the closed form
+(``solvers.coverage.geometry_error``) and the L-BFGS iterations. With ``--baseline FILE``
+(an older ``nonconvex.py``, e.g.
 ``git show 23f66a4:ucfm_svm/solvers/nonconvex.py > /tmp/nonconvex_old.py``) the old solver runs
 the same cases in this process and the CPU-time ratio old/new is reported: the machine is
 shared, so ratios, not absolute seconds, are the measurement.
@@ -30,6 +32,7 @@ CASES = {
     "longtail 100,100 (n_max 500)": (longtail_counts(100, 100, 500), "class"),
     "step 100,10,0.5": (step_counts(100, 10, 0.5), "class"),
     "cifar10-lt, example level": (dataset_counts("cifar10-lt"), "example"),
+    "longtail 300,256 (n_max 1280)": (longtail_counts(300, 256, 1280), "class"),
 }
 
 

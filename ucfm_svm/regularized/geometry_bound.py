@@ -232,14 +232,15 @@ def geometry_bound(
             Gm = G0 if G0.shape[0] <= G0.shape[1] else G0.T
             top = math.sqrt(max(float(np.linalg.eigvalsh(Gm @ Gm.T)[-1]), 0.0))
             top = top * (1.0 + 10.0 * Gm.shape[0] * EPS) + grad_round
-            rest = math.sqrt(min(k, m) - r) * max(min(top, _complement_norm(
-                G0, Ur, Vr, A1, grad_round) if r and top > lam else top) - lam, 0.0)
+            block = top  # ||R_4||_2 <= ||G0||_2; formed directly when that is not enough
+            if r and top > lam:
+                block = min(top, _complement_norm(G0, Ur, Vr, A1, grad_round))
+            rest = math.sqrt(min(k, m) - r) * max(block - lam, 0.0)
         res_m = math.sqrt(squares + rest**2)
         if r:  # rounding of the gradient (projected into the blocks) and of the products
             res_m += grad_round + 10.0 * k * EPS * (float(np.linalg.norm(G0)) + lam * math.sqrt(r))
         mu = mu0 * np.exp(-kappa * (rho + shift))
-        nus = cols.a * mu / root**2
-        nu = float(np.min(nus))
+        nu = float(np.min(cols.a * mu / root**2))
         sharp = lam / (2.0 * float(sr[0])) if r else math.inf
         if bias == "none":
             modulus = min(nu, sharp)

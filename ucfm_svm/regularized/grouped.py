@@ -365,7 +365,8 @@ def _conjugate_gradient(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarr
                         steps: int) -> np.ndarray:
     """Approximately solve ``A x = rhs`` for a positive semi-definite ``A`` (given by its
     product) by conjugate gradients from ``x = 0``, stopping at ``steps`` iterations, at a
-    relative residual of ``1e-14`` or where the curvature is not positive."""
+    relative residual of ``CG_RTOL`` or where the curvature is not positive (the factored
+    objective is not convex)."""
     x = np.zeros_like(rhs)
     r = rhs.copy()
     d = r.copy()

@@ -103,13 +103,19 @@ def test_long_tail_geometry_within_1e6_of_closed_form(k, loss, gamma):
     assert error <= 1e-6, where
 
 
-def test_krylov_polish_converges_to_the_kkt_point():
+def _kkt_reference():
+    """Long tail k = 30, CDT 1/2: the closed form's ``(W, G)``, the class-level columns, the
+    all-margins active set and the polar multipliers (the KKT point of §15)."""
     spec = Spec.from_loss(longtail_counts(30, 100, 500), "cdt", gamma=0.5)
     ref = solve(spec, "theory")
     cols = _Columns(spec, "class")
     G = ref.H_mean * cols.s[None, :]
-    active = cols.mask > 0
     lam = _polar_multipliers(spec, ref.W, ref.H_mean) * cols.delta[None, :]
+    return ref, cols, G, cols.mask > 0, lam
+
+
+def test_krylov_polish_converges_to_the_kkt_point():
+    ref, cols, G, active, lam = _kkt_reference()
     assert np.linalg.norm(_kkt_residual(cols, ref.W, G, lam[active], active)) < 1e-10
     rng = np.random.default_rng(1)
     W0 = ref.W + 1e-3 * rng.standard_normal(ref.W.shape)
@@ -124,17 +130,11 @@ def test_krylov_polish_converges_to_the_kkt_point():
     assert rel_fro(H.T @ H, ref.embedding_gram) < 1e-9
 
 
-
 def test_krylov_polish_is_globalized_by_damped_steps():
     """From 1e-1 off the optimum (|F| = 9.4) the polish converges by damped Newton steps; a
     polish that gave up at the first step not halving |F| stopped at |F| = 0.19 (the rule up
     to round 5 of issue 19, docs/theory.md §15: long tail k = 300 needed 4 rounds for it)."""
-    spec = Spec.from_loss(longtail_counts(30, 100, 500), "cdt", gamma=0.5)
-    ref = solve(spec, "theory")
-    cols = _Columns(spec, "class")
-    G = ref.H_mean * cols.s[None, :]
-    active = cols.mask > 0
-    lam = _polar_multipliers(spec, ref.W, ref.H_mean) * cols.delta[None, :]
+    ref, cols, G, active, lam = _kkt_reference()
     rng = np.random.default_rng(1)
     W0 = ref.W + 1e-1 * rng.standard_normal(ref.W.shape)
     G0 = G + 1e-1 * rng.standard_normal(G.shape)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ucfm_svm.regularized.lbfgs import PairMemory
+from ucfm_svm.solvers.lbfgs import PairMemory
 
 
 def two_loop(pairs: list[tuple[np.ndarray, np.ndarray]], g: np.ndarray) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""The compact L-BFGS matrix (ucfm_svm/regularized/lbfgs.py) against the two-loop recursion."""
+"""The compact L-BFGS matrix (ucfm_svm/solvers/lbfgs.py) against the two-loop recursion."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ucfm_svm.regularized.lbfgs import PairMemory, minimize_lbfgs
+from ucfm_svm.solvers.lbfgs import PairMemory, minimize_lbfgs
 
 
 def two_loop(pairs: list[tuple[np.ndarray, np.ndarray]], g: np.ndarray) -> np.ndarray:

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..result import CERTIFY_RTOL, Result
+from ..solvers.lbfgs import minimize_lbfgs
 from ..spec import Spec
-from .lbfgs import minimize_lbfgs
 from .losses import LossParams, params_from_spec
 
 #: Singular values of ``T`` and ``|alpha_g|`` below this fraction of the largest are dropped

@@ -7,7 +7,7 @@ section 1 (the loss's SVM limit, ``Spec.from_loss``):
 
       min_{W, H}  sum_i l(y_i, W h_i) + lambda/2 (||W||_F^2 + ||H||_F^2)
 
-  with L-BFGS (:mod:`ucfm_svm.regularized.lbfgs`) over a decreasing grid of ``lambda``, each
+  with L-BFGS (:mod:`ucfm_svm.solvers.lbfgs`) over a decreasing grid of ``lambda``, each
   solve warm-started from the previous one (docs/theory.md §9: the normalized minimizers
   approach the SVM roughly like ``1 / log(1/lambda)``).
 - :func:`gradient_descent` runs plain (``x <- x - lr grad``) or normalized
@@ -42,9 +42,9 @@ from .. import geometry
 from ..api import solve
 from ..progress import progress
 from ..result import Result, jsonable
+from ..solvers.lbfgs import minimize_lbfgs
 from ..spec import Spec
 from ..validation import check_float, check_int, fail, parse_list
-from .lbfgs import minimize_lbfgs
 from .losses import LossParams, loss_and_grad, params_from_spec, scaled_logit_gradient
 
 #: Levels: collapsed class means weighted by ``n_c``, or one embedding per example.
@@ -292,7 +292,7 @@ class Trajectory:
         write_output(path, json_text(self.to_dict()))
 
 
-#: Stored (s, y) pairs of the path's L-BFGS (:func:`ucfm_svm.regularized.lbfgs.minimize_lbfgs`).
+#: Stored (s, y) pairs of the path's L-BFGS (:func:`ucfm_svm.solvers.lbfgs.minimize_lbfgs`).
 LBFGS_MEMORY = 10
 #: Slack on the global-optimality certificate of the path (L-BFGS stops at ``gtol``, not 0).
 CERTIFICATE_TOL = 1e-6

@@ -17,7 +17,13 @@ import pytest
 
 from ucfm_svm import Spec, api
 from ucfm_svm.geometry import cosines_from_gram
-from ucfm_svm.result import GEOMETRY_NOT_CERTIFIED, GEOMETRY_RTOL, OPTIMAL
+from ucfm_svm.result import (
+    GEOMETRY_NOT_CERTIFIED,
+    GEOMETRY_RTOL,
+    INACCURATE,
+    NOT_CERTIFIED,
+    OPTIMAL,
+)
 from ucfm_svm.solvers import coverage
 from ucfm_svm.solvers.exact import exact_closed_form
 
@@ -90,12 +96,15 @@ def test_theory_is_optimal_only_with_the_exact_geometry(name, references):
 @pytest.mark.parametrize("name", ["issue-convex", "issue-theory", "cdt-gamma+1"])
 def test_convex_never_claims_a_wrong_geometry(name, references):
     """Whatever Clarabel reaches, "optimal" implies the geometry is right; otherwise the
-    status says the objective is certified and the geometry is not (or inaccurate)."""
+    status says so: the objective certified and the geometry not, an inaccurate solve, or no
+    certificate at all (cvxpy 1.9.3 / Clarabel 0.11.1 stop at a gap of 4.7e-2 on cdt-gamma+1)."""
     result = api.solve(CASES[name], "convex")
     if result.status == OPTIMAL:
         assert _error(result, references[name]) <= GEOMETRY_RTOL
+    elif result.status == GEOMETRY_NOT_CERTIFIED:
+        assert "geometry" in result.message
     else:
-        assert "geometry" in result.message or result.status == "inaccurate"
+        assert result.status in (INACCURATE, NOT_CERTIFIED) and not result.objective_certified
 
 
 def test_cover_downgrades_a_point_off_the_optimum():

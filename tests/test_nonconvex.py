@@ -160,7 +160,9 @@ def test_restarts_keep_best_and_report_spread():
     res = solve(spec, "nonconvex", restarts=3, seed=4)
     assert res.restarts == 3 and len(res.restart_objectives) == 3
     assert res.objective == pytest.approx(min(res.restart_objectives), rel=1e-12)
-    assert min(res.restart_objectives) >= res.lower_bound
+    # weak duality, up to the rounding of both sums (measured: the bound 2 ulps above the cost
+    # at the certified optimum with numpy 2.4 / scipy 1.17)
+    assert min(res.restart_objectives) >= res.lower_bound - 8 * np.spacing(res.lower_bound)
     assert res.certified
 
 

@@ -8,6 +8,7 @@ from ..api import METHODS, group_statistics, method_options, solve
 from ..regularized.solver import solve_regularized
 from ..result import OPTIMAL, jsonable
 from ..solvers.convex import LEVELS
+from ..solvers.nonconvex import REFINEMENTS
 from ..validation import fail
 from . import regularized
 from ._common import (
@@ -85,6 +86,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rounds of exact block steps before the joint refinement "
         "(default 2 at the class level for k <= 12, else 0; 0 at the example level; at most "
         "10000)",
+    )
+    nonconvex.add_argument(
+        "--refinement",
+        default=None,
+        choices=REFINEMENTS,
+        help="how a random start is refined: joint (augmented Lagrangian on W and H, the way a "
+        "network trains), tight (L-BFGS on W alone with every margin tight, docs/theory.md "
+        "§18; d >= k - 1) or auto (the default: tight above 5,000 variables, joint below or "
+        "when tight does not certify)",
     )
     add_group_arguments(p)
     regularized.add_arguments(p)

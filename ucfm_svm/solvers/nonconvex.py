@@ -98,6 +98,7 @@ from ..spec import Spec
 from ..validation import check_int, fail
 from . import certificate
 from .convex import LEVELS, BlockSteps, covered, solve_convex
+from .tight import minimize_tight
 
 #: Alternation rounds by level when none are requested. The example level starts the joint
 #: refinement from random features, so that within-class collapse has to emerge from it (the
@@ -165,6 +166,9 @@ OWN_LBFGS_VARIABLES = 5000
 #: Example-level variables ``(k + n) d`` above which an example-level solve without a start
 #: uses the variable projection (:func:`_broadcast`); below it the examples are refined jointly.
 JOINT_EXAMPLE_VARIABLES = 20_000
+#: Refinements a start may get: ``"joint"`` (the augmented Lagrangian on ``(W, G)``, the way a
+#: network trains), ``"tight"`` (the tight-margin reduction, :func:`_tight_run`) and ``"auto"``.
+REFINEMENTS = ("auto", "joint", "tight")
 #: Outer (multiplier) rounds of the augmented Lagrangian per run.
 MAX_OUTER = 60
 #: Largest KKT system (entries) solved by NNLS for the class-level multipliers: k <= ~12 with
@@ -202,6 +206,8 @@ class _Run:
     outer: int
     stopped: str
     polished: int = 0
+    #: ``"joint"`` (augmented Lagrangian on ``(W, G)``) or ``"tight"`` (:func:`_tight_run`).
+    route: str = "joint"
 
 
 class _Columns:
@@ -910,6 +916,53 @@ def _krylov_polish(
     return W, G, L
 
 
+def _tight_run(cols: _Columns, rng: np.random.Generator) -> _Run:
+    """One start refined by the tight-margin reduction (:mod:`ucfm_svm.solvers.tight`).
+
+    The start is random classifiers ``w_c = u_c / Delta_c`` in ``k - 1`` dimensions (``u_c``
+    uniform on the unit sphere; the optimum has rank ``k - 1`` for every ``d >= k - 1``,
+    docs/theory.md §2); L-BFGS minimizes the reduced cost ``f(W)``, whose class means keep every
+    margin tight, and the point is padded with zeros to ``d`` dimensions. Its multipliers (those
+    of the tight margins) and the polar factor of the point give the certified bound
+    (:meth:`_Columns.bound`). The KKT residual of the all-margins system at such a point is
+    the reduced gradient alone (the margins and the class means' stationarity hold by
+    construction); when it is above :data:`KKT_ROUNDING`, the Newton polish of the joint route
+    (:func:`_try_polish`) takes it on from there. Above :data:`OWN_LBFGS_VARIABLES` variables a
+    progress bar counts the iterations and shows the cost.
+    """
+    spec = cols.spec
+    k, d = spec.k, spec.dim
+    U = rng.standard_normal((k, k - 1))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    large = (k + cols.m) * d > OWN_LBFGS_VARIABLES
+    try:
+        with progress(desc=f"tight-margin refinement (k={k})", unit="it", enabled=large) as bar:
+
+            def advance(cost: float) -> None:
+                bar.update(1)
+                bar.set_postfix_str(f"cost {cost:.10g}", refresh=False)
+
+            solved = minimize_tight(spec, U / spec.Delta[:, None], callback=advance)
+    except ValueError as exc:
+        return _Run(None, None, np.inf, -np.inf, 0, 0, f"{exc}", route="tight")
+    tight = solved.point
+    W = np.zeros((k, d))
+    W[:, : k - 1] = tight.W
+    G = np.zeros((d, k))
+    G[: k - 1] = tight.H * cols.s[None, :]
+    lam = tight.multipliers * cols.delta[None, :]  # the normalized constraints' multipliers
+    run = _Run(None, None, np.inf, cols.bound(W, G, lam), solved.iterations, 0, solved.message,
+               route="tight")
+    point = _feasible(cols, W, G)
+    if point is not None:
+        run.W, run.G = point
+        run.objective = geometry.class_objective(spec, point[0], cols.class_point(*point))
+    size = float(np.sqrt(np.sum(W * W) + np.sum(G * G)))
+    if float(np.linalg.norm(tight.gradient)) > KKT_ROUNDING * max(1.0, size):
+        _try_polish(cols, run, W, G, lam, force=True)
+    return run
+
+
 def _certified(run: _Run) -> bool:
     return run.W is not None and run.objective - run.lower_bound <= CERTIFY_RTOL * run.objective
 
@@ -966,6 +1019,7 @@ def solve_nonconvex(
     seed: int = 0,
     alternations: int | None = None,
     start: tuple[np.ndarray, np.ndarray] | None = None,
+    refinement: str = "auto",
 ) -> Result:
     """Solve the UF-CS-SVM on ``(W, H)`` from ``restarts`` starts and certify the best point.
 
@@ -989,7 +1043,15 @@ def solve_nonconvex(
         :data:`DEFAULT_ALTERNATIONS` of the level for ``k <=`` :data:`ALTERNATION_MAX_K`, else 0.
     start : (W, H) or None
         A start for the first run: ``W`` (k x d) and ``H`` (d x k class means, or d x n
-        examples). The other runs start at random.
+        examples), refined jointly. The other runs start at random.
+    refinement : {"auto", "joint", "tight"}
+        How a random start is refined. ``"joint"``: the augmented Lagrangian on ``(W, H)``
+        (module docstring). ``"tight"``: the tight-margin reduction (:func:`_tight_run`,
+        docs/theory.md §18: L-BFGS on ``W`` alone, the class means keeping every margin tight),
+        for ``d >= k - 1`` at the class level or under the example level's variable
+        projection. ``"auto"`` (default): the tight one above :data:`OWN_LBFGS_VARIABLES`
+        variables where it applies, and the joint one from a new random start when it does not
+        certify; the joint one otherwise.
 
     Returns
     -------
@@ -1003,7 +1065,8 @@ def solve_nonconvex(
     Raises
     ------
     SpecError
-        Bad level, restarts, seed, alternations or start; ``dim = 1`` with ``k >= 3``; a
+        Bad level, restarts, seed, alternations, start or refinement (``"tight"`` where it
+        does not apply); ``dim = 1`` with ``k >= 3``; a
         :func:`memory_estimate` above :data:`MEMORY_LIMIT` (raised before any work).
     SolverError
         No start reached a feasible point.
@@ -1053,6 +1116,7 @@ def solve_nonconvex(
     # Variable projection (docs/theory.md §15): the examples' exact H-step depends only on
     # their labels, so the refinement runs on the class means with weights n_c.
     cols = _Columns(spec, "class") if projected else examples
+    tight = _tight_refinement(cols, refinement)
 
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -1067,12 +1131,21 @@ def solve_nonconvex(
             W, G = _random_start(cols, rng)
             if index == 0 and given is not None:
                 W, G = given
+            elif tight:
+                run = _tight_run(cols, rng)
+                if refinement == "tight" or _certified(run):
+                    runs.append(run)
+                    continue
+                notes.append(
+                    f"start {index}: the tight-margin reduction did not certify ({run.stopped}; "
+                    f"relative gap {_gap(run):.1e}), so the start was refined jointly"
+                )
             if steps is not None:
                 W, G, note = _alternate(cols, steps, W, G, rounds)
                 if note:
                     notes.append(f"start {index}: {note}")
             runs.append(_refine(cols, W, G, rounds))
-        if spec.certifiable and not any(_certified(r) for r in runs):
+        if spec.certifiable and refinement != "tight" and not any(_certified(r) for r in runs):
             runs.append(_continuation(cols, rng, rounds))
             notes.append("the last start is a continuation in the class scales and margins")
     seconds = time.perf_counter() - began
@@ -1107,8 +1180,11 @@ def solve_nonconvex(
     }
     if level == "example":
         extra["nc1"] = geometry.nc1(H, cols.labels, spec.k)
-    refiner = "L-BFGS" if (spec.k + cols.m) * spec.dim > OWN_LBFGS_VARIABLES else "L-BFGS-B"
-    solver = f"CLARABEL+{refiner}" if rounds > 0 else refiner
+    if kept.route == "tight":
+        solver = "L-BFGS (tight-margin reduction)"
+    else:
+        refiner = "L-BFGS" if (spec.k + cols.m) * spec.dim > OWN_LBFGS_VARIABLES else "L-BFGS-B"
+        solver = f"CLARABEL+{refiner}" if rounds > 0 else refiner
     result = Result.from_point(
         spec,
         kept.W,
@@ -1121,6 +1197,28 @@ def solve_nonconvex(
         **extra,
     )
     return covered(dataclasses.replace(result, message=_message(result, kept, runs, notes)))
+
+
+def _tight_refinement(cols: _Columns, refinement: str) -> bool:
+    """Whether random starts go to the tight-margin reduction first (``refinement`` as in
+    :func:`solve_nonconvex`, checked here)."""
+    if refinement not in REFINEMENTS:
+        raise fail("refinement", "one of " + ", ".join(REFINEMENTS), refinement)
+    spec = cols.spec
+    applies = cols.level == "class" and spec.certifiable
+    if refinement == "tight" and not applies:
+        raise fail(
+            "refinement",
+            "auto or joint here (the tight-margin reduction needs d >= k - 1, and the class "
+            "level or the example level's variable projection, docs/theory.md §18)",
+            refinement,
+        )
+    large = (spec.k + cols.m) * spec.dim > OWN_LBFGS_VARIABLES
+    return refinement == "tight" or (refinement == "auto" and applies and large)
+
+
+def _gap(run: _Run) -> float:
+    return (run.objective - run.lower_bound) / run.objective if run.W is not None else np.inf
 
 
 def _projects(spec: Spec) -> bool:
@@ -1201,10 +1299,15 @@ def _message(result: Result, kept: _Run, runs: list[_Run], notes: list[str]) -> 
         if len(runs) > 1
         else ""
     )
+    how = (
+        f"{kept.iterations} L-BFGS iterations of the tight-margin reduction"
+        + (" and a Newton polish" if kept.polished else "")
+        if kept.route == "tight"
+        else f"{kept.outer} augmented-Lagrangian rounds"
+    )
     reached = (
         f"objective {result.objective:.10g}, lower bound {result.lower_bound:.10g}, "
-        f"relative gap {result.rel_gap:.2e} after {kept.outer} augmented-Lagrangian rounds "
-        f"({kept.stopped}){spread}"
+        f"relative gap {result.rel_gap:.2e} after {how} ({kept.stopped}){spread}"
     )
     tail = "".join(f"; {note}" for note in notes)
     if result.certified:
